@@ -1,0 +1,2 @@
+//! The `burrow` command.
+fn main() {}

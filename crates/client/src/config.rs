@@ -1,0 +1,86 @@
+//! The client's validated runtime configuration.
+
+use burrow_proto::auth::Secret;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Re-export so the CLI does not need its own rustls dependency for the type.
+pub use burrow_net::tls::rustls::ClientConfig as TlsClientConfig;
+
+/// How the client reaches the server.
+#[derive(Clone)]
+pub enum Transport {
+    /// TLS 1.3; the configuration carries the trust decision (pinned, CA, or first use).
+    Tls(Arc<TlsClientConfig>),
+    /// Plain TCP, only when the user asked for it explicitly.
+    Plain,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Tls(_) => "Tls",
+            Transport::Plain => "Plain",
+        })
+    }
+}
+
+/// One service to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelConfig {
+    /// Name, for logs and the printed address.
+    pub name: String,
+    /// Where visitors' connections go, `host:port` on the client's side.
+    pub local: String,
+    /// A specific public port, or `None` for any allowed port.
+    pub remote_port: Option<u16>,
+}
+
+/// Everything the client needs to run.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The server's control address, `host:port`.
+    pub server: String,
+    /// Identity name (empty in shared-token mode is allowed).
+    pub name: String,
+    /// The identity's token.
+    pub token: Secret,
+    /// TLS or plain.
+    pub transport: Transport,
+    /// Tunnels to publish.
+    pub tunnels: Vec<TunnelConfig>,
+    /// Idle data connections kept open, ready for visitors.
+    pub pool_size: usize,
+    /// Exit instead of reconnecting when the carrier is lost.
+    pub exit_on_disconnect: bool,
+    /// Heartbeat interval.
+    pub heartbeat_interval: Duration,
+    /// Silence after which the carrier is declared dead.
+    pub dead_after: Duration,
+    /// Deadline for connecting and the whole handshake.
+    pub connect_timeout: Duration,
+    /// Deadline for reaching a local target.
+    pub target_timeout: Duration,
+    /// Longest pause between reconnect attempts.
+    pub max_backoff: Duration,
+}
+
+impl ClientConfig {
+    /// A configuration with burrow's defaults.
+    pub fn new(server: String, name: String, token: Secret, transport: Transport) -> Self {
+        Self {
+            server,
+            name,
+            token,
+            transport,
+            tunnels: Vec::new(),
+            pool_size: 8,
+            exit_on_disconnect: false,
+            heartbeat_interval: burrow_proto::liveness::DEFAULT_INTERVAL,
+            dead_after: burrow_proto::liveness::DEFAULT_DEAD_AFTER,
+            connect_timeout: Duration::from_secs(10),
+            target_timeout: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}

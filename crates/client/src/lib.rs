@@ -1,0 +1,2 @@
+//! burrow client library.
+pub mod config;

@@ -1,0 +1,101 @@
+//! One carrier type for every transport, chosen once as a value.
+//!
+//! An enum rather than a generic parameter or a trait object: the session code stays free of type
+//! parameters, and the relay can see when both ends are plain TCP (the zero-copy case).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// A connection between client and server (control stream or data connection).
+#[derive(Debug)]
+pub enum Carrier {
+    /// Plain TCP: only when both sides opted in with `insecure_plain`.
+    Plain(TcpStream),
+    /// TLS 1.3, as seen by the client.
+    ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// TLS 1.3, as seen by the server.
+    ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Carrier {
+    /// The underlying TCP socket.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Carrier::Plain(s) => s,
+            Carrier::ClientTls(s) => s.get_ref().0,
+            Carrier::ServerTls(s) => s.get_ref().0,
+        }
+    }
+
+    /// A short name for logs: `tcp` or `tls`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Carrier::Plain(_) => "tcp",
+            Carrier::ClientTls(_) | Carrier::ServerTls(_) => "tls",
+        }
+    }
+}
+
+/// Applies burrow's socket options to a carrier or visitor socket.
+///
+/// `TCP_NODELAY`: frames and interactive traffic must not wait for Nagle. Keepalive (15 s idle,
+/// 5 s interval, 3 probes): pooled data connections sit idle and must not be silently dropped by
+/// a NAT without the kernel noticing; heartbeats cover the control stream.
+pub fn tune_socket(stream: &TcpStream) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(15))
+        .with_interval(Duration::from_secs(5))
+        .with_retries(3);
+    socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive)
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            Carrier::Plain($s) => { let $s = Pin::new($s); $e }
+            Carrier::ClientTls($s) => { let $s = Pin::new(&mut **$s); $e }
+            Carrier::ServerTls($s) => { let $s = Pin::new(&mut **$s); $e }
+        }
+    };
+}
+
+impl AsyncRead for Carrier {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Carrier {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        delegate!(self, s => s.poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_shutdown(cx))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => s.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Carrier::Plain(s) => s.is_write_vectored(),
+            Carrier::ClientTls(s) => s.is_write_vectored(),
+            Carrier::ServerTls(s) => s.is_write_vectored(),
+        }
+    }
+}

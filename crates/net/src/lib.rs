@@ -1,0 +1,13 @@
+//! Carriers and byte moving: TCP and TLS connections as one [`Carrier`] type, frame I/O over
+//! them, socket tuning, and the relay that joins a visitor to a stream.
+//!
+//! Nothing here knows about sessions or tunnels; the server and client crates compose these.
+
+pub mod carrier;
+pub mod frame_io;
+pub mod relay;
+pub mod tls;
+
+pub use carrier::{Carrier, tune_socket};
+pub use frame_io::{FrameIo, read_frame, read_preface, write_frame, write_preface};
+pub use relay::relay;

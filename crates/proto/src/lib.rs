@@ -1,0 +1,33 @@
+//! The burrow wire protocol, with no I/O.
+//!
+//! Every connection a client makes to a server (the control stream and each data connection)
+//! starts the same way: both sides send a fixed-size [`Preface`] (magic, protocol version,
+//! capability bits), the server sends a [`msg::Challenge`] frame with a fresh nonce, and the client
+//! answers with a [`msg::Hello`] that proves what it is (a new session, or a data connection of an
+//! existing one) with an HMAC over that nonce. After that the control stream carries
+//! [`msg::ClientMsg`] / [`msg::ServerMsg`] frames, and a data connection carries one
+//! [`msg::StreamOpen`] frame and then the visitor's raw bytes.
+//!
+//! Frames are a 4-byte big-endian length and a postcard payload, never longer than
+//! [`MAX_FRAME_LEN`]. The [`liveness`] state machine drives heartbeats; [`auth`] holds the
+//! challenge–response and the per-session secret.
+
+pub mod auth;
+pub mod frame;
+pub mod liveness;
+pub mod msg;
+pub mod preface;
+
+pub use frame::{FrameError, MAX_FRAME_LEN, decode_payload, encode_frame};
+pub use preface::{PREFACE_LEN, Preface, PrefaceError};
+
+/// The protocol version this build speaks. Bumped on any incompatible wire change.
+pub const VERSION: u16 = 1;
+
+/// Capability bits a side may announce in its preface; unknown bits are ignored.
+pub mod caps {
+    /// TCP tunnels over pooled data connections.
+    pub const TCP: u32 = 1 << 0;
+    /// Everything this build supports.
+    pub const ALL: u32 = TCP;
+}

@@ -1,0 +1,218 @@
+//! Every message burrow sends inside frames.
+//!
+//! postcard encodes an enum variant by its index, so new variants are only ever appended, and a
+//! side that receives a variant it does not know fails that frame with a clear error.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// Length of nonces, proofs and secrets (SHA-256 sized).
+pub const NONCE_LEN: usize = 32;
+
+/// A nonce, an HMAC proof or a derived secret.
+pub type Bytes32 = [u8; NONCE_LEN];
+
+/// Longest identity or tunnel name accepted.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// The server's first frame on every connection: a fresh nonce for the client to prove against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    /// Random bytes, never reused.
+    pub nonce: Bytes32,
+}
+
+/// The client's first frame: what this connection is, and the proof that it may be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Hello {
+    /// Opens a new session: the control stream of an identity.
+    Control {
+        /// Identity name; empty in shared-token mode.
+        name: String,
+        /// The client's own nonce, mixed into the session secret.
+        nonce: Bytes32,
+        /// HMAC of the challenge under the identity's token (see [`crate::auth`]).
+        proof: Bytes32,
+    },
+    /// Adds a data connection to an existing session.
+    Data {
+        /// The session id from [`Welcome::Ok`].
+        session: u64,
+        /// HMAC of this connection's challenge under the session secret.
+        proof: Bytes32,
+    },
+}
+
+/// The server's answer to a [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Welcome {
+    /// The connection is accepted.
+    Ok {
+        /// Session id (for a control hello: the new session; for data: the one joined).
+        session: u64,
+        /// Interval at which the server sends heartbeats, in milliseconds.
+        heartbeat_ms: u32,
+        /// Silence after which the server declares the carrier dead, in milliseconds.
+        dead_after_ms: u32,
+    },
+    /// The connection is refused; the server closes it after this frame.
+    Err(HandshakeError),
+}
+
+/// Why the server refused a handshake. Every authentication failure is the same answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum HandshakeError {
+    /// Unknown identity, wrong token, or bad proof: deliberately indistinguishable.
+    #[error("authentication failed (check the identity name and token)")]
+    AuthFailed,
+    /// A data connection named a session that does not exist (any more).
+    #[error("the session is unknown to the server (it may have expired)")]
+    UnknownSession,
+    /// The server is at its connection or session limit.
+    #[error("the server is busy, try again later")]
+    Busy,
+    /// The hello could not be understood.
+    #[error("the server could not parse the hello")]
+    Malformed,
+}
+
+/// What kind of service a tunnel publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TunnelKind {
+    /// A public TCP port; each visitor connection becomes one stream.
+    Tcp,
+}
+
+/// A client's request to publish a tunnel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelRequest {
+    /// Client-chosen id, echoed in the answer and in every stream of this tunnel.
+    pub id: u32,
+    /// Human name of the tunnel, for logs.
+    pub name: String,
+    /// What the tunnel carries.
+    pub kind: TunnelKind,
+    /// A specific public port, or `None` for any port the identity may claim.
+    pub remote_port: Option<u16>,
+}
+
+/// Why the server refused a tunnel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    /// The identity may not claim this port.
+    #[error("port {0} is not allowed for this client")]
+    PortDenied(u16),
+    /// Another tunnel (or its lease) holds the port.
+    #[error("port {0} is already leased to another tunnel")]
+    PortLeased(u16),
+    /// Another process on the server is bound to the port.
+    #[error("port {0} is in use by another process on the server")]
+    PortInUse(u16),
+    /// No port of the identity's allowance is free.
+    #[error("no free port is left in this client's allowance")]
+    NoFreePort,
+    /// The tunnel id is already in use in this session.
+    #[error("tunnel id {0} is already open in this session")]
+    DuplicateId(u32),
+    /// The session already has as many tunnels as allowed.
+    #[error("too many tunnels in one session (limit {0})")]
+    TooManyTunnels(u32),
+    /// The request was invalid in some other way.
+    #[error("invalid tunnel request: {0}")]
+    Invalid(String),
+}
+
+/// Messages from client to server on the control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMsg {
+    /// Publish a tunnel.
+    OpenTunnel(TunnelRequest),
+    /// Withdraw a tunnel; its port is released at once.
+    CloseTunnel {
+        /// The tunnel's id.
+        id: u32,
+    },
+    /// Heartbeat; the server answers with a pong carrying the same number.
+    Ping {
+        /// Sequence number.
+        seq: u64,
+    },
+    /// Answer to a server heartbeat.
+    Pong {
+        /// The ping's sequence number.
+        seq: u64,
+    },
+    /// The client is leaving on purpose: release its leases at once.
+    Goodbye,
+}
+
+/// Messages from server to client on the control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerMsg {
+    /// The tunnel is published on this public port.
+    TunnelOpened {
+        /// The request's id.
+        id: u32,
+        /// The public port.
+        port: u16,
+    },
+    /// The tunnel was not published.
+    TunnelRefused {
+        /// The request's id.
+        id: u32,
+        /// Why.
+        reason: Refusal,
+    },
+    /// Visitors are waiting and the pool is empty: open this many more data connections.
+    WantData {
+        /// How many.
+        count: u16,
+    },
+    /// Heartbeat; the client answers with a pong carrying the same number.
+    Ping {
+        /// Sequence number.
+        seq: u64,
+    },
+    /// Answer to a client heartbeat.
+    Pong {
+        /// The ping's sequence number.
+        seq: u64,
+    },
+    /// The server is shutting down: reconnect later (or elsewhere).
+    Shutdown,
+}
+
+/// What a stream carries; chosen by the tunnel it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamKind {
+    /// A byte stream with half-close, relayed to a TCP target.
+    Tcp,
+}
+
+/// Where the client should connect a stream to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Target {
+    /// The target configured for this tunnel on the client.
+    Tunnel(u32),
+    /// An explicit `host:port` (reverse dial), subject to the client's policy.
+    Address {
+        /// Host name or IP address.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+}
+
+/// The first frame the server sends on a pooled data connection when it hands it to a visitor.
+/// Everything after it on that connection is the stream's raw bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamOpen {
+    /// Server-assigned stream id, for logs on both sides.
+    pub stream: u64,
+    /// What the stream carries.
+    pub kind: StreamKind,
+    /// Where the client connects it to.
+    pub target: Target,
+    /// The visitor's address, when there is one.
+    pub visitor: Option<SocketAddr>,
+}

@@ -1,0 +1,2 @@
+//! burrow server library.
+pub mod config;
