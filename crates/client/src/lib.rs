@@ -1,9 +1,33 @@
 //! burrow client library: dials a server, keeps a session up and serves its tunnels.
+//!
+//! [`run`] connects, authenticates, publishes every configured tunnel and keeps a warm pool of
+//! data connections. When the carrier is lost it reconnects with exponential backoff and jitter,
+//! asking for the same public ports again (the server holds them as leases meanwhile). Errors
+//! that retrying cannot fix — authentication, protocol version, an untrusted certificate, a
+//! tunnel refused on the first connection — end [`run`] with [`ClientError::Fatal`].
+
 pub mod config;
+mod connect;
+mod session;
+mod streams;
 
-pub use config::{ClientConfig, TunnelConfig, Transport};
+pub use config::{ClientConfig, Transport, TunnelConfig};
 
+use connect::ConnectError;
+use session::{Context, End};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+/// First pause before reconnecting.
+const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
+/// A session that lasted this long resets the backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+/// How long running streams may take to finish after shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Something the user should see; the CLI prints these.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +61,67 @@ pub async fn run(
     shutdown: CancellationToken,
     on_event: impl Fn(Event) + Send + Sync + 'static,
 ) -> Result<(), ClientError> {
-    let _ = (config, on_event);
-    shutdown.cancelled().await;
-    Ok(())
+    let ctx = Context {
+        granted: Mutex::new(vec![None; config.tunnels.len()]),
+        config: Arc::new(config),
+        on_event: Box::new(on_event),
+        streams: TaskTracker::new(),
+    };
+    let result = reconnect_loop(&ctx, &shutdown).await;
+    ctx.streams.close();
+    if !ctx.streams.is_empty() {
+        info!(
+            streams = ctx.streams.len(),
+            "waiting up to {SHUTDOWN_GRACE:?} for open streams"
+        );
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, ctx.streams.wait()).await;
+    }
+    result
+}
+
+async fn reconnect_loop(ctx: &Context, shutdown: &CancellationToken) -> Result<(), ClientError> {
+    let config = &ctx.config;
+    let mut backoff = INITIAL_BACKOFF;
+    let mut first = true;
+    loop {
+        let attempt = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            attempt = connect::control(config) => attempt,
+        };
+        match attempt {
+            Ok(est) => {
+                let started = Instant::now();
+                info!(server = %config.server, session = %format_args!("{:016x}", est.session),
+                    "{}", if first { "session established" } else { "reconnected: session established" });
+                let end = session::run(ctx, est, first, shutdown).await;
+                first = false;
+                match end {
+                    End::Lost(why) if !config.exit_on_disconnect => {
+                        warn!("carrier lost: {why}; reconnecting")
+                    }
+                    end => return end.into(),
+                }
+                if started.elapsed() >= STABLE_AFTER {
+                    backoff = INITIAL_BACKOFF;
+                }
+            }
+            Err(ConnectError::Fatal(e)) => return Err(ClientError::Fatal(e)),
+            Err(ConnectError::Retry(e)) if config.exit_on_disconnect => {
+                return Err(ClientError::Disconnected(e));
+            }
+            Err(ConnectError::Retry(e)) => warn!("{e}; retrying in {:?}", backoff),
+        }
+        let pause = jitter(backoff);
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(pause) => {}
+        }
+        backoff = (backoff * 2).min(config.max_backoff);
+    }
+}
+
+/// A pause between half and all of `backoff`, so clients cut off together do not return together.
+fn jitter(backoff: Duration) -> Duration {
+    let random = burrow_proto::auth::nonce()[0] as f64 / 255.0;
+    backoff.mul_f64(0.5 + random / 2.0)
 }

@@ -31,6 +31,17 @@ impl Carrier {
         }
     }
 
+    /// True when nothing arrived on an idle connection and the peer has not closed it: an idle
+    /// data connection receives nothing until it is used, so readable bytes or end-of-stream
+    /// both mean it is no longer usable. Does not consume anything.
+    pub fn is_idle_and_open(&self) -> bool {
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        match socket2::SockRef::from(self.tcp()).peek(&mut probe) {
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+            Ok(_) => false,
+        }
+    }
+
     /// A short name for logs: `tcp` or `tls`.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -57,21 +68,38 @@ pub fn tune_socket(stream: &TcpStream) -> io::Result<()> {
 macro_rules! delegate {
     ($self:ident, $s:ident => $e:expr) => {
         match $self.get_mut() {
-            Carrier::Plain($s) => { let $s = Pin::new($s); $e }
-            Carrier::ClientTls($s) => { let $s = Pin::new(&mut **$s); $e }
-            Carrier::ServerTls($s) => { let $s = Pin::new(&mut **$s); $e }
+            Carrier::Plain($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            Carrier::ClientTls($s) => {
+                let $s = Pin::new(&mut **$s);
+                $e
+            }
+            Carrier::ServerTls($s) => {
+                let $s = Pin::new(&mut **$s);
+                $e
+            }
         }
     };
 }
 
 impl AsyncRead for Carrier {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         delegate!(self, s => s.poll_read(cx, buf))
     }
 }
 
 impl AsyncWrite for Carrier {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         delegate!(self, s => s.poll_write(cx, buf))
     }
 

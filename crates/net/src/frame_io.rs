@@ -38,7 +38,10 @@ pub async fn read_preface<R: AsyncRead + Unpin>(r: &mut R) -> Result<Preface, Fr
 }
 
 /// Writes one message as a frame and flushes it.
-pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(w: &mut W, msg: &T) -> Result<(), FrameIo> {
+pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
+    w: &mut W,
+    msg: &T,
+) -> Result<(), FrameIo> {
     let frame = encode_frame(msg)?;
     w.write_all(&frame).await?;
     w.flush().await?;
@@ -47,7 +50,9 @@ pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(w: &mut W, msg: &T
 
 /// Reads one frame and decodes it as `T`. Not cancel-safe: a frame cut off by cancellation is
 /// lost, so callers that `select!` on it must own the reader in a dedicated task or loop.
-pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(r: &mut R) -> Result<T, FrameIo> {
+pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
+    r: &mut R,
+) -> Result<T, FrameIo> {
     let mut header = [0u8; HEADER_LEN];
     r.read_exact(&mut header).await?;
     let len = payload_len(header)?;
@@ -65,7 +70,9 @@ mod tests {
     async fn frames_cross_a_pipe_and_leave_trailing_bytes() {
         let (mut a, mut b) = tokio::io::duplex(1024);
         write_preface(&mut a).await.unwrap();
-        write_frame(&mut a, &ClientMsg::Ping { seq: 5 }).await.unwrap();
+        write_frame(&mut a, &ClientMsg::Ping { seq: 5 })
+            .await
+            .unwrap();
         a.write_all(b"raw").await.unwrap();
         assert_eq!(read_preface(&mut b).await.unwrap(), Preface::ours());
         let msg: ClientMsg = read_frame(&mut b).await.unwrap();
@@ -80,6 +87,9 @@ mod tests {
         let (mut a, mut b) = tokio::io::duplex(64);
         a.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
         let err = read_frame::<_, ClientMsg>(&mut b).await.unwrap_err();
-        assert!(matches!(err, FrameIo::Frame(FrameError::TooLarge(_))), "{err}");
+        assert!(
+            matches!(err, FrameIo::Frame(FrameError::TooLarge(_))),
+            "{err}"
+        );
     }
 }

@@ -63,7 +63,10 @@ fn mac(key: &[u8], parts: &[&[u8]]) -> Bytes32 {
 
 /// The proof a control hello carries.
 pub fn control_proof(token: &Secret, name: &str, server: &Bytes32, client: &Bytes32) -> Bytes32 {
-    mac(token.expose(), &[b"burrow/1 control", name.as_bytes(), server, client])
+    mac(
+        token.expose(),
+        &[b"burrow/1 control", name.as_bytes(), server, client],
+    )
 }
 
 /// The secret both sides derive once a control hello is accepted.
@@ -73,7 +76,10 @@ pub fn session_secret(token: &Secret, server: &Bytes32, client: &Bytes32) -> Sec
 
 /// The proof a data hello carries.
 pub fn data_proof(secret: &Secret, session: u64, server: &Bytes32) -> Bytes32 {
-    mac(secret.expose(), &[b"burrow/1 data", &session.to_be_bytes(), server])
+    mac(
+        secret.expose(),
+        &[b"burrow/1 data", &session.to_be_bytes(), server],
+    )
 }
 
 /// Compares two proofs in constant time.
@@ -91,7 +97,10 @@ mod tests {
         let (s, c) = (nonce(), nonce());
         let p = control_proof(&t, "alice", &s, &c);
         assert!(proofs_match(&p, &control_proof(&t, "alice", &s, &c)));
-        assert!(!proofs_match(&p, &control_proof(&Secret::new("other"), "alice", &s, &c)));
+        assert!(!proofs_match(
+            &p,
+            &control_proof(&Secret::new("other"), "alice", &s, &c)
+        ));
         assert!(!proofs_match(&p, &control_proof(&t, "bob", &s, &c)));
         assert!(!proofs_match(&p, &control_proof(&t, "alice", &nonce(), &c)));
         assert!(!proofs_match(&p, &control_proof(&t, "alice", &s, &nonce())));
@@ -104,9 +113,18 @@ mod tests {
         let secret = session_secret(&t, &s, &c);
         assert_ne!(secret, t);
         let n = nonce();
-        assert!(proofs_match(&data_proof(&secret, 1, &n), &data_proof(&secret, 1, &n)));
-        assert!(!proofs_match(&data_proof(&secret, 1, &n), &data_proof(&secret, 2, &n)));
-        assert!(!proofs_match(&data_proof(&secret, 1, &n), &data_proof(&t, 1, &n)));
+        assert!(proofs_match(
+            &data_proof(&secret, 1, &n),
+            &data_proof(&secret, 1, &n)
+        ));
+        assert!(!proofs_match(
+            &data_proof(&secret, 1, &n),
+            &data_proof(&secret, 2, &n)
+        ));
+        assert!(!proofs_match(
+            &data_proof(&secret, 1, &n),
+            &data_proof(&t, 1, &n)
+        ));
     }
 
     #[test]

@@ -49,7 +49,9 @@ pub fn payload_len(header: [u8; HEADER_LEN]) -> Result<usize, FrameError> {
 pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
     let (msg, rest) = postcard::take_from_bytes(payload)?;
     if !rest.is_empty() {
-        return Err(FrameError::Malformed(postcard::Error::DeserializeUnexpectedEnd));
+        return Err(FrameError::Malformed(
+            postcard::Error::DeserializeUnexpectedEnd,
+        ));
     }
     Ok(msg)
 }
@@ -57,7 +59,7 @@ pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::msg::{ClientMsg, ServerMsg, TunnelRequest, TunnelKind};
+    use crate::msg::{ClientMsg, ServerMsg, TunnelKind, TunnelRequest};
     use proptest::prelude::*;
 
     fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(msg: T) {
@@ -81,7 +83,10 @@ mod tests {
 
     #[test]
     fn rejects_oversized_header() {
-        assert!(matches!(payload_len(u32::MAX.to_be_bytes()), Err(FrameError::TooLarge(_))));
+        assert!(matches!(
+            payload_len(u32::MAX.to_be_bytes()),
+            Err(FrameError::TooLarge(_))
+        ));
         let ok = (MAX_FRAME_LEN as u32).to_be_bytes();
         assert_eq!(payload_len(ok).unwrap(), MAX_FRAME_LEN);
     }

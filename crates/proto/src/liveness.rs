@@ -102,7 +102,10 @@ mod tests {
         let mut l = Liveness::new(t0, I, D);
         assert_eq!(l.poll(t0), Action::WaitUntil(t0 + I));
         assert_eq!(l.poll(t0 + I), Action::SendPing(1));
-        assert_eq!(l.on_pong(1, t0 + I + Duration::from_millis(30)), Some(Duration::from_millis(30)));
+        assert_eq!(
+            l.on_pong(1, t0 + I + Duration::from_millis(30)),
+            Some(Duration::from_millis(30))
+        );
         assert_eq!(l.rtt(), Some(Duration::from_millis(30)));
         // A stale or unknown pong measures nothing.
         assert_eq!(l.on_pong(1, t0 + I * 2), None);

@@ -23,7 +23,9 @@ pub struct Preface {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PrefaceError {
     /// The bytes look like a TLS record: the peer speaks TLS and this side expected plain TCP.
-    #[error("the peer speaks TLS on a plain-TCP burrow port (drop --insecure-plain on one side, or use it on both)")]
+    #[error(
+        "the peer speaks TLS on a plain-TCP burrow port (drop --insecure-plain on one side, or use it on both)"
+    )]
     LooksLikeTls,
     /// The bytes look like an HTTP request.
     #[error("the peer sent an HTTP request, not a burrow preface")]
@@ -36,7 +38,10 @@ pub enum PrefaceError {
 impl Preface {
     /// This build's preface.
     pub fn ours() -> Self {
-        Self { version: crate::VERSION, caps: crate::caps::ALL }
+        Self {
+            version: crate::VERSION,
+            caps: crate::caps::ALL,
+        }
     }
 
     /// Encodes the preface into its fixed wire form.
@@ -78,7 +83,11 @@ pub fn version_advice(ours: u16, theirs: u16, we_are_server: bool) -> String {
         (true, true) | (false, false) => ("server", "client"),
         (true, false) | (false, true) => ("client", "server"),
     };
-    let (server, client) = if we_are_server { (ours, theirs) } else { (theirs, ours) };
+    let (server, client) = if we_are_server {
+        (ours, theirs)
+    } else {
+        (theirs, ours)
+    };
     format!(
         "protocol version mismatch: server speaks v{server}, client speaks v{client}; \
          upgrade the {older} (the {newer} is newer)"
@@ -91,7 +100,10 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let p = Preface { version: 7, caps: 0xdead_beef };
+        let p = Preface {
+            version: 7,
+            caps: 0xdead_beef,
+        };
         assert_eq!(Preface::decode(&p.encode()), Ok(p));
     }
 
@@ -103,7 +115,10 @@ mod tests {
         let mut http = [0u8; PREFACE_LEN];
         http[..14].copy_from_slice(b"GET / HTTP/1.1");
         assert_eq!(Preface::decode(&http), Err(PrefaceError::LooksLikeHttp));
-        assert_eq!(Preface::decode(&[7u8; PREFACE_LEN]), Err(PrefaceError::BadMagic));
+        assert_eq!(
+            Preface::decode(&[7u8; PREFACE_LEN]),
+            Err(PrefaceError::BadMagic)
+        );
     }
 
     #[test]

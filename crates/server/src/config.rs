@@ -59,9 +59,11 @@ impl FromStr for PortSet {
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (low, high) = part.split_once('-').unwrap_or((part, part));
             let parse = |p: &str| {
-                p.trim().parse::<u16>().ok().filter(|&n| n > 0).ok_or_else(|| {
-                    format!("`{p}` in `{part}` is not a port number (1-65535)")
-                })
+                p.trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| format!("`{p}` in `{part}` is not a port number (1-65535)"))
             };
             let (low, high) = (parse(low)?, parse(high)?);
             if low > high {
@@ -199,7 +201,10 @@ mod tests {
         assert_eq!(s.iter().collect::<Vec<_>>(), vec![8080, 9000, 9001, 9002]);
         assert!(s.contains(9001) && !s.contains(9003));
         assert_eq!(s.to_string(), "8080,9000-9002");
-        assert_eq!(DEFAULT_PORTS.parse::<PortSet>().unwrap(), PortSet::range(20000, 29999));
+        assert_eq!(
+            DEFAULT_PORTS.parse::<PortSet>().unwrap(),
+            PortSet::range(20000, 29999)
+        );
     }
 
     #[test]

@@ -1,15 +1,171 @@
 //! burrow server library: accepts sessions from clients and publishes their tunnels.
+//!
+//! [`run`] takes an already-bound control listener and a cancellation token, so the binary,
+//! tests and embedders all start a server the same way. Every accepted connection is handed to
+//! its own task at once; the TLS handshake, preface, challenge and hello happen there under one
+//! deadline, and the number of connections in that phase is capped.
+
 pub mod config;
+mod handshake;
+mod pool;
+pub mod ports;
+mod registry;
+mod session;
+mod tunnel;
 
 pub use config::{Auth, Identity, PortSet, ServerConfig, Transport};
 
-use tokio::net::TcpListener;
+use burrow_net::{Carrier, tune_socket};
+use handshake::Verdict;
+use registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, warn};
+
+/// What every task of a server shares.
+#[derive(Debug)]
+struct Shared {
+    config: ServerConfig,
+    registry: Registry,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    next_stream: AtomicU64,
+    active_streams: AtomicUsize,
+}
 
 /// Runs a server on an already-bound control listener until `shutdown` is cancelled, then lets
 /// open streams finish within the configured grace period.
-pub async fn run(config: ServerConfig, control: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let _ = (config, control);
-    shutdown.cancelled().await;
+pub async fn run(
+    config: ServerConfig,
+    control: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let unauthenticated = Arc::new(Semaphore::new(config.max_unauthenticated));
+    let shared = Arc::new(Shared {
+        registry: Registry::new(&config),
+        config,
+        shutdown: shutdown.clone(),
+        tracker: TaskTracker::new(),
+        next_stream: AtomicU64::new(1),
+        active_streams: AtomicUsize::new(0),
+    });
+    info!(ports = %shared.config.ports, free = shared.registry.free_ports(), "server ready");
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = control.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let Ok(permit) = unauthenticated.clone().try_acquire_owned() else {
+                    warn!(%peer, "connection dropped: {} handshakes already in progress", shared.config.max_unauthenticated);
+                    continue;
+                };
+                let span = tracing::debug_span!("conn", %peer);
+                shared
+                    .tracker
+                    .spawn(serve_connection(shared.clone(), tcp, peer, permit).instrument(span));
+            }
+            Err(e) => {
+                warn!("control accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+    drop(control);
+    drain(&shared).await;
     Ok(())
+}
+
+/// Waits for open streams to finish, at most the shutdown grace period.
+async fn drain(shared: &Shared) {
+    use std::sync::atomic::Ordering;
+    let grace = shared.config.shutdown_grace;
+    let streams = shared.active_streams.load(Ordering::Relaxed);
+    info!(
+        streams,
+        "shutting down: waiting up to {grace:?} for open streams"
+    );
+    shared.tracker.close();
+    if timeout(grace, shared.tracker.wait()).await.is_err() {
+        let streams = shared.active_streams.load(Ordering::Relaxed);
+        warn!(streams, "grace period over; closing the remaining streams");
+    }
+}
+
+/// Takes one control-port connection through the handshake and hands it on.
+async fn serve_connection(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+) {
+    let _ = tune_socket(&tcp);
+    let deadline = shared.config.handshake_timeout;
+    let outcome = tokio::select! {
+        _ = shared.shutdown.cancelled() => return,
+        outcome = timeout(deadline, handshake(&shared, tcp)) => outcome,
+    };
+    drop(permit);
+    let (carrier, verdict) = match outcome {
+        Ok(Ok(done)) => done,
+        Ok(Err(why)) => return warn!(%peer, "connection refused: {why}"),
+        Err(_) => {
+            return warn!(%peer, "connection closed: handshake not finished within {deadline:?}");
+        }
+    };
+    match verdict {
+        Verdict::Control { identity, secret } => {
+            session::run(shared, carrier, identity, secret, peer).await
+        }
+        Verdict::Data { session } => add_data_connection(&shared, carrier, session).await,
+    }
+}
+
+/// TLS (unless plain), then the burrow handshake.
+async fn handshake(shared: &Shared, tcp: TcpStream) -> anyhow::Result<(Carrier, Verdict)> {
+    let mut carrier = match &shared.config.transport {
+        Transport::Plain => Carrier::Plain(tcp),
+        Transport::Tls(tls) => {
+            let acceptor = burrow_net::tls::tokio_rustls::TlsAcceptor::from(tls.clone());
+            let stream = acceptor.accept(tcp).await.map_err(|e| {
+                anyhow::anyhow!("TLS handshake failed: {e} (a plain-TCP client needs --insecure-plain on both sides)")
+            })?;
+            Carrier::ServerTls(Box::new(stream))
+        }
+    };
+    let verdict = handshake::accept(&mut carrier, &shared.registry).await?;
+    Ok((carrier, verdict))
+}
+
+/// Puts an authenticated data connection into its session's pool.
+async fn add_data_connection(shared: &Shared, mut carrier: Carrier, session: u64) {
+    let Some(handle) = shared.registry.session(session) else {
+        return handshake::refuse(
+            &mut carrier,
+            burrow_proto::msg::HandshakeError::UnknownSession,
+        )
+        .await;
+    };
+    let cfg = &shared.config;
+    if let Err(e) = handshake::send_welcome(
+        &mut carrier,
+        session,
+        cfg.heartbeat_interval,
+        cfg.dead_after,
+    )
+    .await
+    {
+        return debug!("data connection lost before use: {e}");
+    }
+    match handle.pool.put(carrier) {
+        Ok(()) => debug!(idle = handle.pool.len(), "data connection ready"),
+        Err(_) => debug!("data connection closed: the pool is full"),
+    }
 }

@@ -1,0 +1,272 @@
+//! One session on the client side: publish the tunnels, answer heartbeats, keep the pool warm.
+
+use crate::config::ClientConfig;
+use crate::connect::{Established, host_of};
+use crate::streams::Pool;
+use crate::{ClientError, Event};
+use burrow_net::{Carrier, FrameIo, read_frame, write_frame};
+use burrow_proto::liveness::{Action, Liveness};
+use burrow_proto::msg::{ClientMsg, Refusal, ServerMsg, TunnelKind, TunnelRequest};
+use std::sync::{Arc, Mutex};
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+/// Extra data connections dialed at once on the server's request, beyond the pool.
+const MAX_EXTRA_DIALS: usize = 64;
+const INCOMING_QUEUE: usize = 64;
+
+/// How a session ended.
+#[derive(Debug)]
+pub(crate) enum End {
+    /// Shutdown was asked for; the server was told goodbye.
+    Shutdown,
+    /// The carrier was lost or the server went away; reconnect.
+    Lost(String),
+    /// Reconnecting will not help.
+    Fatal(String),
+}
+
+/// What outlives a session: the configuration, the ports granted so far, the event sink.
+pub(crate) struct Context {
+    pub config: Arc<ClientConfig>,
+    /// Public port granted to each tunnel (by index), asked for again after a reconnect.
+    pub granted: Mutex<Vec<Option<u16>>>,
+    pub on_event: Box<dyn Fn(Event) + Send + Sync>,
+    pub streams: TaskTracker,
+}
+
+struct Session<'a> {
+    ctx: &'a Context,
+    writer: WriteHalf<Carrier>,
+    liveness: Liveness,
+    pool: Arc<Pool>,
+    extra: Arc<Semaphore>,
+    /// True until the first session has published every tunnel: refusals are fatal then.
+    first: bool,
+    /// Whether each tunnel's current request used a remembered (not configured) port.
+    remembered: Vec<bool>,
+}
+
+/// Runs a session until it ends.
+pub(crate) async fn run(
+    ctx: &Context,
+    est: Established,
+    first: bool,
+    shutdown: &CancellationToken,
+) -> End {
+    let Established {
+        carrier,
+        session,
+        secret,
+    } = est;
+    let (reader, writer) = tokio::io::split(carrier);
+    let (tx, mut incoming) = mpsc::channel(INCOMING_QUEUE);
+    let reader_task = tokio::spawn(read_loop(reader, tx));
+    let pool = Arc::new(Pool {
+        config: ctx.config.clone(),
+        session,
+        secret,
+        closed: shutdown.child_token(),
+        streams: ctx.streams.clone(),
+    });
+    for _ in 0..ctx.config.pool_size {
+        tokio::spawn(pool.clone().slot());
+    }
+    let now = Instant::now().into_std();
+    let liveness = Liveness::new(now, ctx.config.heartbeat_interval, ctx.config.dead_after);
+    let extra = Arc::new(Semaphore::new(MAX_EXTRA_DIALS));
+    let mut s = Session {
+        ctx,
+        writer,
+        liveness,
+        pool,
+        extra,
+        first,
+        remembered: Vec::new(),
+    };
+    let end = match s.publish_all().await {
+        Ok(()) => s.run(&mut incoming, shutdown).await,
+        Err(end) => end,
+    };
+    s.pool.closed.cancel();
+    reader_task.abort();
+    end
+}
+
+async fn read_loop(mut reader: ReadHalf<Carrier>, tx: mpsc::Sender<Result<ServerMsg, FrameIo>>) {
+    loop {
+        let msg = read_frame(&mut reader).await;
+        let failed = msg.is_err();
+        if tx.send(msg).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+impl Session<'_> {
+    async fn publish_all(&mut self) -> Result<(), End> {
+        let granted = self
+            .ctx
+            .granted
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_default();
+        for (i, tunnel) in self.ctx.config.tunnels.iter().enumerate() {
+            let remembered = granted.get(i).copied().flatten();
+            self.remembered
+                .push(tunnel.remote_port.is_none() && remembered.is_some());
+            self.request(i, tunnel.remote_port.or(remembered)).await?;
+        }
+        Ok(())
+    }
+
+    async fn request(&mut self, index: usize, remote_port: Option<u16>) -> Result<(), End> {
+        let tunnel = &self.ctx.config.tunnels[index];
+        let req = TunnelRequest {
+            id: index as u32,
+            name: tunnel.name.clone(),
+            kind: TunnelKind::Tcp,
+            remote_port,
+        };
+        self.send(ClientMsg::OpenTunnel(req)).await
+    }
+
+    async fn run(
+        &mut self,
+        incoming: &mut mpsc::Receiver<Result<ServerMsg, FrameIo>>,
+        shutdown: &CancellationToken,
+    ) -> End {
+        loop {
+            let next_beat = match self.liveness.poll(Instant::now().into_std()) {
+                Action::WaitUntil(t) => Instant::from_std(t),
+                Action::SendPing(seq) => match self.send(ClientMsg::Ping { seq }).await {
+                    Ok(()) => continue,
+                    Err(end) => return end,
+                },
+                Action::Dead => {
+                    return End::Lost(format!(
+                        "no heartbeat from the server for {:?}",
+                        self.ctx.config.dead_after
+                    ));
+                }
+            };
+            let step = tokio::select! {
+                _ = shutdown.cancelled() => Err(self.goodbye().await),
+                msg = incoming.recv() => self.on_message(msg).await,
+                _ = sleep_until(next_beat) => Ok(()),
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    async fn goodbye(&mut self) -> End {
+        let _ = self.send(ClientMsg::Goodbye).await;
+        End::Shutdown
+    }
+
+    async fn send(&mut self, msg: ClientMsg) -> Result<(), End> {
+        let deadline = self.ctx.config.dead_after;
+        match timeout(deadline, write_frame(&mut self.writer, &msg)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(End::Lost(format!("control stream failed: {e}"))),
+            Err(_) => Err(End::Lost(format!(
+                "control stream stalled for {deadline:?}"
+            ))),
+        }
+    }
+
+    async fn on_message(&mut self, msg: Option<Result<ServerMsg, FrameIo>>) -> Result<(), End> {
+        let msg = match msg {
+            Some(Ok(msg)) => msg,
+            Some(Err(e)) => return Err(End::Lost(format!("control stream closed: {e}"))),
+            None => return Err(End::Lost("control stream closed".into())),
+        };
+        let now = Instant::now().into_std();
+        self.liveness.on_frame(now);
+        match msg {
+            ServerMsg::Ping { seq } => self.send(ClientMsg::Pong { seq }).await,
+            ServerMsg::Pong { seq } => {
+                if let Some(rtt) = self.liveness.on_pong(seq, now) {
+                    debug!(rtt_ms = rtt.as_secs_f64() * 1e3, "heartbeat");
+                }
+                Ok(())
+            }
+            ServerMsg::TunnelOpened { id, port } => {
+                self.on_opened(id, port);
+                Ok(())
+            }
+            ServerMsg::TunnelRefused { id, reason } => self.on_refused(id, reason).await,
+            ServerMsg::WantData { count } => {
+                self.dial_extra(count);
+                Ok(())
+            }
+            ServerMsg::Shutdown => Err(End::Lost("the server is shutting down".into())),
+        }
+    }
+
+    fn on_opened(&mut self, id: u32, port: u16) {
+        let Some(tunnel) = self.ctx.config.tunnels.get(id as usize) else {
+            return warn!(tunnel = id, "server granted an unknown tunnel");
+        };
+        if let Ok(mut granted) = self.ctx.granted.lock()
+            && let Some(slot) = granted.get_mut(id as usize)
+        {
+            *slot = Some(port);
+        }
+        let public = format!("{}:{port}", host_of(&self.ctx.config.server));
+        info!(tunnel = %tunnel.name, %public, local = %tunnel.local, "tunnel ready");
+        (self.ctx.on_event)(Event::TunnelReady {
+            name: tunnel.name.clone(),
+            public,
+            local: tunnel.local.clone(),
+        });
+    }
+
+    async fn on_refused(&mut self, id: u32, reason: Refusal) -> Result<(), End> {
+        let index = id as usize;
+        let Some(tunnel) = self.ctx.config.tunnels.get(index) else {
+            return Ok(());
+        };
+        // A remembered port may have been taken after its lease ended: take any port instead.
+        if self.remembered.get(index).copied().unwrap_or(false) {
+            self.remembered[index] = false;
+            info!(tunnel = %tunnel.name, "previous port unavailable ({reason}); asking for any port");
+            return self.request(index, None).await;
+        }
+        let msg = format!("tunnel {} refused: {reason}", tunnel.name);
+        if self.first {
+            return Err(End::Fatal(msg));
+        }
+        warn!("{msg}");
+        Ok(())
+    }
+
+    fn dial_extra(&self, count: u16) {
+        for _ in 0..count {
+            let Ok(permit) = self.extra.clone().try_acquire_owned() else {
+                return debug!("extra data connections already at the limit");
+            };
+            let pool = self.pool.clone();
+            tokio::spawn(async move {
+                pool.serve_one().await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+impl From<End> for Result<(), ClientError> {
+    fn from(end: End) -> Self {
+        match end {
+            End::Shutdown => Ok(()),
+            End::Lost(e) => Err(ClientError::Disconnected(e)),
+            End::Fatal(e) => Err(ClientError::Fatal(e)),
+        }
+    }
+}

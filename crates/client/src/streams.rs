@@ -1,0 +1,110 @@
+//! Data connections on the client side: the warm pool and the streams that run over it.
+//!
+//! `pool_size` slot tasks each keep one authenticated data connection open and idle. When the
+//! server hands a slot's connection to a visitor (by sending a stream header on it), the slot
+//! spawns the stream's relay and immediately dials a replacement, so the pool refills as it is
+//! used. Extra one-shot connections answer the server's requests when visitors arrive faster.
+//! Streams outlive the session that opened them: a reconnect does not cut a running transfer.
+
+use crate::config::ClientConfig;
+use crate::connect::{self, ConnectError};
+use burrow_net::{Carrier, read_frame, relay, tune_socket};
+use burrow_proto::auth::Secret;
+use burrow_proto::msg::{StreamKind, StreamOpen, Target};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, warn};
+
+/// Pause before redialing a data connection that failed, so a struggling server is not hammered.
+const REDIAL_PAUSE: Duration = Duration::from_secs(1);
+
+/// What data connections of one session need.
+pub(crate) struct Pool {
+    pub config: Arc<ClientConfig>,
+    pub session: u64,
+    pub secret: Secret,
+    /// Cancelled when the session ends: idle connections close, streams go on.
+    pub closed: CancellationToken,
+    /// Streams, tracked so shutdown can wait for them.
+    pub streams: TaskTracker,
+}
+
+impl Pool {
+    /// Keeps one idle data connection open until the session ends.
+    pub(crate) async fn slot(self: Arc<Self>) {
+        while !self.closed.is_cancelled() {
+            if !self.serve_one().await {
+                tokio::select! {
+                    _ = self.closed.cancelled() => return,
+                    _ = tokio::time::sleep(REDIAL_PAUSE) => {}
+                }
+            }
+        }
+    }
+
+    /// Dials one data connection and waits for the server to use it; false when that failed.
+    pub(crate) async fn serve_one(&self) -> bool {
+        let carrier = tokio::select! {
+            _ = self.closed.cancelled() => return true,
+            carrier = connect::data(&self.config, self.session, &self.secret) => carrier,
+        };
+        let mut carrier = match carrier {
+            Ok(c) => c,
+            Err(ConnectError::Fatal(e) | ConnectError::Retry(e)) => {
+                debug!("data connection failed: {e}");
+                return false;
+            }
+        };
+        // Idle until the server sends a stream header; the session ending closes it.
+        let open = tokio::select! {
+            _ = self.closed.cancelled() => return true,
+            open = read_frame::<_, StreamOpen>(&mut carrier) => open,
+        };
+        match open {
+            Ok(open) => {
+                let span = tracing::debug_span!("stream", stream = open.stream);
+                let config = self.config.clone();
+                self.streams
+                    .spawn(run_stream(config, carrier, open).instrument(span));
+                true
+            }
+            Err(e) => {
+                debug!("idle data connection closed: {e}");
+                false
+            }
+        }
+    }
+}
+
+/// Connects a stream to its target and relays until both directions finish.
+async fn run_stream(config: Arc<ClientConfig>, mut carrier: Carrier, open: StreamOpen) {
+    let StreamKind::Tcp = open.kind;
+    let local = match &open.target {
+        Target::Tunnel(id) => match config.tunnels.get(*id as usize) {
+            Some(t) => t.local.clone(),
+            None => return warn!("stream for unknown tunnel {id}; closed"),
+        },
+        Target::Address { host, port } => {
+            return warn!("stream to {host}:{port} refused: this client allows no reverse dial");
+        }
+    };
+    let target = match timeout(config.target_timeout, TcpStream::connect(&local)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => return warn!(target = %local, "cannot reach the target: {e}; stream closed"),
+        Err(_) => {
+            return warn!(target = %local, "target did not answer within {:?}; stream closed", config.target_timeout);
+        }
+    };
+    let _ = tune_socket(&target);
+    let mut target = target;
+    match relay(&mut carrier, &mut target).await {
+        Ok((down, up)) => {
+            debug!(visitor = ?open.visitor, to_target = down, to_visitor = up, "stream closed")
+        }
+        Err(e) => debug!(visitor = ?open.visitor, "stream ended: {e}"),
+    }
+}

@@ -1,0 +1,173 @@
+//! The server's side of the connection handshake, over any byte stream.
+//!
+//! preface ⇄ preface, challenge →, ← hello; the verdict says whether the connection opens a new
+//! session or joins an existing one as a data connection. The caller runs this under the
+//! pre-auth deadline and answers with [`send_welcome`] once the verdict is acted on, so a session
+//! is registered before its client can open data connections.
+
+use burrow_net::{FrameIo, read_frame, read_preface, write_frame, write_preface};
+use burrow_proto::auth::{self, Secret};
+use burrow_proto::msg::{Challenge, HandshakeError, Hello, MAX_NAME_LEN, Welcome};
+use burrow_proto::preface::version_advice;
+use burrow_proto::{PrefaceError, VERSION};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// What the server knows that a handshake needs.
+pub(crate) trait Authority: Sync {
+    /// The token of the identity `name`, or `None` when there is no such identity.
+    fn token_for(&self, name: &str) -> Option<Secret>;
+    /// The secret of a live session.
+    fn session_secret(&self, session: u64) -> Option<Secret>;
+}
+
+/// A successful handshake.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    /// A new session for `identity`, with the secret both sides derived.
+    Control {
+        /// Identity name.
+        identity: String,
+        /// Per-session secret for data connections.
+        secret: Secret,
+    },
+    /// A data connection of a live session.
+    Data {
+        /// The session it joins.
+        session: u64,
+    },
+}
+
+/// Why a handshake failed; each is logged once by the caller, and only this connection closes.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Failure {
+    /// Not a burrow client at all.
+    #[error("{0}")]
+    Foreign(PrefaceError),
+    /// A burrow client of another protocol version.
+    #[error("{0}")]
+    Version(String),
+    /// Authentication failed; the client was told only that.
+    #[error("authentication failed for identity `{0}`")]
+    Auth(String),
+    /// A data connection for a session that does not exist.
+    #[error("data connection for unknown session {0:#x}")]
+    UnknownSession(u64),
+    /// The hello was not understood.
+    #[error("malformed hello: {0}")]
+    Malformed(String),
+    /// The connection failed or closed mid-handshake.
+    #[error("connection closed during handshake: {0}")]
+    Io(std::io::Error),
+}
+
+impl From<FrameIo> for Failure {
+    fn from(e: FrameIo) -> Self {
+        match e {
+            FrameIo::Io(e) => Failure::Io(e),
+            FrameIo::Preface(p) => Failure::Foreign(p),
+            FrameIo::Frame(f) => Failure::Malformed(f.to_string()),
+        }
+    }
+}
+
+/// Runs the handshake; on failure the client has already been told what it may know.
+pub(crate) async fn accept<S>(io: &mut S, authority: &dyn Authority) -> Result<Verdict, Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let theirs = read_preface(io).await?;
+    write_preface(io).await.map_err(Failure::Io)?;
+    if theirs.version != VERSION {
+        return Err(Failure::Version(version_advice(
+            VERSION,
+            theirs.version,
+            true,
+        )));
+    }
+    let nonce = auth::nonce();
+    write_frame(io, &Challenge { nonce }).await?;
+    let hello = match read_frame::<_, Hello>(io).await {
+        Ok(hello) => hello,
+        Err(FrameIo::Frame(e)) => {
+            refuse(io, HandshakeError::Malformed).await;
+            return Err(Failure::Malformed(e.to_string()));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match hello {
+        Hello::Control {
+            name,
+            nonce: client_nonce,
+            proof,
+        } => {
+            // Unknown names are checked against a throwaway key so every failure costs the same.
+            let known = authority.token_for(&name).filter(|_| valid_name(&name));
+            let token = known
+                .clone()
+                .unwrap_or_else(|| Secret::new(auth::nonce().to_vec()));
+            let expected = auth::control_proof(&token, &name, &nonce, &client_nonce);
+            if known.is_none() || !auth::proofs_match(&expected, &proof) {
+                refuse(io, HandshakeError::AuthFailed).await;
+                return Err(Failure::Auth(printable(&name)));
+            }
+            let secret = auth::session_secret(&token, &nonce, &client_nonce);
+            Ok(Verdict::Control {
+                identity: name,
+                secret,
+            })
+        }
+        Hello::Data { session, proof } => {
+            let Some(secret) = authority.session_secret(session) else {
+                refuse(io, HandshakeError::UnknownSession).await;
+                return Err(Failure::UnknownSession(session));
+            };
+            if !auth::proofs_match(&auth::data_proof(&secret, session, &nonce), &proof) {
+                refuse(io, HandshakeError::AuthFailed).await;
+                return Err(Failure::Auth(format!(
+                    "data connection of session {session:#x}"
+                )));
+            }
+            Ok(Verdict::Data { session })
+        }
+    }
+}
+
+/// Accepts the connection: tells the client its session id and the heartbeat timing.
+pub(crate) async fn send_welcome<S>(
+    io: &mut S,
+    session: u64,
+    heartbeat: Duration,
+    dead_after: Duration,
+) -> Result<(), FrameIo>
+where
+    S: AsyncWrite + Unpin,
+{
+    let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+    let welcome = Welcome::Ok {
+        session,
+        heartbeat_ms: ms(heartbeat),
+        dead_after_ms: ms(dead_after),
+    };
+    write_frame(io, &welcome).await
+}
+
+/// Tells the client why it is refused; best effort, the connection closes either way.
+pub(crate) async fn refuse<S: AsyncWrite + Unpin>(io: &mut S, why: HandshakeError) {
+    let _ = write_frame(io, &Welcome::Err(why)).await;
+}
+
+fn valid_name(name: &str) -> bool {
+    name.len() <= MAX_NAME_LEN
+}
+
+/// A client-supplied name made safe for a log line.
+fn printable(name: &str) -> String {
+    name.chars()
+        .take(MAX_NAME_LEN)
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

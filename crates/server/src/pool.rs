@@ -1,0 +1,85 @@
+//! A session's idle data connections, waiting for visitors.
+//!
+//! The client keeps the pool filled; a visitor takes one without a round trip. When the pool is
+//! empty, the visitor asks the client for more and waits, bounded by `pool_wait`. Connections are
+//! checked on the way out, so one the client closed while idle is skipped, not handed over.
+
+use burrow_net::Carrier;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use tokio::sync::Notify;
+
+/// Idle data connections of one session.
+#[derive(Debug)]
+pub(crate) struct DataPool {
+    idle: Mutex<VecDeque<Carrier>>,
+    arrived: Notify,
+    cap: usize,
+}
+
+impl DataPool {
+    pub(crate) fn new(cap: usize) -> Self {
+        Self {
+            idle: Mutex::new(VecDeque::new()),
+            arrived: Notify::new(),
+            cap,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Carrier>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a connection; gives it back when the pool is full.
+    pub(crate) fn put(&self, carrier: Carrier) -> Result<(), Carrier> {
+        {
+            let mut idle = self.lock();
+            if idle.len() >= self.cap {
+                return Err(carrier);
+            }
+            idle.push_back(carrier);
+        }
+        self.arrived.notify_one();
+        Ok(())
+    }
+
+    /// Takes a live idle connection, if there is one.
+    pub(crate) fn take(&self) -> Option<Carrier> {
+        loop {
+            let carrier = self.lock().pop_front()?;
+            if carrier.is_idle_and_open() {
+                return Some(carrier);
+            }
+        }
+    }
+
+    /// Waits until a connection may have arrived. Call [`DataPool::take`] afterwards; the
+    /// returned future must be created before the `take` that found the pool empty, so that no
+    /// arrival is missed (see [`DataPool::take_or_wait`]).
+    pub(crate) async fn take_or_wait(&self, on_empty: impl FnOnce()) -> Carrier {
+        let mut on_empty = Some(on_empty);
+        loop {
+            let arrived = self.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            if let Some(c) = self.take() {
+                return c;
+            }
+            if let Some(f) = on_empty.take() {
+                f();
+            }
+            arrived.await;
+        }
+    }
+
+    /// Number of idle connections.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Drops every idle connection (the session ended).
+    pub(crate) fn clear(&self) {
+        let drained: Vec<Carrier> = self.lock().drain(..).collect();
+        drop(drained);
+    }
+}

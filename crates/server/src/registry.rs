@@ -1,0 +1,224 @@
+//! The server's shared state: live sessions, published tunnels and the port table.
+//!
+//! One `std::sync::Mutex` guards it; every critical section is a few map operations and never
+//! awaits. Tasks clone what they need (an `Arc<SessionHandle>`, a `watch::Receiver`) and drop the
+//! guard before any I/O.
+
+use crate::config::{Auth, PortSet, ServerConfig};
+use crate::handshake::Authority;
+use crate::pool::DataPool;
+use crate::ports::{Claim, PortTable};
+use burrow_proto::auth::Secret;
+use burrow_proto::msg::{Refusal, ServerMsg};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// A live session as other tasks see it.
+#[derive(Debug)]
+pub(crate) struct SessionHandle {
+    /// Session id.
+    pub id: u64,
+    /// Identity name.
+    pub identity: String,
+    /// Secret its data connections prove knowledge of.
+    pub secret: Secret,
+    /// Idle data connections, ready for visitors.
+    pub pool: DataPool,
+    /// Messages to send on the control stream (bounded; senders never wait on it).
+    pub control: mpsc::Sender<ServerMsg>,
+    /// Cancelled when the session ends.
+    pub closed: CancellationToken,
+}
+
+/// Where a tunnel's visitors go right now: the session serving it and the client's tunnel id,
+/// or `None` while the port is leased and its client is away.
+pub(crate) type Route = Option<(Arc<SessionHandle>, u32)>;
+
+/// A published tunnel: its listener lives as long as the port is in use or leased.
+#[derive(Debug)]
+struct TunnelEntry {
+    route: watch::Sender<Route>,
+    /// Cancelling it closes the public listener.
+    listener: CancellationToken,
+}
+
+#[derive(Debug)]
+struct State {
+    sessions: HashMap<u64, Arc<SessionHandle>>,
+    tunnels: HashMap<u16, TunnelEntry>,
+    ports: PortTable,
+}
+
+/// The registry and the parts of the configuration it applies.
+#[derive(Debug)]
+pub(crate) struct Registry {
+    state: Mutex<State>,
+    auth: Auth,
+    max_sessions: usize,
+}
+
+impl Registry {
+    pub(crate) fn new(config: &ServerConfig) -> Self {
+        let state = State {
+            sessions: HashMap::new(),
+            tunnels: HashMap::new(),
+            ports: PortTable::new(config.ports.clone()),
+        };
+        Self {
+            state: Mutex::new(state),
+            auth: config.auth.clone(),
+            max_sessions: config.max_sessions,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that matters
+        // more than stopping the server would, so recover the guard.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The ports an identity may claim (`None`: the whole range).
+    pub(crate) fn allowance(&self, identity: &str) -> Option<PortSet> {
+        match &self.auth {
+            Auth::SharedToken(_) => None,
+            Auth::Identities(ids) => ids
+                .iter()
+                .find(|i| i.name == identity)
+                .and_then(|i| i.ports.clone()),
+        }
+    }
+
+    /// Registers a new session; `None` when the server is at its session limit.
+    pub(crate) fn add_session(&self, session: Arc<SessionHandle>) -> Option<usize> {
+        let mut state = self.lock();
+        if state.sessions.len() >= self.max_sessions {
+            return None;
+        }
+        state.sessions.insert(session.id, session);
+        Some(state.sessions.len())
+    }
+
+    /// A live session.
+    pub(crate) fn session(&self, id: u64) -> Option<Arc<SessionHandle>> {
+        self.lock().sessions.get(&id).cloned()
+    }
+
+    /// Removes a session; its tunnels become leases until `until` (or are closed at once when
+    /// `until` is `None`, for a client that said goodbye). Returns the remaining session count.
+    pub(crate) fn end_session(&self, id: u64, until: Option<Instant>) -> usize {
+        let mut state = self.lock();
+        state.sessions.remove(&id);
+        let ports = state
+            .ports
+            .lease_session(id, until.unwrap_or_else(Instant::now));
+        for port in ports {
+            if until.is_none() {
+                close_tunnel(&mut state, port);
+            } else if let Some(t) = state.tunnels.get(&port) {
+                t.route.send_replace(None);
+            }
+        }
+        state.sessions.len()
+    }
+
+    /// Closes leases that ended by `now`; returns the ports freed.
+    pub(crate) fn expire_leases(&self, now: Instant) -> Vec<u16> {
+        let mut state = self.lock();
+        let expired = state.ports.expire(now);
+        for &port in &expired {
+            close_tunnel(&mut state, port);
+        }
+        expired
+    }
+
+    /// Claims a port for a tunnel of `session`; see [`PortTable::claim`].
+    pub(crate) fn claim(
+        &self,
+        session: &SessionHandle,
+        want: Option<u16>,
+        skip: &[u16],
+    ) -> Result<Claim, Refusal> {
+        let allowance = self.allowance(&session.identity);
+        self.lock().ports.claim(
+            &session.identity,
+            allowance.as_ref(),
+            want,
+            session.id,
+            skip,
+        )
+    }
+
+    /// Gives up a claimed port whose listener could not be bound.
+    pub(crate) fn unclaim(&self, port: u16) {
+        self.lock().ports.release(port);
+    }
+
+    /// Records the listener of a newly bound tunnel and routes it to `session`; returns the
+    /// receiver the listener watches.
+    pub(crate) fn publish(
+        &self,
+        port: u16,
+        route: Route,
+        listener: CancellationToken,
+    ) -> watch::Receiver<Route> {
+        let (tx, rx) = watch::channel(route);
+        self.lock().tunnels.insert(
+            port,
+            TunnelEntry {
+                route: tx,
+                listener,
+            },
+        );
+        rx
+    }
+
+    /// Routes an existing tunnel (a lease taken back, or a stale session's port) to a new session.
+    /// Returns false when the tunnel no longer exists.
+    pub(crate) fn reroute(&self, port: u16, route: Route) -> bool {
+        match self.lock().tunnels.get(&port) {
+            Some(t) => {
+                t.route.send_replace(route);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Closes a tunnel of `session` on the client's request, freeing its port.
+    pub(crate) fn close_by_client(&self, session: u64, port: u16) {
+        let mut state = self.lock();
+        if state.ports.hold(port) == Some(crate::ports::Hold::InUse { session }) {
+            state.ports.release(port);
+            close_tunnel(&mut state, port);
+        }
+    }
+
+    /// Free ports in the public range (for spreading clients across servers).
+    pub(crate) fn free_ports(&self) -> usize {
+        self.lock().ports.free_count()
+    }
+}
+
+fn close_tunnel(state: &mut State, port: u16) {
+    if let Some(t) = state.tunnels.remove(&port) {
+        t.listener.cancel();
+    }
+}
+
+impl Authority for Registry {
+    fn token_for(&self, name: &str) -> Option<Secret> {
+        match &self.auth {
+            Auth::SharedToken(token) => Some(token.clone()),
+            Auth::Identities(ids) => ids.iter().find(|i| i.name == name).map(|i| i.token.clone()),
+        }
+    }
+
+    fn session_secret(&self, session: u64) -> Option<Secret> {
+        self.lock().sessions.get(&session).map(|s| s.secret.clone())
+    }
+}

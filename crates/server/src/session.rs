@@ -1,0 +1,309 @@
+//! One client session: its control stream, heartbeats and tunnels.
+//!
+//! A reader task turns frames into messages on a bounded channel; the session loop owns the
+//! write half and selects over shutdown, incoming messages, outgoing messages from visitors, and
+//! the heartbeat timer. When the loop ends, the session's tunnels become leases for
+//! `lease_grace` (or are released at once when the client said goodbye).
+
+use crate::handshake::send_welcome;
+use crate::registry::{Route, SessionHandle};
+use crate::{Shared, pool::DataPool, tunnel};
+use burrow_net::{Carrier, FrameIo, read_frame, write_frame};
+use burrow_proto::auth::Secret;
+use burrow_proto::liveness::{Action, Liveness};
+use burrow_proto::msg::{
+    ClientMsg, HandshakeError, MAX_NAME_LEN, Refusal, ServerMsg, TunnelKind, TunnelRequest,
+};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until, timeout};
+use tracing::{Instrument, debug, info, warn};
+
+/// Messages queued for the control stream (heartbeat answers, pool requests).
+const CONTROL_QUEUE: usize = 64;
+/// Attempts at finding a bindable port when the client lets the server choose.
+const BIND_ATTEMPTS: usize = 32;
+
+/// Why a session ended.
+#[derive(Debug)]
+enum End {
+    Shutdown,
+    Goodbye,
+    Silent(std::time::Duration),
+    Closed(String),
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    handle: Arc<SessionHandle>,
+    writer: WriteHalf<Carrier>,
+    liveness: Liveness,
+    /// Client tunnel id → public port.
+    tunnels: HashMap<u32, u16>,
+}
+
+/// Runs a session on an authenticated control carrier until it ends.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    carrier: Carrier,
+    identity: String,
+    secret: Secret,
+    peer: SocketAddr,
+) {
+    let id = u64::from_be_bytes(
+        burrow_proto::auth::nonce()[..8]
+            .try_into()
+            .unwrap_or_default(),
+    );
+    let (control, outgoing) = mpsc::channel(CONTROL_QUEUE);
+    let handle = Arc::new(SessionHandle {
+        id,
+        identity,
+        secret,
+        pool: DataPool::new(shared.config.max_idle_data),
+        control,
+        closed: shared.shutdown.child_token(),
+    });
+    let span = tracing::info_span!("session", session = %format_args!("{id:016x}"), client = %handle.identity);
+    serve(shared, carrier, handle, outgoing, peer)
+        .instrument(span)
+        .await;
+}
+
+async fn serve(
+    shared: Arc<Shared>,
+    mut carrier: Carrier,
+    handle: Arc<SessionHandle>,
+    outgoing: mpsc::Receiver<ServerMsg>,
+    peer: SocketAddr,
+) {
+    let id = handle.id;
+    let Some(clients) = shared.registry.add_session(handle.clone()) else {
+        warn!(%peer, "session refused: at the limit of {} sessions", shared.config.max_sessions);
+        crate::handshake::refuse(&mut carrier, HandshakeError::Busy).await;
+        return;
+    };
+    let cfg = &shared.config;
+    if let Err(e) = send_welcome(&mut carrier, id, cfg.heartbeat_interval, cfg.dead_after).await {
+        shared.registry.end_session(id, None);
+        return warn!(%peer, "session lost before it started: {e}");
+    }
+    info!(%peer, carrier = carrier.kind(), clients, "session established");
+    let (reader, writer) = tokio::io::split(carrier);
+    let (incoming_tx, incoming) = mpsc::channel(CONTROL_QUEUE);
+    shared.tracker.spawn(read_loop(reader, incoming_tx));
+    let liveness = Liveness::new(
+        Instant::now().into_std(),
+        cfg.heartbeat_interval,
+        cfg.dead_after,
+    );
+    let mut session = Session {
+        shared: shared.clone(),
+        handle,
+        writer,
+        liveness,
+        tunnels: HashMap::new(),
+    };
+    let end = session.run(incoming, outgoing).await;
+    session.finish(end);
+}
+
+/// Reads control frames until the carrier fails; the error ends the session.
+async fn read_loop(mut reader: ReadHalf<Carrier>, tx: mpsc::Sender<Result<ClientMsg, FrameIo>>) {
+    loop {
+        let msg = read_frame(&mut reader).await;
+        let failed = msg.is_err();
+        if tx.send(msg).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+impl Session {
+    async fn run(
+        &mut self,
+        mut incoming: mpsc::Receiver<Result<ClientMsg, FrameIo>>,
+        mut outgoing: mpsc::Receiver<ServerMsg>,
+    ) -> End {
+        loop {
+            let next_beat = match self.liveness.poll(Instant::now().into_std()) {
+                Action::WaitUntil(t) => Instant::from_std(t),
+                Action::SendPing(seq) => match self.send(ServerMsg::Ping { seq }).await {
+                    Ok(()) => continue,
+                    Err(end) => return end,
+                },
+                Action::Dead => return End::Silent(self.shared.config.dead_after),
+            };
+            let step = tokio::select! {
+                _ = self.handle.closed.cancelled() => Err(End::Shutdown),
+                msg = incoming.recv() => self.on_incoming(msg).await,
+                Some(msg) = outgoing.recv() => self.send(msg).await,
+                _ = sleep_until(next_beat) => Ok(()),
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    async fn send(&mut self, msg: ServerMsg) -> Result<(), End> {
+        // A carrier that cannot take a small frame within the liveness deadline is dead.
+        match timeout(
+            self.shared.config.dead_after,
+            write_frame(&mut self.writer, &msg),
+        )
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(End::Closed(e.to_string())),
+            Err(_) => Err(End::Silent(self.shared.config.dead_after)),
+        }
+    }
+
+    async fn on_incoming(&mut self, msg: Option<Result<ClientMsg, FrameIo>>) -> Result<(), End> {
+        let msg = match msg {
+            Some(Ok(msg)) => msg,
+            Some(Err(FrameIo::Io(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(End::Closed("the client closed the connection".into()));
+            }
+            Some(Err(e)) => return Err(End::Closed(e.to_string())),
+            None => return Err(End::Closed("reader stopped".into())),
+        };
+        let now = Instant::now().into_std();
+        self.liveness.on_frame(now);
+        match msg {
+            ClientMsg::Ping { seq } => self.send(ServerMsg::Pong { seq }).await,
+            ClientMsg::Pong { seq } => {
+                if let Some(rtt) = self.liveness.on_pong(seq, now) {
+                    debug!(rtt_ms = rtt.as_secs_f64() * 1e3, "heartbeat");
+                }
+                Ok(())
+            }
+            ClientMsg::OpenTunnel(req) => {
+                let answer = self.open_tunnel(req).await;
+                self.send(answer).await
+            }
+            ClientMsg::CloseTunnel { id } => {
+                if let Some(port) = self.tunnels.remove(&id) {
+                    self.shared.registry.close_by_client(self.handle.id, port);
+                    info!(tunnel = id, port, "tunnel closed by the client");
+                }
+                Ok(())
+            }
+            ClientMsg::Goodbye => Err(End::Goodbye),
+        }
+    }
+
+    async fn open_tunnel(&mut self, req: TunnelRequest) -> ServerMsg {
+        let id = req.id;
+        match self.try_open_tunnel(&req).await {
+            Ok(port) => {
+                self.tunnels.insert(id, port);
+                info!(tunnel = id, name = %printable(&req.name), port, "tunnel published");
+                ServerMsg::TunnelOpened { id, port }
+            }
+            Err(reason) => {
+                warn!(tunnel = id, name = %printable(&req.name), "tunnel refused: {reason}");
+                ServerMsg::TunnelRefused { id, reason }
+            }
+        }
+    }
+
+    async fn try_open_tunnel(&mut self, req: &TunnelRequest) -> Result<u16, Refusal> {
+        if req.name.len() > MAX_NAME_LEN {
+            return Err(Refusal::Invalid(format!(
+                "tunnel name longer than {MAX_NAME_LEN} bytes"
+            )));
+        }
+        if self.tunnels.contains_key(&req.id) {
+            return Err(Refusal::DuplicateId(req.id));
+        }
+        let limit = self.shared.config.max_tunnels_per_session;
+        if self.tunnels.len() >= limit as usize {
+            return Err(Refusal::TooManyTunnels(limit));
+        }
+        let TunnelKind::Tcp = req.kind;
+        let registry = &self.shared.registry;
+        let route: Route = Some((self.handle.clone(), req.id));
+        let mut busy = Vec::new();
+        for _ in 0..BIND_ATTEMPTS {
+            let claim = registry.claim(&self.handle, req.remote_port, &busy)?;
+            if claim.taken_over && registry.reroute(claim.port, route.clone()) {
+                return Ok(claim.port);
+            }
+            match tunnel::bind(&self.shared, claim.port).await {
+                Ok(listener) => {
+                    tunnel::publish(&self.shared, listener, claim.port, route);
+                    return Ok(claim.port);
+                }
+                Err(e) => {
+                    registry.unclaim(claim.port);
+                    if req.remote_port.is_some() || e.kind() != std::io::ErrorKind::AddrInUse {
+                        return Err(tunnel::bind_refusal(claim.port, &e));
+                    }
+                    busy.push(claim.port);
+                }
+            }
+        }
+        Err(Refusal::NoFreePort)
+    }
+
+    /// Cleans up after the loop: the session leaves the registry, its ports become leases.
+    fn finish(self, end: End) {
+        let Session {
+            shared,
+            handle,
+            mut writer,
+            ..
+        } = self;
+        handle.closed.cancel();
+        handle.pool.clear();
+        let grace = shared.config.lease_grace;
+        let keep = !matches!(end, End::Goodbye | End::Shutdown);
+        let until = keep.then(|| Instant::now().into_std() + grace);
+        let clients = shared.registry.end_session(handle.id, until);
+        match &end {
+            End::Silent(d) => warn!(
+                clients,
+                "carrier lost: no heartbeat for {d:?}; ports leased for {grace:?}"
+            ),
+            End::Closed(why) => info!(clients, "carrier lost: {why}; ports leased for {grace:?}"),
+            End::Goodbye => info!(clients, "session closed by the client"),
+            End::Shutdown => info!(clients, "session closed: server shutting down"),
+        }
+        if matches!(end, End::Shutdown) {
+            // Tell the client to come back later; best effort, bounded.
+            shared.tracker.spawn(async move {
+                let _ = timeout(
+                    std::time::Duration::from_secs(1),
+                    write_frame(&mut writer, &ServerMsg::Shutdown),
+                )
+                .await;
+            });
+        }
+        if keep {
+            let registry = shared.clone();
+            shared.tracker.spawn(async move {
+                tokio::select! {
+                    _ = registry.shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(grace) => {
+                        for port in registry.registry.expire_leases(Instant::now().into_std()) {
+                            info!(port, "lease expired; port released");
+                        }
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// A client-supplied name made safe for a log line.
+pub(crate) fn printable(name: &str) -> String {
+    name.chars()
+        .take(MAX_NAME_LEN)
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .collect()
+}

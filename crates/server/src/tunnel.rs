@@ -1,0 +1,129 @@
+//! Public listeners and the visitors they accept.
+//!
+//! A tunnel's listener lives as long as its port is in use or leased. Each visitor gets its own
+//! task: it finds the session currently serving the tunnel (waiting while a lease is open), takes
+//! an idle data connection from the session's pool, sends the stream header, and relays.
+
+use crate::Shared;
+use crate::registry::Route;
+use burrow_net::{relay, tune_socket, write_frame};
+use burrow_proto::msg::{Refusal, ServerMsg, StreamKind, StreamOpen, Target};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::{Instant, timeout_at};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, warn};
+
+/// Binds a public port on the configured address.
+pub(crate) async fn bind(shared: &Shared, port: u16) -> std::io::Result<TcpListener> {
+    TcpListener::bind((shared.config.public_bind, port)).await
+}
+
+/// Explains a bind failure to the client.
+pub(crate) fn bind_refusal(port: u16, err: &std::io::Error) -> Refusal {
+    match err.kind() {
+        std::io::ErrorKind::AddrInUse => Refusal::PortInUse(port),
+        _ => Refusal::Invalid(format!("the server cannot listen on port {port}: {err}")),
+    }
+}
+
+/// Registers a bound listener and starts accepting visitors on it.
+pub(crate) fn publish(shared: &Arc<Shared>, listener: TcpListener, port: u16, route: Route) {
+    let closed = shared.shutdown.child_token();
+    let routes = shared.registry.publish(port, route, closed.clone());
+    let span = tracing::info_span!("tunnel", port);
+    shared
+        .tracker
+        .spawn(accept_loop(shared.clone(), listener, routes, closed).instrument(span));
+}
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    routes: watch::Receiver<Route>,
+    closed: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = closed.cancelled() => return debug!("listener closed"),
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let stream_id = shared.next_stream.fetch_add(1, Ordering::Relaxed);
+                let span = tracing::debug_span!("stream", stream = stream_id, visitor = %peer);
+                shared.tracker.spawn(
+                    visit(shared.clone(), stream, peer, stream_id, routes.clone()).instrument(span),
+                );
+            }
+            // Out of descriptors and the like: pause instead of spinning.
+            Err(e) => {
+                warn!("accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Serves one visitor from accept to close.
+async fn visit(
+    shared: Arc<Shared>,
+    mut visitor: TcpStream,
+    peer: SocketAddr,
+    stream: u64,
+    mut routes: watch::Receiver<Route>,
+) {
+    let _ = tune_socket(&visitor);
+    let deadline = Instant::now() + shared.config.pool_wait;
+    let Some((session, tunnel, mut carrier)) = find_carrier(&mut routes, deadline).await else {
+        return warn!(
+            "visitor closed: no data connection within {:?}",
+            shared.config.pool_wait
+        );
+    };
+    let open = StreamOpen {
+        stream,
+        kind: StreamKind::Tcp,
+        target: Target::Tunnel(tunnel),
+        visitor: Some(peer),
+    };
+    if let Err(e) = write_frame(&mut carrier, &open).await {
+        return warn!(session = %format_args!("{session:016x}"), "visitor closed: data connection failed: {e}");
+    }
+    let active = shared.active_streams.fetch_add(1, Ordering::Relaxed) + 1;
+    debug!(streams = active, "stream open");
+    let result = relay(&mut visitor, &mut carrier).await;
+    let active = shared.active_streams.fetch_sub(1, Ordering::Relaxed) - 1;
+    match result {
+        Ok((up, down)) => debug!(streams = active, up, down, "stream closed"),
+        Err(e) => debug!(streams = active, "stream ended: {e}"),
+    }
+}
+
+/// Waits (until `deadline`) for a session to serve the tunnel and for one of its idle data
+/// connections; follows the route when the session changes meanwhile (a client reconnecting
+/// within its lease).
+async fn find_carrier(
+    routes: &mut watch::Receiver<Route>,
+    deadline: Instant,
+) -> Option<(u64, u32, burrow_net::Carrier)> {
+    loop {
+        let route = routes.borrow_and_update().clone();
+        let Some((session, tunnel)) = route.filter(|(s, _)| !s.closed.is_cancelled()) else {
+            timeout_at(deadline, routes.changed()).await.ok()?.ok()?;
+            continue;
+        };
+        let want_more = || {
+            // Ask the client for more connections; if its queue is full, a request is pending.
+            let _ = session.control.try_send(ServerMsg::WantData { count: 1 });
+        };
+        tokio::select! {
+            carrier = session.pool.take_or_wait(want_more) => return Some((session.id, tunnel, carrier)),
+            _ = session.closed.cancelled() => info!("session ended while a visitor waited"),
+            _ = tokio::time::sleep_until(deadline) => return None,
+        }
+    }
+}
