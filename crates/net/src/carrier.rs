@@ -19,15 +19,18 @@ pub enum Carrier {
     ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
     /// TLS 1.3, as seen by the server.
     ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// An in-memory pipe: protocol tests drive sessions through it, with paused time.
+    Memory(tokio::io::DuplexStream),
 }
 
 impl Carrier {
-    /// The underlying TCP socket.
-    pub fn tcp(&self) -> &TcpStream {
+    /// The underlying TCP socket (none for an in-memory pipe).
+    pub fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            Carrier::Plain(s) => s,
-            Carrier::ClientTls(s) => s.get_ref().0,
-            Carrier::ServerTls(s) => s.get_ref().0,
+            Carrier::Plain(s) => Some(s),
+            Carrier::ClientTls(s) => Some(s.get_ref().0),
+            Carrier::ServerTls(s) => Some(s.get_ref().0),
+            Carrier::Memory(_) => None,
         }
     }
 
@@ -35,8 +38,11 @@ impl Carrier {
     /// data connection receives nothing until it is used, so readable bytes or end-of-stream
     /// both mean it is no longer usable. Does not consume anything.
     pub fn is_idle_and_open(&self) -> bool {
+        let Some(tcp) = self.tcp() else {
+            return true;
+        };
         let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-        match socket2::SockRef::from(self.tcp()).peek(&mut probe) {
+        match socket2::SockRef::from(tcp).peek(&mut probe) {
             Err(e) => e.kind() == io::ErrorKind::WouldBlock,
             Ok(_) => false,
         }
@@ -47,6 +53,7 @@ impl Carrier {
         match self {
             Carrier::Plain(_) => "tcp",
             Carrier::ClientTls(_) | Carrier::ServerTls(_) => "tls",
+            Carrier::Memory(_) => "memory",
         }
     }
 }
@@ -78,6 +85,10 @@ macro_rules! delegate {
             }
             Carrier::ServerTls($s) => {
                 let $s = Pin::new(&mut **$s);
+                $e
+            }
+            Carrier::Memory($s) => {
+                let $s = Pin::new($s);
                 $e
             }
         }
@@ -124,6 +135,7 @@ impl AsyncWrite for Carrier {
             Carrier::Plain(s) => s.is_write_vectored(),
             Carrier::ClientTls(s) => s.is_write_vectored(),
             Carrier::ServerTls(s) => s.is_write_vectored(),
+            Carrier::Memory(s) => s.is_write_vectored(),
         }
     }
 }

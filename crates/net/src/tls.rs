@@ -30,10 +30,19 @@ const KEY_FILE: &str = "server.key";
 const FINGERPRINT_PREFIX: &str = "sha256:";
 
 /// The server's TLS identity: its rustls configuration and the fingerprint users pin.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerIdentity {
     config: Arc<rustls::ServerConfig>,
     fingerprint: String,
+}
+
+// Only the fingerprint: nothing near the private key belongs in a log line.
+impl std::fmt::Debug for ServerIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerIdentity")
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServerIdentity {
@@ -48,12 +57,14 @@ impl ServerIdentity {
             (true, true) => {}
             (false, false) => generate_identity(&cert, &key)?,
             (true, false) => bail!(
-                "found {} but not {}; restore the key, or remove the certificate to generate a new identity",
+                "found {} but not {}; restore the key, or remove the certificate to generate \
+                 a new identity",
                 cert.display(),
                 key.display()
             ),
             (false, true) => bail!(
-                "found {} but not {}; restore the certificate, or remove the key to generate a new identity",
+                "found {} but not {}; restore the certificate, or remove the key to generate \
+                 a new identity",
                 key.display(),
                 cert.display()
             ),
@@ -544,6 +555,7 @@ fn append_known_host(file: &Path, server: &str, fingerprint: &str) -> io::Result
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};

@@ -39,6 +39,19 @@ struct Shared {
     active_streams: AtomicUsize,
 }
 
+impl Shared {
+    fn new(config: ServerConfig, shutdown: CancellationToken) -> Self {
+        Self {
+            registry: Registry::new(&config),
+            config,
+            shutdown,
+            tracker: TaskTracker::new(),
+            next_stream: AtomicU64::new(1),
+            active_streams: AtomicUsize::new(0),
+        }
+    }
+}
+
 /// Runs a server on an already-bound control listener until `shutdown` is cancelled, then lets
 /// open streams finish within the configured grace period.
 pub async fn run(
@@ -47,14 +60,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let unauthenticated = Arc::new(Semaphore::new(config.max_unauthenticated));
-    let shared = Arc::new(Shared {
-        registry: Registry::new(&config),
-        config,
-        shutdown: shutdown.clone(),
-        tracker: TaskTracker::new(),
-        next_stream: AtomicU64::new(1),
-        active_streams: AtomicUsize::new(0),
-    });
+    let shared = Arc::new(Shared::new(config, shutdown.clone()));
     info!(ports = %shared.config.ports, free = shared.registry.free_ports(), "server ready");
     loop {
         let accepted = tokio::select! {

@@ -118,6 +118,7 @@ impl Registry {
             .lease_session(id, until.unwrap_or_else(Instant::now));
         for port in ports {
             if until.is_none() {
+                state.ports.release(port);
                 close_tunnel(&mut state, port);
             } else if let Some(t) = state.tunnels.get(&port) {
                 t.route.send_replace(None);

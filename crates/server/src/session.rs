@@ -94,7 +94,8 @@ async fn serve(
     info!(%peer, carrier = carrier.kind(), clients, "session established");
     let (reader, writer) = tokio::io::split(carrier);
     let (incoming_tx, incoming) = mpsc::channel(CONTROL_QUEUE);
-    shared.tracker.spawn(read_loop(reader, incoming_tx));
+    // Not tracked: it only reads, and is aborted as soon as the session ends.
+    let reader = tokio::spawn(read_loop(reader, incoming_tx));
     let liveness = Liveness::new(
         Instant::now().into_std(),
         cfg.heartbeat_interval,
@@ -108,6 +109,7 @@ async fn serve(
         tunnels: HashMap::new(),
     };
     let end = session.run(incoming, outgoing).await;
+    reader.abort();
     session.finish(end);
 }
 
@@ -307,3 +309,6 @@ pub(crate) fn printable(name: &str) -> String {
         .map(|c| if c.is_ascii_graphic() { c } else { '?' })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,6 +7,9 @@ use tokio::io::{AsyncWriteExt, DuplexStream, duplex};
 
 struct Keys;
 
+/// The server side's outcome and its end of the pipe.
+type ServerSide = tokio::task::JoinHandle<(Result<Verdict, Failure>, DuplexStream)>;
+
 impl Authority for Keys {
     fn token_for(&self, name: &str) -> Option<Secret> {
         (name == "alice").then(|| Secret::new("alice-token"))
@@ -17,10 +20,7 @@ impl Authority for Keys {
 }
 
 /// Runs the server side on one end of a pipe; returns the client end and the server's verdict.
-fn start() -> (
-    DuplexStream,
-    tokio::task::JoinHandle<(Result<Verdict, Failure>, DuplexStream)>,
-) {
+fn start() -> (DuplexStream, ServerSide) {
     let (client, mut server) = duplex(4096);
     let task = tokio::spawn(async move {
         let verdict = accept(&mut server, &Keys).await;

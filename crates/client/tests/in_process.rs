@@ -1,0 +1,129 @@
+//! Server and client libraries wired together in one process over loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use burrow_client::{ClientConfig, Event, TunnelConfig};
+use burrow_proto::auth::Secret;
+use burrow_server::{Auth, PortSet, ServerConfig};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// An echo target on loopback.
+async fn echo_target() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A free port to use as a one-port public range.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Running {
+    shutdown: CancellationToken,
+    events: mpsc::Receiver<Event>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    client: tokio::task::JoinHandle<Result<(), burrow_client::ClientError>>,
+}
+
+async fn start(
+    server_transport: burrow_server::Transport,
+    client_transport: burrow_client::Transport,
+) -> Running {
+    let shutdown = CancellationToken::new();
+    let port = free_port();
+    let mut config = ServerConfig::new(Auth::SharedToken(Secret::new("t")), server_transport);
+    config.ports = PortSet::range(port, port);
+    config.public_bind = [127, 0, 0, 1].into();
+    let control = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = control.local_addr().unwrap();
+    let server = tokio::spawn(burrow_server::run(config, control, shutdown.clone()));
+    let target = echo_target().await;
+    let mut config = ClientConfig::new(
+        addr.to_string(),
+        "me".into(),
+        Secret::new("t"),
+        client_transport,
+    );
+    config.tunnels.push(TunnelConfig {
+        name: "echo".into(),
+        local: target.to_string(),
+        remote_port: None,
+    });
+    let (tx, events) = mpsc::channel(16);
+    let client = tokio::spawn(burrow_client::run(config, shutdown.clone(), move |e| {
+        let _ = tx.try_send(e);
+    }));
+    Running {
+        shutdown,
+        events,
+        server,
+        client,
+    }
+}
+
+async fn echo_through(running: &mut Running) {
+    let Event::TunnelReady { public, .. } = running.events.recv().await.unwrap();
+    let port: u16 = public.rsplit_once(':').unwrap().1.parse().unwrap();
+    for round in 0..3 {
+        let mut visitor = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let msg = format!("hello {round}");
+        visitor.write_all(msg.as_bytes()).await.unwrap();
+        visitor.shutdown().await.unwrap();
+        let mut back = String::new();
+        visitor.read_to_string(&mut back).await.unwrap();
+        assert_eq!(back, msg);
+    }
+}
+
+async fn stop(running: Running) {
+    running.shutdown.cancel();
+    running.client.await.unwrap().unwrap();
+    running.server.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_over_plain_carrier() {
+    let mut r = start(
+        burrow_server::Transport::Plain,
+        burrow_client::Transport::Plain,
+    )
+    .await;
+    tokio::time::timeout(Duration::from_secs(20), echo_through(&mut r))
+        .await
+        .unwrap();
+    stop(r).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_over_tls_carrier_with_a_pinned_fingerprint() {
+    let dir = std::env::temp_dir().join(format!("burrow-inproc-{}", std::process::id()));
+    let identity = burrow_net::tls::ServerIdentity::load_or_generate(&dir).unwrap();
+    let trust = burrow_net::tls::Trust::Fingerprint(identity.fingerprint().to_owned());
+    let client_tls = burrow_net::tls::client_config(&trust, "127.0.0.1:1").unwrap();
+    let mut r = start(
+        burrow_server::Transport::Tls(identity.config()),
+        burrow_client::Transport::Tls(client_tls),
+    )
+    .await;
+    tokio::time::timeout(Duration::from_secs(20), echo_through(&mut r))
+        .await
+        .unwrap();
+    stop(r).await;
+    let _ = std::fs::remove_dir_all(dir);
+}

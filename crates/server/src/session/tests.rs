@@ -1,0 +1,104 @@
+//! Session liveness and leases, driven through an in-memory carrier with paused time.
+
+use super::*;
+use crate::config::{Auth, PortSet, ServerConfig, Transport};
+use burrow_proto::msg::Welcome;
+use std::time::Duration;
+use tokio::io::{DuplexStream, duplex};
+use tokio_util::sync::CancellationToken;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A server with a one-port public range and a session on a pipe; returns the client end.
+async fn session_with_tunnel() -> (Arc<Shared>, DuplexStream, u64, tokio::task::JoinHandle<()>) {
+    let mut config = ServerConfig::new(Auth::SharedToken(Secret::new("t")), Transport::Plain);
+    let port = free_port();
+    config.ports = PortSet::range(port, port);
+    config.public_bind = [127, 0, 0, 1].into();
+    let shared = Arc::new(Shared::new(config, CancellationToken::new()));
+    let (mut client, server_end) = duplex(64 * 1024);
+    let peer: SocketAddr = ([127, 0, 0, 1], 1).into();
+    let task = tokio::spawn(run(
+        shared.clone(),
+        Carrier::Memory(server_end),
+        "alice".into(),
+        Secret::new("s"),
+        peer,
+    ));
+    let Welcome::Ok { session, .. } = read_frame(&mut client).await.unwrap() else {
+        panic!("refused")
+    };
+    let req = TunnelRequest {
+        id: 0,
+        name: "t".into(),
+        kind: TunnelKind::Tcp,
+        remote_port: None,
+    };
+    write_frame(&mut client, &ClientMsg::OpenTunnel(req))
+        .await
+        .unwrap();
+    let opened: ServerMsg = read_frame(&mut client).await.unwrap();
+    assert_eq!(opened, ServerMsg::TunnelOpened { id: 0, port });
+    assert_eq!(shared.registry.free_ports(), 0);
+    (shared, client, session, task)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_client_is_declared_dead_and_its_port_leased_until_the_grace_ends() {
+    let (shared, mut client, session, task) = session_with_tunnel().await;
+    let (dead_after, grace) = (shared.config.dead_after, shared.config.lease_grace);
+    let silent_since = Instant::now();
+    // Say nothing: the server keeps pinging, then hangs up.
+    let mut pings = 0;
+    while let Ok(msg) = read_frame::<_, ServerMsg>(&mut client).await {
+        assert!(matches!(msg, ServerMsg::Ping { .. }), "unexpected {msg:?}");
+        pings += 1;
+    }
+    let silent_for = silent_since.elapsed();
+    assert!(
+        silent_for >= dead_after && silent_for < dead_after + Duration::from_secs(1),
+        "{silent_for:?}"
+    );
+    assert!(pings >= 3, "{pings} pings");
+    task.await.unwrap();
+    assert!(shared.registry.session(session).is_none());
+    // The port stays reserved for the whole grace period, then is freed.
+    tokio::time::sleep(grace - Duration::from_millis(10)).await;
+    assert_eq!(shared.registry.free_ports(), 0);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(shared.registry.free_ports(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_answers_heartbeats_stays_connected() {
+    let (shared, mut client, session, _task) = session_with_tunnel().await;
+    let until = Instant::now() + Duration::from_secs(120);
+    let mut pings = 0;
+    while Instant::now() < until {
+        match read_frame::<_, ServerMsg>(&mut client).await.unwrap() {
+            ServerMsg::Ping { seq } => {
+                pings += 1;
+                write_frame(&mut client, &ClientMsg::Pong { seq })
+                    .await
+                    .unwrap();
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(pings >= 50, "{pings} pings in 120 s");
+    assert!(shared.registry.session(session).is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn goodbye_releases_the_port_at_once() {
+    let (shared, mut client, _session, task) = session_with_tunnel().await;
+    write_frame(&mut client, &ClientMsg::Goodbye).await.unwrap();
+    task.await.unwrap();
+    assert_eq!(shared.registry.free_ports(), 1);
+}
