@@ -184,6 +184,9 @@ impl Session<'_> {
     async fn on_message(&mut self, msg: Option<Result<ServerMsg, FrameIo>>) -> Result<(), End> {
         let msg = match msg {
             Some(Ok(msg)) => msg,
+            Some(Err(FrameIo::Io(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(End::Lost("the server closed the connection".into()));
+            }
             Some(Err(e)) => return Err(End::Lost(format!("control stream closed: {e}"))),
             None => return Err(End::Lost("control stream closed".into())),
         };

@@ -58,6 +58,23 @@ impl Carrier {
     }
 }
 
+/// Accept-queue length for burrow's listeners. tokio's `TcpListener::bind` uses 128, which a
+/// burst of visitors (or of pooled data connections) overflows; the kernel then resets
+/// connections it cannot queue. The kernel caps this at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a TCP listener with `SO_REUSEADDR` (a restarted server can rebind at once while old
+/// connections linger in TIME_WAIT) and a deep accept queue.
+pub fn listen(addr: std::net::SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Applies burrow's socket options to a carrier or visitor socket.
 ///
 /// `TCP_NODELAY`: frames and interactive traffic must not wait for Nagle. Keepalive (15 s idle,

@@ -8,6 +8,6 @@ pub mod frame_io;
 pub mod relay;
 pub mod tls;
 
-pub use carrier::{Carrier, tune_socket};
+pub use carrier::{Carrier, listen, tune_socket};
 pub use frame_io::{FrameIo, read_frame, read_preface, write_frame, write_preface};
 pub use relay::relay;

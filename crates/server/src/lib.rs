@@ -121,6 +121,7 @@ async fn serve_connection(
     drop(permit);
     let (carrier, verdict) = match outcome {
         Ok(Ok(done)) => done,
+        Ok(Err(why)) if why.is::<PeerLeft>() => return debug!(%peer, "{why}"),
         Ok(Err(why)) => return warn!(%peer, "connection refused: {why}"),
         Err(_) => {
             return warn!(%peer, "connection closed: handshake not finished within {deadline:?}");
@@ -140,14 +141,46 @@ async fn handshake(shared: &Shared, tcp: TcpStream) -> anyhow::Result<(Carrier, 
         Transport::Plain => Carrier::Plain(tcp),
         Transport::Tls(tls) => {
             let acceptor = burrow_net::tls::tokio_rustls::TlsAcceptor::from(tls.clone());
-            let stream = acceptor.accept(tcp).await.map_err(|e| {
-                anyhow::anyhow!("TLS handshake failed: {e} (a plain-TCP client needs --insecure-plain on both sides)")
-            })?;
+            let stream = acceptor.accept(tcp).await.map_err(tls_failure)?;
             Carrier::ServerTls(Box::new(stream))
         }
     };
-    let verdict = handshake::accept(&mut carrier, &shared.registry).await?;
+    let verdict = match handshake::accept(&mut carrier, &shared.registry).await {
+        Err(handshake::Failure::Io(e)) if hung_up(&e) => return Err(PeerLeft.into()),
+        other => other?,
+    };
     Ok((carrier, verdict))
+}
+
+/// A peer that hung up before finishing the handshake: routine (a client stopping while it
+/// dials its pool), so it is logged quietly.
+#[derive(Debug, thiserror::Error)]
+#[error("the peer closed the connection during the handshake")]
+struct PeerLeft;
+
+fn hung_up(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionReset, UnexpectedEof};
+    matches!(e.kind(), UnexpectedEof | ConnectionReset)
+}
+
+/// Explains a failed TLS handshake, naming the likely misconfiguration when the peer did not
+/// speak TLS at all.
+fn tls_failure(e: std::io::Error) -> anyhow::Error {
+    use burrow_net::tls::rustls::Error as TlsError;
+    if hung_up(&e) {
+        return PeerLeft.into();
+    }
+    let not_tls = matches!(
+        e.get_ref().and_then(|i| i.downcast_ref::<TlsError>()),
+        Some(TlsError::InvalidMessage(_))
+    );
+    if not_tls {
+        anyhow::anyhow!(
+            "the peer does not speak TLS (a plain-TCP client? --insecure-plain must be on both sides or neither)"
+        )
+    } else {
+        anyhow::anyhow!("TLS handshake failed: {e}")
+    }
 }
 
 /// Puts an authenticated data connection into its session's pool.

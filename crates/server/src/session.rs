@@ -236,7 +236,7 @@ impl Session {
             if claim.taken_over && registry.reroute(claim.port, route.clone()) {
                 return Ok(claim.port);
             }
-            match tunnel::bind(&self.shared, claim.port).await {
+            match tunnel::bind(&self.shared, claim.port) {
                 Ok(listener) => {
                     tunnel::publish(&self.shared, listener, claim.port, route);
                     return Ok(claim.port);

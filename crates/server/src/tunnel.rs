@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
 /// Binds a public port on the configured address.
-pub(crate) async fn bind(shared: &Shared, port: u16) -> std::io::Result<TcpListener> {
-    TcpListener::bind((shared.config.public_bind, port)).await
+pub(crate) fn bind(shared: &Shared, port: u16) -> std::io::Result<TcpListener> {
+    burrow_net::listen((shared.config.public_bind, port).into())
 }
 
 /// Explains a bind failure to the client.
