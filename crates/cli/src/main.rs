@@ -1,2 +1,229 @@
-//! The `burrow` command.
-fn main() {}
+//! The `burrow` command: a reverse tunnel's server and client in one binary.
+//!
+//! This file only parses the command line, sets up logging, the runtime and signals, and turns
+//! the outcome into an exit code: 0 after a clean shutdown, 1 with one `burrow: error: ...` line
+//! per problem on stderr, 2 (from clap) for a bad command line. Configs are converted in
+//! `server_config` / `client_config`, checked in `check`, and started in `start`.
+
+mod check;
+mod client_config;
+mod diag;
+mod fields;
+mod server_config;
+mod signals;
+mod start;
+#[cfg(test)]
+mod testing;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use client_config::{ClientArgs, TcpArgs};
+use server_config::ServerArgs;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::LazyLock;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// `--version`: the release and the wire protocol it speaks.
+static VERSION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{} (protocol {})",
+        env!("CARGO_PKG_VERSION"),
+        burrow_proto::VERSION
+    )
+});
+
+/// How long spawned work may take to stop once the command is done.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(2);
+
+/// burrow: publish services behind NAT through a public server, over TLS.
+#[derive(Debug, Parser)]
+#[command(name = "burrow", version = VERSION.as_str(), about)]
+struct Cli {
+    /// Log format on stderr (filter with BURROW_LOG or RUST_LOG, default `info`).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "BURROW_LOG_FORMAT",
+        default_value_t
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Log line formats.
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+enum LogFormat {
+    /// Text for people.
+    #[default]
+    Human,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// What to run.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a server: accept clients and publish their tunnels.
+    Server(ServerArgs),
+    /// Publish one local TCP port through a server.
+    Tcp(TcpArgs),
+    /// Run the tunnels of a client config file.
+    Client(ClientArgs),
+    /// Check a server or client config file and report every problem.
+    Check {
+        /// The config file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            report(&err);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one command to its end.
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Check { file } => check::run(&file),
+        Command::Server(args) => {
+            let plan = server_config::load(&args)?;
+            with_runtime(|shutdown| start::server(plan, shutdown))
+        }
+        Command::Tcp(args) => {
+            let plan = client_config::from_tcp(&args)?;
+            with_runtime(|shutdown| start::client(plan, shutdown))
+        }
+        Command::Client(args) => {
+            let plan = client_config::load(&args)?;
+            with_runtime(|shutdown| start::client(plan, shutdown))
+        }
+    }
+}
+
+/// Prints an error as `burrow: error: <reason>`, one line per config problem.
+fn report(err: &anyhow::Error) {
+    match err.downcast_ref::<diag::ConfigError>() {
+        Some(config) => config
+            .lines()
+            .iter()
+            .for_each(|l| eprintln!("burrow: error: {l}")),
+        None => eprintln!("burrow: error: {}", format!("{err:#}").replace('\n', " ")),
+    }
+}
+
+/// Logs go to stderr, filtered by `BURROW_LOG`, else `RUST_LOG`, else `info`.
+fn init_tracing(format: LogFormat) {
+    let directives = ["BURROW_LOG", "RUST_LOG"]
+        .iter()
+        .find_map(|var| std::env::var(var).ok().filter(|v| !v.trim().is_empty()))
+        .unwrap_or_else(|| "info".to_owned());
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|e| {
+        eprintln!("burrow: warning: ignoring log filter `{directives}`: {e}");
+        EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    // Only fails when a subscriber is already set, which nothing else here does.
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Runs `task` on a multi-thread runtime; SIGINT and SIGTERM cancel the token it is given.
+fn with_runtime<F, Fut>(task: F) -> anyhow::Result<()>
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let shutdown = CancellationToken::new();
+    let result = runtime.block_on(async {
+        // Handlers are installed before the task starts, so a signal that arrives right after
+        // the readiness line is already a clean shutdown.
+        let signals = signals::Signals::install().context("cannot install signal handlers")?;
+        tokio::spawn(signals.cancel_on_signal(shutdown.clone()));
+        task(shutdown).await
+    });
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_documented_command_lines_parse() {
+        let ok = |line: &str| Cli::try_parse_from(line.split_whitespace()).unwrap();
+        ok(
+            "burrow server --config s.toml --listen 127.0.0.1:0 --ports 20000-20010,30000 \
+            --token t --state-dir /s --tls-cert c --tls-key k --public-bind 0.0.0.0 \
+            --lease-grace 30s --heartbeat-interval 2s --dead-after 7s",
+        );
+        ok(
+            "burrow tcp 8080 --to example.net --local-host ::1 --remote-port 9000 --name alice \
+            --token-file f --server-fingerprint sha256:abababababababababababababababababababababababababababababababab \
+            --known-hosts k --exit-on-disconnect --pool-size 4",
+        );
+        ok("burrow client --config c.toml --exit-on-disconnect");
+        ok("burrow --log-format json check c.toml");
+    }
+
+    #[test]
+    fn malformed_flags_are_command_line_errors() {
+        for line in [
+            "burrow server --ports 9-1",
+            "burrow server --dead-after soon",
+            "burrow server --token a --token-file f",
+            "burrow server --tls-cert c",
+            "burrow server --insecure-plain --tls-cert c --tls-key k",
+            "burrow tcp 0 --to h",
+            "burrow tcp 80",
+            "burrow tcp 80 --to h:0",
+            "burrow tcp 80 --to h --ca c --server-fingerprint sha256:00",
+            "burrow tcp 80 --to h --name 'a b'",
+            "burrow client",
+        ] {
+            let err = Cli::try_parse_from(line.split_whitespace()).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{line}");
+        }
+    }
+
+    #[test]
+    fn version_names_the_protocol() {
+        assert_eq!(
+            *VERSION,
+            format!(
+                "{} (protocol {})",
+                env!("CARGO_PKG_VERSION"),
+                burrow_proto::VERSION
+            )
+        );
+    }
+}

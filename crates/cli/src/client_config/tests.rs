@@ -1,0 +1,248 @@
+use super::*;
+use crate::testing::{env_set, lines, scratch, source, source_in};
+use clap::Parser;
+use std::time::Duration;
+
+fn plan(text: &str) -> Result<ClientPlan, ConfigError> {
+    check(&source("c.toml", text))
+}
+
+/// `burrow tcp ARGS...` parsed as clap would.
+fn tcp(args: &[&str]) -> Result<ClientPlan, ConfigError> {
+    #[derive(Parser)]
+    struct Tcp {
+        #[command(flatten)]
+        args: TcpArgs,
+    }
+    let parsed = Tcp::try_parse_from(std::iter::once("tcp").chain(args.iter().copied())).unwrap();
+    from_tcp(&parsed.args)
+}
+
+const FP: &str = "sha256:abababababababababababababababababababababababababababababababab";
+
+#[test]
+fn documented_sample_converts() {
+    let text = format!(
+        r#"
+server = "example.net:7777"
+name = "alice"
+token = "alice-token"
+server_fingerprint = "{FP}"
+known_hosts = "/path/known_servers"
+insecure_plain = false
+pool_size = 4
+exit_on_disconnect = true
+heartbeat_interval = "1s"
+dead_after = "5s"
+connect_timeout = "3s"
+
+[[tunnels]]
+name = "web"
+local_port = 8080
+local_host = "127.0.0.1"
+remote_port = 8080
+
+[[tunnels]]
+local_port = 22
+local_host = "::1"
+"#
+    );
+    let plan = plan(&text).unwrap();
+    assert_eq!(plan.trust, Some(Trust::Fingerprint(FP.into())));
+    let c = &plan.config;
+    assert_eq!(
+        (c.server.as_str(), c.name.as_str()),
+        ("example.net:7777", "alice")
+    );
+    assert_eq!(c.token.expose(), b"alice-token");
+    assert_eq!((c.pool_size, c.exit_on_disconnect), (4, true));
+    assert_eq!(c.dead_after, Duration::from_secs(5));
+    assert_eq!(c.connect_timeout, Duration::from_secs(3));
+    let web = TunnelConfig {
+        name: "web".into(),
+        local: "127.0.0.1:8080".into(),
+        remote_port: Some(8080),
+    };
+    let ssh = TunnelConfig {
+        name: "tcp-22".into(),
+        local: "[::1]:22".into(),
+        remote_port: None,
+    };
+    assert_eq!(c.tunnels, [web, ssh]);
+}
+
+#[test]
+fn the_one_liner_builds_the_same_config() {
+    let plan = tcp(&[
+        "8080",
+        "--to",
+        "example.net",
+        "--token",
+        "t",
+        "--known-hosts",
+        "/k",
+    ])
+    .unwrap();
+    assert_eq!(
+        plan.trust,
+        Some(Trust::FirstUse {
+            known_hosts: "/k".into()
+        })
+    );
+    let c = &plan.config;
+    assert_eq!(
+        (c.server.as_str(), c.name.as_str()),
+        ("example.net:7777", "")
+    );
+    let want = TunnelConfig {
+        name: "tcp-8080".into(),
+        local: "127.0.0.1:8080".into(),
+        remote_port: None,
+    };
+    assert_eq!(c.tunnels, [want]);
+    assert!(!c.exit_on_disconnect);
+
+    let args = [
+        "22",
+        "--to",
+        "[::1]:9000",
+        "--local-host",
+        "10.0.0.2",
+        "--remote-port",
+        "2222",
+        "--name",
+        "alice",
+        "--token",
+        "t",
+        "--ca",
+        "/",
+        "--exit-on-disconnect",
+        "--pool-size",
+        "2",
+    ];
+    let plan = tcp(&args).unwrap();
+    assert_eq!(plan.trust, Some(Trust::CaFile("/".into())));
+    let c = &plan.config;
+    assert_eq!(
+        (c.server.as_str(), c.name.as_str(), c.pool_size),
+        ("[::1]:9000", "alice", 2)
+    );
+    assert!(c.exit_on_disconnect);
+    let want = TunnelConfig {
+        name: "tcp-22".into(),
+        local: "10.0.0.2:22".into(),
+        remote_port: Some(2222),
+    };
+    assert_eq!(c.tunnels, [want]);
+
+    let plan = tcp(&["1", "--to", "h", "--token", "t", "--insecure-plain"]).unwrap();
+    assert_eq!(plan.trust, None);
+}
+
+#[test]
+fn the_one_liner_reports_flags_by_name() {
+    let dir = scratch("client-flags");
+    let empty = dir.join("empty");
+    std::fs::write(&empty, "").unwrap();
+    let got = lines(tcp(&[
+        "1",
+        "--to",
+        "h",
+        "--token-file",
+        empty.to_str().unwrap(),
+    ]));
+    assert_eq!(got, ["--token-file: the token is empty"]);
+    if !env_set("BURROW_TOKEN") {
+        let got = lines(tcp(&["1", "--to", "h"]));
+        assert_eq!(
+            got,
+            ["no token given (`token` or `token_file`, --token or --token-file, or BURROW_TOKEN)"]
+        );
+    }
+}
+
+#[test]
+fn every_problem_is_reported_at_its_value() {
+    let long = "n".repeat(65);
+    let text = format!(
+        r#"server = "example.net:0"
+name = "{long}"
+token = "t"
+server_fingerprint = "{FP}"
+ca = "ca.pem"
+pool_size = 0
+
+[[tunnels]]
+name = "web"
+local_port = 8080
+remote_port = 0
+
+[[tunnels]]
+local_port = 70000
+local_host = "a b"
+
+[[tunnels]]
+name = "web"
+local_port = 22
+remote_port = 2222
+
+[[tunnels]]
+name = "ssh"
+local_port = 23
+remote_port = 2222
+"#
+    );
+    let got = lines(plan(&text));
+    let want = [
+        "c.toml:1:10: `0` is not a port number (1-65535)",
+        "c.toml:2:8: name `nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn` is longer than 64 bytes",
+        "c.toml:5:6: give `server_fingerprint` or `ca`, not both",
+        "c.toml:6:13: 0 is out of range (1-256)",
+        "c.toml:11:15: remote_port 0 is not a port; leave remote_port out to let the server choose",
+        "c.toml:14:14: 70000 is not a port number (1-65535)",
+        "c.toml:15:14: `a b` is not a host name or IP address",
+        "c.toml:18:8: tunnel `web` is listed twice (give each tunnel its own `name`)",
+        "c.toml:25:15: remote port 2222 is asked for by two tunnels",
+    ];
+    assert_eq!(got, want);
+}
+
+#[test]
+fn trust_settings_are_checked() {
+    let dir = scratch("client-trust");
+    std::fs::write(dir.join("ca.pem"), "x").unwrap();
+    let base = "server = \"h\"\ntoken = \"t\"\n[[tunnels]]\nlocal_port = 1\n";
+    let with = |top: &str| check(&source_in("c.toml", &format!("{top}\n{base}"), dir.clone()));
+    assert_eq!(
+        with("ca = \"ca.pem\"").unwrap().trust,
+        Some(Trust::CaFile(dir.join("ca.pem")))
+    );
+    let kh = with("known_hosts = \"kh\"").unwrap().trust;
+    assert_eq!(
+        kh,
+        Some(Trust::FirstUse {
+            known_hosts: dir.join("kh")
+        })
+    );
+    let got = lines(with("ca = \"missing.pem\""));
+    assert!(got[0].starts_with("c.toml:1:6: cannot read "), "{got:?}");
+    let got = lines(with("insecure_plain = true\nserver_fingerprint = \"nope\""));
+    assert_eq!(
+        got,
+        ["c.toml:2:22: server_fingerprint has no effect with insecure_plain; remove one of them"]
+    );
+    let got = lines(with("server_fingerprint = \"sha256:12\""));
+    assert!(
+        got[0].starts_with("c.toml:1:22: invalid server fingerprint"),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn a_client_needs_a_server_and_tunnels() {
+    let got = lines(plan("server = \"h\"\ntoken = \"t\"\n"));
+    assert_eq!(got, ["c.toml:1:1: no [[tunnels]]: add at least one"]);
+    let got = lines(plan("token = \"t\"\n[[tunnels]]\nlocal_port = 1\n"));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].contains("missing field `server`"), "{got:?}");
+}

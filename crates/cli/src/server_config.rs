@@ -1,0 +1,350 @@
+//! `burrow server`: its flags, its TOML file, and the one conversion of both into a
+//! [`ServerPlan`].
+//!
+//! Flags are laid over the file's values (flags win), then the merged raw config is converted
+//! in one pass that reports every problem with its position. `BURROW_TOKEN` and
+//! `BURROW_STATE_DIR` fill in only what neither the flags nor the file say, so an exported
+//! variable never overrides a file the operator wrote.
+
+use crate::diag::{ConfigError, Item, Problems, Source};
+use crate::fields::{self, checked};
+use burrow_proto::auth::Secret;
+use burrow_server::config::DEFAULT_CONTROL_PORT;
+use burrow_server::{Auth, Identity, PortSet, ServerConfig, Transport};
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Largest connection or session limit accepted.
+const MAX_LIMIT: usize = 1 << 20;
+
+/// Flags of `burrow server`.
+#[derive(Debug, Default, clap::Args)]
+pub(crate) struct ServerArgs {
+    /// Server config file (TOML); flags override its values.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Control address clients dial [default: 0.0.0.0:7777].
+    #[arg(long, value_name = "ADDR:PORT", value_parser = checked(fields::listen_addr))]
+    listen: Option<String>,
+    /// Public ports tunnels may get [default: 20000-29999].
+    #[arg(long, value_name = "LOW-HIGH[,N,...]", value_parser = checked(fields::ports))]
+    ports: Option<String>,
+    /// Shared token every client uses (else BURROW_TOKEN).
+    #[arg(long, value_name = "TOKEN", conflicts_with = "token_file")]
+    token: Option<String>,
+    /// File holding the shared token.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Where the generated TLS identity is kept [default: $BURROW_STATE_DIR, /var/lib/burrow
+    /// as root, else ~/.local/state/burrow].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// PEM certificate chain to serve instead of the generated one.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Speak plain TCP instead of TLS (only on a trusted network).
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    insecure_plain: bool,
+    /// Address public ports bind to [default: 0.0.0.0].
+    #[arg(long, value_name = "IP", value_parser = checked(fields::ip))]
+    public_bind: Option<String>,
+    /// How long a lost client's ports stay reserved for it [default: 30s].
+    #[arg(long, value_name = "DUR", value_parser = checked(fields::duration))]
+    lease_grace: Option<String>,
+    /// Heartbeat interval [default: 2s].
+    #[arg(long, value_name = "DUR", value_parser = checked(fields::duration))]
+    heartbeat_interval: Option<String>,
+    /// Silence after which a carrier is declared lost [default: 7s].
+    #[arg(long, value_name = "DUR", value_parser = checked(fields::duration))]
+    dead_after: Option<String>,
+}
+
+/// The server's TOML file, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServer {
+    listen: Option<Item<String>>,
+    ports: Option<Item<String>>,
+    public_bind: Option<Item<String>>,
+    state_dir: Option<Item<PathBuf>>,
+    token: Option<Item<String>>,
+    token_file: Option<Item<PathBuf>>,
+    insecure_plain: Option<Item<bool>>,
+    tls_cert: Option<Item<PathBuf>>,
+    tls_key: Option<Item<PathBuf>>,
+    lease_grace: Option<Item<String>>,
+    heartbeat_interval: Option<Item<String>>,
+    dead_after: Option<Item<String>>,
+    handshake_timeout: Option<Item<String>>,
+    pool_wait: Option<Item<String>>,
+    max_unauthenticated: Option<Item<i64>>,
+    max_sessions: Option<Item<i64>>,
+    shutdown_grace: Option<Item<String>>,
+    #[serde(default)]
+    clients: Vec<RawIdentity>,
+}
+
+/// One `[[clients]]` entry, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    name: Item<String>,
+    token: Option<Item<String>>,
+    token_file: Option<Item<PathBuf>>,
+    ports: Option<Item<String>>,
+}
+
+/// Where the server's TLS identity comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TlsSource {
+    /// The operator's certificate and key.
+    Files {
+        /// PEM certificate chain.
+        cert: PathBuf,
+        /// PEM private key.
+        key: PathBuf,
+    },
+    /// A self-signed identity kept in (and generated into) this directory.
+    StateDir(PathBuf),
+}
+
+/// A checked server configuration, ready to load its TLS identity and bind.
+#[derive(Debug)]
+pub(crate) struct ServerPlan {
+    /// Control address to bind.
+    pub(crate) listen: SocketAddr,
+    /// TLS identity to load, or `None` for plain TCP.
+    pub(crate) tls: Option<TlsSource>,
+    /// Runtime config; its `transport` is [`Transport::Plain`] until the identity is loaded.
+    pub(crate) config: ServerConfig,
+}
+
+/// Reads the file (if any), lays the flags over it and converts the result.
+pub(crate) fn load(args: &ServerArgs) -> anyhow::Result<ServerPlan> {
+    let (source, mut raw, problems) = match &args.config {
+        Some(path) => {
+            let source = Source::read(path)?;
+            let (raw, problems) = source.parse::<RawServer>()?;
+            (source, raw, problems)
+        }
+        None => (Source::default(), RawServer::default(), Problems::default()),
+    };
+    raw.apply_flags(args);
+    raw.apply_env();
+    Ok(raw.into_plan(&source, problems)?)
+}
+
+/// Converts a server TOML text on its own (what `burrow check` does).
+pub(crate) fn check(source: &Source) -> Result<ServerPlan, ConfigError> {
+    let (mut raw, problems) = source.parse::<RawServer>()?;
+    raw.apply_env();
+    raw.into_plan(source, problems)
+}
+
+impl RawServer {
+    /// Lays command-line values over the file's.
+    fn apply_flags(&mut self, a: &ServerArgs) {
+        let text = |name, v: &Option<String>| v.clone().map(|v| Item::flag(name, v));
+        let path = |name, v: &Option<PathBuf>| v.clone().map(|v| Item::flag(name, v));
+        set(&mut self.listen, text("--listen", &a.listen));
+        set(&mut self.ports, text("--ports", &a.ports));
+        set(&mut self.public_bind, text("--public-bind", &a.public_bind));
+        set(&mut self.state_dir, path("--state-dir", &a.state_dir));
+        set(&mut self.lease_grace, text("--lease-grace", &a.lease_grace));
+        set(
+            &mut self.heartbeat_interval,
+            text("--heartbeat-interval", &a.heartbeat_interval),
+        );
+        set(&mut self.dead_after, text("--dead-after", &a.dead_after));
+        // Flags choose the transport as a whole: plain drops the file's TLS files and TLS
+        // files drop the file's `insecure_plain`.
+        if a.insecure_plain {
+            self.insecure_plain = Some(Item::flag("--insecure-plain", true));
+            (self.tls_cert, self.tls_key) = (None, None);
+        }
+        // A token flag replaces the file's token source as a whole.
+        if a.token.is_some() || a.token_file.is_some() {
+            self.token = text("--token", &a.token);
+            self.token_file = path("--token-file", &a.token_file);
+        }
+        // The certificate and key belong together; flags replace both.
+        if a.tls_cert.is_some() {
+            self.insecure_plain = None;
+            self.tls_cert = path("--tls-cert", &a.tls_cert);
+            self.tls_key = path("--tls-key", &a.tls_key);
+        }
+    }
+
+    /// Fills in what only the environment says.
+    fn apply_env(&mut self) {
+        if self.token.is_none() && self.token_file.is_none() && self.clients.is_empty() {
+            self.token = fields::env_item("BURROW_TOKEN");
+        }
+        if self.state_dir.is_none() {
+            self.state_dir = fields::env_item("BURROW_STATE_DIR").map(|i| Item {
+                value: PathBuf::from(i.value),
+                origin: i.origin,
+            });
+        }
+    }
+
+    /// The one conversion into runtime types; every problem is reported.
+    fn into_plan(self, source: &Source, mut p: Problems) -> Result<ServerPlan, ConfigError> {
+        let listen = p.parse(self.listen.as_ref(), fields::listen_addr);
+        let listen = listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], DEFAULT_CONTROL_PORT)));
+        let auth = self.auth(source, &mut p);
+        let tls = self.tls_source(source, &mut p);
+        let mut config = ServerConfig::new(auth, Transport::Plain);
+        self.tune(&mut config, &mut p);
+        p.finish(
+            ServerPlan {
+                listen,
+                tls,
+                config,
+            },
+            source,
+        )
+    }
+
+    /// Ports, bind address, timers and limits.
+    fn tune(&self, c: &mut ServerConfig, p: &mut Problems) {
+        if let Some(ports) = p.parse(self.ports.as_ref(), fields::ports) {
+            c.ports = ports;
+        }
+        if let Some(ip) = p.parse(self.public_bind.as_ref(), fields::ip) {
+            c.public_bind = ip;
+        }
+        let timers = [
+            (&self.lease_grace, &mut c.lease_grace, true),
+            (&self.heartbeat_interval, &mut c.heartbeat_interval, false),
+            (&self.dead_after, &mut c.dead_after, false),
+            (&self.handshake_timeout, &mut c.handshake_timeout, false),
+            (&self.pool_wait, &mut c.pool_wait, false),
+            (&self.shutdown_grace, &mut c.shutdown_grace, true),
+        ];
+        fields::durations(p, timers);
+        let heartbeat = (&self.heartbeat_interval, c.heartbeat_interval);
+        fields::liveness(p, heartbeat, (&self.dead_after, c.dead_after));
+        let limits = [
+            (&self.max_unauthenticated, &mut c.max_unauthenticated),
+            (&self.max_sessions, &mut c.max_sessions),
+        ];
+        for (item, slot) in limits {
+            if let Some(n) = p.parse(item.as_ref(), fields::count_in(1, MAX_LIMIT)) {
+                *slot = n;
+            }
+        }
+    }
+
+    /// Shared token or named identities: exactly one of them.
+    fn auth(&self, source: &Source, p: &mut Problems) -> Auth {
+        let token = fields::token(self.token.as_ref(), self.token_file.as_ref(), source, p);
+        if self.clients.is_empty() {
+            if self.token.is_none() && self.token_file.is_none() {
+                p.whole("no token given (`token` or `token_file`, [[clients]], --token or --token-file, or BURROW_TOKEN)");
+            }
+            // A missing or bad token was reported above, so this placeholder never runs.
+            return Auth::SharedToken(token.unwrap_or_else(|| Secret::new("")));
+        }
+        let msg = "a shared token and [[clients]] are both given; use one or the other";
+        let conflict = (self.token.as_ref().map(|t| t.problem(msg)))
+            .or_else(|| self.token_file.as_ref().map(|t| t.problem(msg)));
+        if let Some(problem) = conflict {
+            p.push(problem);
+        }
+        Auth::Identities(identities(&self.clients, source, p))
+    }
+
+    /// The TLS identity to load, unless plain TCP was asked for.
+    fn tls_source(&self, source: &Source, p: &mut Problems) -> Option<TlsSource> {
+        let plain = self.insecure_plain.as_ref().is_some_and(|i| i.value);
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), _) | (None, Some(cert)) if plain => {
+                p.push(cert.problem("TLS files are given but insecure_plain is on; choose one"));
+                None
+            }
+            _ if plain => None,
+            (Some(cert), Some(key)) => {
+                let cert = fields::existing_file(cert, source, p);
+                let key = fields::existing_file(key, source, p);
+                Some(TlsSource::Files { cert, key })
+            }
+            (Some(one), None) | (None, Some(one)) => {
+                p.push(one.problem("give both `tls_cert` and `tls_key`, or neither"));
+                None
+            }
+            (None, None) => match self.state_dir.as_ref().map(|d| source.path(d)) {
+                Some(dir) => Some(TlsSource::StateDir(dir)),
+                None => match default_state_dir() {
+                    Some(dir) => Some(TlsSource::StateDir(dir)),
+                    None => {
+                        p.whole("cannot find a state directory; set `state_dir` or --state-dir");
+                        None
+                    }
+                },
+            },
+        }
+    }
+}
+
+/// Replaces `slot` when the flag was given.
+fn set<T>(slot: &mut Option<Item<T>>, flag: Option<Item<T>>) {
+    if flag.is_some() {
+        *slot = flag;
+    }
+}
+
+/// Converts `[[clients]]`, reporting bad and duplicate names.
+fn identities(raw: &[RawIdentity], source: &Source, p: &mut Problems) -> Vec<Identity> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for c in raw {
+        let (item, written) = (&c.name, c.name.value.as_str());
+        let name = p.parse(Some(item), fields::name);
+        if written.is_empty() {
+            p.push(item.problem("a client needs a name"));
+        } else if !seen.insert(written) {
+            p.push(item.problem(format!("client `{written}` is listed twice")));
+        }
+        let token = fields::token(c.token.as_ref(), c.token_file.as_ref(), source, p);
+        if c.token.is_none() && c.token_file.is_none() {
+            p.push(item.problem(format!("client `{written}` has no `token` or `token_file`")));
+        }
+        let ports: Option<PortSet> = p.parse(c.ports.as_ref(), fields::ports);
+        if let (Some(name), Some(token)) = (name, token) {
+            out.push(Identity { name, token, ports });
+        }
+    }
+    out
+}
+
+/// `/var/lib/burrow` for root, else the user's state directory.
+fn default_state_dir() -> Option<PathBuf> {
+    if is_root() {
+        return Some(PathBuf::from("/var/lib/burrow"));
+    }
+    dirs::state_dir()
+        .or_else(|| dirs::home_dir().map(|h| h.join(".local/state")))
+        .map(|d| d.join("burrow"))
+}
+
+/// True when running as root; `/proc/self` belongs to the process's effective user.
+fn is_root() -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests;

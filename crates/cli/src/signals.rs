@@ -1,0 +1,56 @@
+//! Shutdown signals: the first SIGINT or SIGTERM asks for a clean shutdown (exit 0 once open
+//! streams finish or the grace period ends); a second one stops the process at once.
+
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// SIGINT and SIGTERM, registered with the OS as soon as this exists.
+pub(crate) struct Signals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Registers the handlers.
+    #[cfg(unix)]
+    pub(crate) fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt())?;
+        let terminate = signal(SignalKind::terminate())?;
+        Ok(Self {
+            interrupt,
+            terminate,
+        })
+    }
+
+    /// Registers the handlers.
+    #[cfg(not(unix))]
+    pub(crate) fn install() -> std::io::Result<Self> {
+        Ok(Self {})
+    }
+
+    /// Waits for the next signal.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Cancels `shutdown` on the first signal; a second one stops the process at once.
+    pub(crate) async fn cancel_on_signal(mut self, shutdown: CancellationToken) {
+        self.next().await;
+        info!("shutting down (signal again to stop at once)");
+        shutdown.cancel();
+        self.next().await;
+        eprintln!("burrow: error: stopped by a second signal before shutdown finished");
+        std::process::exit(1);
+    }
+}

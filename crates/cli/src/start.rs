@@ -1,0 +1,100 @@
+//! Starting a checked plan: load the TLS identity or trust, bind, print the readiness lines,
+//! and hand over to the server or client library.
+//!
+//! The lines printed here are burrow's stdout contract (`fingerprint ...`, `listening on ...`,
+//! `tunnel ... ready at ...`): scripts wait for them, so each is flushed at once.
+
+use crate::client_config::ClientPlan;
+use crate::server_config::{ServerPlan, TlsSource};
+use anyhow::Context;
+use burrow_client::Event;
+use burrow_net::tls::{self, ServerIdentity};
+use std::io::Write;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Runs a server until `shutdown` is cancelled.
+pub(crate) async fn server(plan: ServerPlan, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let ServerPlan {
+        listen,
+        tls,
+        mut config,
+    } = plan;
+    let fingerprint = match &tls {
+        Some(source) => {
+            let identity = load_identity(source)?;
+            config.transport = burrow_server::Transport::Tls(identity.config());
+            Some(identity.fingerprint().to_owned())
+        }
+        None => {
+            warn!(
+                "TLS is off (insecure_plain): traffic is unencrypted and clients cannot tell this server from another"
+            );
+            None
+        }
+    };
+    let listener =
+        burrow_net::listen(listen).with_context(|| format!("cannot listen on {listen}"))?;
+    let local = listener
+        .local_addr()
+        .with_context(|| format!("cannot read the address bound for {listen}"))?;
+    if let Some(fingerprint) = &fingerprint {
+        say(&format!("fingerprint {fingerprint}"));
+    }
+    say(&format!("listening on {local}"));
+    burrow_server::run(config, listener, shutdown).await
+}
+
+/// Loads the operator's certificate or the generated identity (generating it the first time).
+fn load_identity(source: &TlsSource) -> anyhow::Result<ServerIdentity> {
+    match source {
+        TlsSource::Files { cert, key } => ServerIdentity::from_pem_files(cert, key)
+            .with_context(|| format!("cannot load TLS certificate {}", cert.display())),
+        TlsSource::StateDir(dir) => ServerIdentity::load_or_generate(dir).with_context(|| {
+            format!(
+                "cannot load or create the TLS identity in {}",
+                dir.display()
+            )
+        }),
+    }
+}
+
+/// Runs a client until `shutdown` is cancelled or a fatal error.
+pub(crate) async fn client(plan: ClientPlan, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let ClientPlan { trust, mut config } = plan;
+    match &trust {
+        Some(trust) => {
+            let tls = tls::client_config(trust, &config.server)
+                .context("cannot set up TLS to the server")?;
+            config.transport = burrow_client::Transport::Tls(tls);
+        }
+        None => warn!(
+            "TLS is off (insecure_plain): traffic is unencrypted and the server is not verified"
+        ),
+    }
+    info!(server = %config.server, tunnels = config.tunnels.len(), "client starting");
+    burrow_client::run(config, shutdown, on_event).await?;
+    Ok(())
+}
+
+/// Prints what the user should see of the client's progress.
+fn on_event(event: Event) {
+    match event {
+        Event::TunnelReady {
+            name,
+            public,
+            local,
+        } => {
+            say(&format!("tunnel {name} ready at {public} -> {local}"));
+        }
+    }
+}
+
+/// Prints one line of the stdout contract and flushes it. A closed stdout must not stop a
+/// running server or client, so a failed write is only logged.
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        warn!("cannot write to stdout: {e}");
+    }
+}

@@ -1,0 +1,165 @@
+//! End-to-end: processes coming and going.
+//!
+//! A client that outlives a server crash and reconnects on its own, graceful shutdown of the
+//! server (SIGTERM) and the client (SIGINT) while a stream is mid-transfer, and
+//! `--exit-on-disconnect`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::data::{Hash64, Pattern};
+use common::targets::{assert_echo, echo_target, target, visit};
+use common::{Client, Server, TestDir, any_line_has, bounded, ports};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_reconnects_to_a_restarted_server() {
+    bounded(90, async {
+        let dir = TestDir::new("restart");
+        // A control port below the ephemeral range, so nothing takes it while the server is down.
+        let listen = format!("127.0.0.1:{}", ports(1).low);
+        let block = ports(4).arg();
+        let args = ["--listen", &listen, "--token", "t", "--ports", &block];
+        let mut server = Server::start(&dir, &args).await;
+        let echo = echo_target().await;
+        let client = Client::start_tcp(&dir, &server, echo, "t", &[]).await;
+        assert_echo(client.port, b"before the crash").await;
+
+        server.proc.kill9().await;
+        let restarted = Server::start(&dir, &args).await;
+        assert_eq!(
+            restarted.fingerprint, server.fingerprint,
+            "the state dir kept no identity"
+        );
+        let port = client.wait_ready_nth(2, Duration::from_secs(45)).await;
+        assert_echo(port, b"after the restart").await;
+    })
+    .await
+}
+
+/// One chunk of the slow transfer below.
+const CHUNK: usize = 64 * 1024;
+/// Chunks sent after shutdown was asked for.
+const LATE_CHUNKS: usize = 20;
+
+/// A target that sends one chunk at once, then, once `go` is notified, the rest slowly (about a
+/// second in all) and closes.
+async fn slow_sender(go: Arc<Notify>) -> u16 {
+    target(move |mut conn| {
+        let go = go.clone();
+        async move {
+            let mut pattern = Pattern::new(12);
+            let mut buf = vec![0u8; CHUNK];
+            pattern.fill(&mut buf);
+            conn.write_all(&buf).await.unwrap();
+            go.notified().await;
+            for _ in 0..LATE_CHUNKS {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                pattern.fill(&mut buf);
+                conn.write_all(&buf).await.unwrap();
+            }
+            conn.shutdown().await.unwrap();
+        }
+    })
+    .await
+}
+
+/// Opens a stream through `port` and reads the first chunk, so the stream is mid-transfer; then
+/// runs `stop`, releases the rest, and checks that every byte arrives.
+async fn stream_survives(port: u16, go: Arc<Notify>, stop: impl FnOnce()) {
+    let mut conn = visit(port).await;
+    let mut first = vec![0u8; CHUNK];
+    conn.read_exact(&mut first).await.unwrap();
+    stop();
+    go.notify_one();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), conn.read_to_end(&mut rest))
+        .await
+        .expect("the stream did not finish")
+        .expect("the stream broke during shutdown");
+    let mut got = Hash64::new();
+    got.update(&first);
+    got.update(&rest);
+    assert_eq!(
+        got.len(),
+        (CHUNK * (LATE_CHUNKS + 1)) as u64,
+        "bytes lost during shutdown"
+    );
+    let expected = Pattern::bytes(12, CHUNK * (LATE_CHUNKS + 1));
+    assert_eq!(
+        got.finish(),
+        Hash64::of(&expected),
+        "bytes changed during shutdown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_sigterm_lets_an_open_stream_finish() {
+    bounded(90, async {
+        let dir = TestDir::new("sigterm");
+        let config = dir.write("server.toml", "shutdown_grace = \"10s\"\n");
+        let block = ports(4).arg();
+        let mut server = Server::start(
+            &dir,
+            &["--config", &config, "--token", "t", "--ports", &block],
+        )
+        .await;
+        let go = Arc::new(Notify::new());
+        let sender = slow_sender(go.clone()).await;
+        let client = Client::start_tcp(&dir, &server, sender, "t", &[]).await;
+        stream_survives(client.port, go, || server.proc.signal("TERM")).await;
+        let status = server.proc.wait_exit(Duration::from_secs(10)).await;
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "server exit status {status}\n{}",
+            server.proc.dump()
+        );
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_sigint_lets_an_open_stream_finish() {
+    bounded(90, async {
+        let dir = TestDir::new("sigint");
+        let block = ports(4).arg();
+        let server = Server::start(&dir, &["--token", "t", "--ports", &block]).await;
+        let go = Arc::new(Notify::new());
+        let sender = slow_sender(go.clone()).await;
+        let mut client = Client::start_tcp(&dir, &server, sender, "t", &[]).await;
+        stream_survives(client.port, go, || client.proc.signal("INT")).await;
+        let status = client.proc.wait_exit(Duration::from_secs(10)).await;
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "client exit status {status}\n{}",
+            client.proc.dump()
+        );
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exit_on_disconnect_exits_1_when_the_server_dies() {
+    bounded(60, async {
+        let dir = TestDir::new("exit-on-disconnect");
+        let block = ports(4).arg();
+        let mut server = Server::start(&dir, &["--token", "t", "--ports", &block]).await;
+        let echo = echo_target().await;
+        let mut client =
+            Client::start_tcp(&dir, &server, echo, "t", &["--exit-on-disconnect"]).await;
+        assert_echo(client.port, b"connected").await;
+        server.proc.kill9().await;
+        let stderr = client.proc.expect_exit_1().await;
+        assert!(
+            any_line_has(&stderr, &["burrow: error:", "disconnected"]),
+            "no `disconnected` error:\n{}",
+            client.proc.dump()
+        );
+    })
+    .await
+}
