@@ -1,0 +1,341 @@
+#!/usr/bin/env bash
+# End-to-end test of the real burrow binary with its client behind a real NAT.
+#
+#   tests/nat/run.sh [path/to/burrow]      (default: target/debug/burrow; needs root)
+#
+# The NAT comes from ../shared/testbed/nat.sh (override with BURROW_TESTBED): the server and the
+# visitors live in the wan namespace, the client and its target in the lan namespace, and wan
+# cannot reach lan. The test publishes an echo service through a TLS tunnel, checks that visitors
+# reach it, cuts the link silently (no FIN, no RST), expects both sides to declare the carrier lost
+# within 10 s, checks that another identity cannot take the leased port meanwhile, mends the link
+# after 20 s, and expects the client to come back on the same public port. Finally the token must
+# appear in no output, and SIGTERM must stop client and server with exit 0.
+#
+# It fails (never skips) when it cannot run: not root, iptables or python3 missing, no binary.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+bin=${1:-${CARGO_TARGET_DIR:-$repo/target}/debug/burrow}
+testbed=${BURROW_TESTBED:-$here/../../../shared/testbed/nat.sh}
+
+WAN=198.18.0.1
+LAN=198.19.0.2
+PORTS=30000-30010
+TOKEN="nat-test-token-$RANDOM$RANDOM"
+DEAD_AFTER_S=6      # the server's --dead-after; the client uses its default (7 s)
+DETECT_LIMIT_S=10   # both sides must notice a dead carrier this soon after the cut
+CUT_S=20            # how long the link stays cut
+RECONNECT_S=40      # how long the client may take to come back after the mend (backoff)
+
+# A prefix unique to this run, short enough that nat.sh's interface names ("$p-w0") fit in 15.
+p="bn$(($$ % 1000000))"
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/burrow-nat.XXXXXX")
+pids=()
+passed=0
+finished=""
+nat_up=""
+
+# Logs must be plain text whatever the environment says.
+export NO_COLOR=1 BURROW_LOG=info BURROW_LOG_FORMAT=human
+unset RUST_LOG BURROW_TOKEN BURROW_STATE_DIR BURROW_KNOWN_HOSTS
+
+say() { printf 'nat: %s\n' "$*"; }
+ok() {
+  passed=$((passed + 1))
+  say "ok: $*"
+}
+
+dump_logs() {
+  local f
+  for f in "$tmp"/*.out "$tmp"/*.err; do
+    [[ -s $f ]] || continue
+    printf -- '----- %s (last 40 lines) -----\n' "$(basename "$f")"
+    tail -n 40 "$f"
+    printf -- '-----\n'
+  done
+}
+
+fail() {
+  dump_logs
+  say "FAIL: $*"
+  say "$passed passed, 1 failed"
+  finished=1
+  exit 1
+}
+
+cleanup() {
+  local rc=$? pid i
+  trap - EXIT INT TERM
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
+    for ((i = 0; i < 30; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  if [[ -n $nat_up ]]; then nat down >/dev/null 2>&1 || true; fi
+  if [[ -z $finished && $rc -ne 0 ]]; then
+    # An unexpected command failed under set -e: still say so plainly.
+    dump_logs
+    say "FAIL: aborted (exit $rc)"
+    say "$passed passed, 1 failed"
+  fi
+  if [[ -n ${BURROW_NAT_KEEP:-} ]]; then say "logs kept in $tmp"; else rm -rf "$tmp"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+nat() { bash "$testbed" "$1" "$p"; }
+# forget PID: the process has been reaped; cleanup must not signal its (reusable) id.
+forget() {
+  local keep=() pid
+  for pid in "${pids[@]}"; do [[ $pid == "$1" ]] || keep+=("$pid"); done
+  pids=("${keep[@]}")
+}
+
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# count FILE ERE: how many lines of FILE match (0 when FILE does not exist yet).
+count() {
+  local n
+  n=$(grep -cE -- "$2" "$1" 2>/dev/null) || true
+  echo "${n:-0}"
+}
+
+# alive PID NAME: fail when the process has exited.
+alive() {
+  kill -0 "$1" 2>/dev/null || fail "$2 exited early"
+}
+
+# wait_lines FILE ERE N SECONDS WHAT PID NAME: poll until FILE has N matching lines.
+wait_lines() {
+  local file=$1 re=$2 n=$3 limit=$(($4 * 1000)) what=$5 pid=$6 name=$7 start
+  start=$(now_ms)
+  while (($(count "$file" "$re") < n)); do
+    alive "$pid" "$name"
+    (($(now_ms) - start < limit)) || fail "no $what within $4 s"
+    sleep 0.1
+  done
+}
+
+# stop PID NAME: SIGTERM must end the process with exit 0 within 15 s.
+stop() {
+  local pid=$1 name=$2 start rc=0
+  kill -TERM "$pid"
+  start=$(now_ms)
+  while kill -0 "$pid" 2>/dev/null; do
+    (($(now_ms) - start < 15000)) || fail "$name did not exit within 15 s of SIGTERM"
+    sleep 0.1
+  done
+  wait "$pid" || rc=$?
+  forget "$pid"
+  ((rc == 0)) || fail "$name exited $rc after SIGTERM (expected 0)"
+}
+
+# ---- preconditions: a test that cannot run fails -------------------------------------------------
+[[ $(id -u) -eq 0 ]] || fail "must run as root (network namespaces and iptables); try: sudo $0"
+for tool in ip iptables python3 timeout; do
+  command -v "$tool" >/dev/null || fail "$tool is missing (apt-get install -y iproute2 iptables python3 coreutils)"
+done
+[[ -x $bin ]] || fail "no burrow binary at $bin (cargo build first, or pass its path)"
+[[ -f $testbed ]] || fail "no testbed at $testbed (set BURROW_TESTBED)"
+bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
+say "binary $bin, testbed $testbed, namespaces $p-{wan,rtr,lan}"
+
+# ---- helpers run inside the namespaces ------------------------------------------------------------
+cat >"$tmp/echo.py" <<'EOF'
+# A TCP echo service: binds port 0, writes the port to a file once listening, echoes until EOF.
+import asyncio, os, sys
+
+async def handle(reader, writer):
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.close()
+
+async def main():
+    server = await asyncio.start_server(handle, sys.argv[1], 0)
+    port = server.sockets[0].getsockname()[1]
+    with open(sys.argv[2] + ".tmp", "w") as f:
+        f.write(f"{port}\n")
+    os.rename(sys.argv[2] + ".tmp", sys.argv[2])
+    await server.serve_forever()
+
+asyncio.run(main())
+EOF
+
+cat >"$tmp/visitor.py" <<'EOF'
+# A visitor: one line must come back at once, then 512 KiB sent with a half-close must come back
+# whole, followed by EOF (the tunnel carries half-close both ways).
+import os, socket, sys, threading
+
+host, port, tag = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+line = f"hello through burrow {tag}\n".encode()
+bulk = os.urandom(512 * 1024)
+with socket.create_connection((host, port), timeout=10) as s:
+    s.sendall(line)
+    got = b""
+    while not got.endswith(b"\n"):
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    if got != line:
+        sys.exit(f"visitor: sent {line!r}, got {got!r}")
+
+    def send():
+        s.sendall(bulk)
+        s.shutdown(socket.SHUT_WR)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    back = bytearray()
+    while chunk := s.recv(65536):
+        back += chunk
+    sender.join()
+    if bytes(back) != bulk:
+        sys.exit(f"visitor: bulk echo differs: sent {len(bulk)} bytes, got {len(back)}")
+print(f"visitor: line and {len(bulk)} bytes echoed, EOF seen")
+EOF
+
+cat >"$tmp/unreachable.py" <<'EOF'
+# Exits 0 when host:port cannot be reached within a second.
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), 1).close()
+except OSError:
+    sys.exit(0)
+sys.exit(1)
+EOF
+
+visit() { # visit TAG: a visitor in wan uses the tunnel's public port
+  ip netns exec "$p-wan" timeout 30 python3 "$tmp/visitor.py" "$WAN" "$public" "$1" \
+    >"$tmp/visitor-$1.out" 2>&1 || fail "visitor ($1) through $WAN:$public: $(tail -n 3 "$tmp/visitor-$1.out")"
+  ok "visitor ($1): $(tail -n 1 "$tmp/visitor-$1.out")"
+}
+
+# ---- the NAT ------------------------------------------------------------------------------------
+nat_up=1
+nat up >"$tmp/nat.out" 2>&1 || fail "nat.sh up: $(tail -n 3 "$tmp/nat.out")"
+nat check >>"$tmp/nat.out" 2>&1 || fail "nat.sh check: $(tail -n 3 "$tmp/nat.out")"
+ok "NAT up: lan reaches wan, wan cannot reach lan"
+
+# ---- the target, in lan -------------------------------------------------------------------------
+ip netns exec "$p-lan" python3 "$tmp/echo.py" "$LAN" "$tmp/echo.port" >"$tmp/echo.out" 2>"$tmp/echo.err" &
+echo_pid=$!
+pids+=("$echo_pid")
+start=$(now_ms)
+until [[ -s $tmp/echo.port ]]; do
+  alive "$echo_pid" "echo service"
+  (($(now_ms) - start < 10000)) || fail "echo service not listening within 10 s"
+  sleep 0.05
+done
+echo_port=$(<"$tmp/echo.port")
+say "echo service at $LAN:$echo_port (lan)"
+
+# ---- the server, in wan -------------------------------------------------------------------------
+ip netns exec "$p-wan" "$bin" server --listen "$WAN:0" --ports "$PORTS" --token "$TOKEN" \
+  --state-dir "$tmp/state" --dead-after "${DEAD_AFTER_S}s" --heartbeat-interval 2s \
+  >"$tmp/server.out" 2>"$tmp/server.err" &
+server_pid=$!
+pids+=("$server_pid")
+wait_lines "$tmp/server.out" '^listening on ' 1 20 "'listening on' line from the server" "$server_pid" server
+ctrl_port=$(sed -nE 's/^listening on .*:([0-9]+)$/\1/p' "$tmp/server.out" | head -n 1)
+fp=$(sed -nE 's/^fingerprint (sha256:[0-9a-f]{64})$/\1/p' "$tmp/server.out" | head -n 1)
+[[ -n $ctrl_port ]] || fail "cannot read the control port from: $(head -n 2 "$tmp/server.out")"
+[[ -n $fp ]] || fail "no 'fingerprint sha256:<64 hex>' line before 'listening on'"
+ok "server listening on $WAN:$ctrl_port, $fp"
+
+# ---- the client, in lan -------------------------------------------------------------------------
+ip netns exec "$p-lan" "$bin" tcp "$echo_port" --local-host "$LAN" --to "$WAN:$ctrl_port" \
+  --token "$TOKEN" --server-fingerprint "$fp" --known-hosts "$tmp/kh" \
+  >"$tmp/client.out" 2>"$tmp/client.err" &
+client_pid=$!
+pids+=("$client_pid")
+ready_re='^tunnel [^ ]+ ready at [^ ]+:[0-9]+ -> '
+wait_lines "$tmp/client.out" "$ready_re" 1 20 "'tunnel ... ready at' line from the client" "$client_pid" client
+ready=$(grep -E "$ready_re" "$tmp/client.out" | head -n 1)
+public=$(sed -nE 's/^tunnel [^ ]+ ready at [^ ]+:([0-9]+) -> .*/\1/p' <<<"$ready")
+((public >= 30000 && public <= 30010)) || fail "public port $public is outside --ports $PORTS"
+[[ $ready == "tunnel tcp-$echo_port ready at $WAN:$public -> $LAN:$echo_port" ]] ||
+  fail "unexpected ready line: $ready"
+ok "client: $ready"
+
+visit first
+
+ip netns exec "$p-wan" timeout 5 python3 "$tmp/unreachable.py" "$LAN" "$echo_port" ||
+  fail "wan reached the target at $LAN:$echo_port directly: this is no NAT"
+ok "the target is not reachable from wan except through the tunnel"
+
+# ---- cut the link: both sides must notice within the liveness deadline ---------------------------
+server_lost0=$(count "$tmp/server.err" 'carrier lost')
+client_lost0=$(count "$tmp/client.err" 'carrier lost')
+nat cut
+t_cut=$(now_ms)
+say "link cut; waiting for 'carrier lost' on both sides"
+server_ms="" client_ms=""
+while [[ -z $server_ms || -z $client_ms ]]; do
+  elapsed=$(($(now_ms) - t_cut))
+  if [[ -z $server_ms ]] && (($(count "$tmp/server.err" 'carrier lost') > server_lost0)); then
+    server_ms=$elapsed
+  fi
+  if [[ -z $client_ms ]] && (($(count "$tmp/client.err" 'carrier lost') > client_lost0)); then
+    client_ms=$elapsed
+  fi
+  alive "$server_pid" server
+  alive "$client_pid" client
+  ((elapsed < 15000)) || fail "'carrier lost' not logged within 15 s (server: ${server_ms:-never} ms, client: ${client_ms:-never} ms)"
+  sleep 0.1
+done
+secs() { awk -v ms="$1" 'BEGIN { printf "%.1f", ms / 1000 }'; }
+say "carrier lost: server after $(secs "$server_ms") s, client after $(secs "$client_ms") s"
+((server_ms <= DETECT_LIMIT_S * 1000)) || fail "the server took $(secs "$server_ms") s (> ${DETECT_LIMIT_S} s) to notice"
+((client_ms <= DETECT_LIMIT_S * 1000)) || fail "the client took $(secs "$client_ms") s (> ${DETECT_LIMIT_S} s) to notice"
+ok "both sides declared the carrier lost within ${DETECT_LIMIT_S} s"
+
+# While the lease holds the port, another identity (a client on the wan side, which the cut does
+# not affect) must be given a different one.
+ip netns exec "$p-wan" "$bin" tcp 9 --to "$WAN:$ctrl_port" --name rival --token "$TOKEN" \
+  --server-fingerprint "$fp" --known-hosts "$tmp/kh-rival" \
+  >"$tmp/rival.out" 2>"$tmp/rival.err" &
+rival_pid=$!
+pids+=("$rival_pid")
+wait_lines "$tmp/rival.out" "$ready_re" 1 15 "'tunnel ... ready at' line from the rival client" "$rival_pid" "rival client"
+rival_port=$(sed -nE 's/^tunnel [^ ]+ ready at [^ ]+:([0-9]+) -> .*/\1/p' "$tmp/rival.out" | head -n 1)
+((rival_port != public)) || fail "another identity was given leased port $public during the outage"
+stop "$rival_pid" "rival client"
+ok "leased port $public was kept from another identity (which got $rival_port)"
+
+# The outage lasts CUT_S in all, long enough for the client to retry into the dead link.
+rest=$((CUT_S * 1000 - ($(now_ms) - t_cut)))
+((rest <= 0)) || sleep "$(secs "$rest")"
+nat mend
+say "link mended after $(secs "$(($(now_ms) - t_cut))") s"
+
+# ---- reconnect: same public port, tunnel works again ---------------------------------------------
+t_mend=$(now_ms)
+wait_lines "$tmp/client.out" "$ready_re" 2 "$RECONNECT_S" "second 'tunnel ... ready at' line after the mend" "$client_pid" client
+ready2=$(grep -E "$ready_re" "$tmp/client.out" | sed -n 2p)
+say "client back $(secs "$(($(now_ms) - t_mend))") s after the mend: $ready2"
+[[ $ready2 == "$ready" ]] || fail "the tunnel came back as '$ready2', expected '$ready' (same public port)"
+ok "the tunnel kept public port $public across the reconnect"
+
+visit again
+alive "$server_pid" server
+
+# ---- the token is a secret: never printed or logged ---------------------------------------------
+if grep -qF -- "$TOKEN" "$tmp"/{server,client,rival}.{out,err}; then
+  fail "the token appears in burrow's output"
+fi
+ok "the token appears in no output"
+
+# ---- clean shutdown: SIGTERM ends both with exit 0 ----------------------------------------------
+stop "$client_pid" client
+stop "$server_pid" server
+ok "client and server exit 0 on SIGTERM"
+
+finished=1
+say "PASS: tunnel through NAT, carrier loss seen by server in $(secs "$server_ms") s and client in $(secs "$client_ms") s, same port $public after reconnect"
+say "$passed passed, 0 failed"
