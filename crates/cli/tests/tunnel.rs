@@ -26,18 +26,33 @@ async fn tunnel_to(dir: &TestDir, target: u16, plain: bool) -> (Server, Client) 
     (server, client)
 }
 
+/// Waits for the server's log line of a finished stream that names `path`.
+async fn wait_relay_path(server: &Server, path: &str) {
+    server
+        .proc
+        .wait_for(path, |o| {
+            o.stderr
+                .iter()
+                .find(|l| l.contains("stream closed") && l.contains(path))
+                .cloned()
+        })
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn echo_over_tls_with_pinned_fingerprint() {
     bounded(60, async {
         let dir = TestDir::new("echo-tls");
         let echo = echo_target().await;
-        let (_server, client) = tunnel_to(&dir, echo, false).await;
+        let (server, client) = tunnel_to(&dir, echo, false).await;
         let line = client.proc.output().stdout[0].clone();
         let ready = parse_ready(&line);
         assert_eq!(ready.name, format!("tcp-{echo}"), "{line}");
         assert!(ready.local.ends_with(&format!(":{echo}")), "{line}");
         assert_echo(client.port, b"hello through TLS").await;
         assert_echo(client.port, &Pattern::bytes(1, 300_000)).await;
+        // TLS must be decrypted and encrypted: the buffered path.
+        wait_relay_path(&server, "path=copy").await;
     })
     .await
 }
@@ -53,6 +68,8 @@ async fn echo_over_insecure_plain() {
             "a plain server printed a fingerprint"
         );
         assert_echo(client.port, b"hello in the clear").await;
+        // A plain carrier is spliced: the bytes never enter user space.
+        wait_relay_path(&server, "path=splice").await;
         assert_echo(client.port, &Pattern::bytes(2, 300_000)).await;
     })
     .await
@@ -167,10 +184,10 @@ fn pattern_hash(seed: u64, len: u64) -> u64 {
     hash.finish()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bulk_upload_100mb_over_tls() {
+/// 100 MB from visitor to target, hashed on both ends.
+async fn bulk_upload(plain: bool) {
     bounded(170, async {
-        let dir = TestDir::new("upload");
+        let dir = TestDir::new(if plain { "upload-plain" } else { "upload" });
         // The target hashes everything up to end of file and answers with hash and length.
         let hasher = target(|mut conn| async move {
             let mut hash = Hash64::new();
@@ -188,7 +205,7 @@ async fn bulk_upload_100mb_over_tls() {
             conn.shutdown().await.unwrap();
         })
         .await;
-        let (_server, client) = tunnel_to(&dir, hasher, false).await;
+        let (_server, client) = tunnel_to(&dir, hasher, plain).await;
         let conn = visit(client.port).await;
         let (mut r, mut w) = conn.into_split();
         let sender = tokio::spawn(async move {
@@ -218,10 +235,10 @@ async fn bulk_upload_100mb_over_tls() {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bulk_download_100mb_over_tls() {
+/// 100 MB from target to visitor, hashed on both ends.
+async fn bulk_download(plain: bool) {
     bounded(170, async {
-        let dir = TestDir::new("download");
+        let dir = TestDir::new(if plain { "download-plain" } else { "download" });
         // The target reads a seed and a length, then sends that much of the seed's pattern.
         let generator = target(|mut conn| async move {
             let seed = conn.read_u64().await.unwrap();
@@ -235,7 +252,7 @@ async fn bulk_download_100mb_over_tls() {
             conn.shutdown().await.unwrap();
         })
         .await;
-        let (_server, client) = tunnel_to(&dir, generator, false).await;
+        let (_server, client) = tunnel_to(&dir, generator, plain).await;
         let expected = tokio::task::spawn_blocking(|| pattern_hash(6, BULK));
         let mut conn = visit(client.port).await;
         conn.write_u64(6).await.unwrap();
@@ -315,4 +332,24 @@ async fn curl_fetches_a_file_from_python_http_server() {
         );
     })
     .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bulk_upload_100mb_over_tls() {
+    bulk_upload(false).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bulk_download_100mb_over_tls() {
+    bulk_download(false).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bulk_upload_100mb_over_plain_splice() {
+    bulk_upload(true).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bulk_download_100mb_over_plain_splice() {
+    bulk_download(true).await
 }

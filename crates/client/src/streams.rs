@@ -101,9 +101,10 @@ async fn run_stream(config: Arc<ClientConfig>, mut carrier: Carrier, open: Strea
     };
     let _ = tune_socket(&target);
     let mut target = target;
-    match relay(&mut carrier, &mut target).await {
-        Ok((down, up)) => {
-            debug!(visitor = ?open.visitor, to_target = down, to_visitor = up, "stream closed")
+    match relay(&mut target, &mut carrier).await {
+        Ok(r) => {
+            let (to_visitor, to_target) = (r.to_carrier, r.from_carrier);
+            debug!(visitor = ?open.visitor, to_visitor, to_target, path = %r.path, "stream closed")
         }
         Err(e) => debug!(visitor = ?open.visitor, "stream ended: {e}"),
     }

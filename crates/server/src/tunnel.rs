@@ -98,7 +98,9 @@ async fn visit(
     let result = relay(&mut visitor, &mut carrier).await;
     let active = shared.active_streams.fetch_sub(1, Ordering::Relaxed) - 1;
     match result {
-        Ok((up, down)) => debug!(streams = active, up, down, "stream closed"),
+        Ok(r) => {
+            debug!(streams = active, up = r.to_carrier, down = r.from_carrier, path = %r.path, "stream closed")
+        }
         Err(e) => debug!(streams = active, "stream ended: {e}"),
     }
 }

@@ -60,7 +60,8 @@ pub(crate) struct Proc {
 }
 
 impl Proc {
-    /// Starts `burrow ARGS` with logs at `info`, a clean environment for burrow's own variables,
+    /// Starts `burrow ARGS` with logs at `info` (and the server's per-stream lines, which name
+    /// the relay path), a clean environment for burrow's own variables,
     /// and the XDG directories inside the test's directory.
     pub(crate) fn spawn(name: &str, dir: &TestDir, args: &[String]) -> Proc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_burrow"));
@@ -68,7 +69,8 @@ impl Proc {
             // BURROW_E2E_LOG turns up burrow's logs when a test needs a closer look.
             .env(
                 "BURROW_LOG",
-                std::env::var("BURROW_E2E_LOG").unwrap_or_else(|_| "info".into()),
+                std::env::var("BURROW_E2E_LOG")
+                    .unwrap_or_else(|_| "info,burrow_server::tunnel=debug".into()),
             )
             .env_remove("RUST_LOG")
             .env_remove("BURROW_TOKEN")

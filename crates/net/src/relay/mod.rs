@@ -1,0 +1,67 @@
+//! Joining a visitor (or target) socket to a stream's data connection.
+//!
+//! When the data connection is plain TCP on Linux, bytes move with `splice(2)` and never enter
+//! user space; otherwise (TLS, tests' in-memory pipes) a buffered copy runs that holds memory only
+//! while bytes are in flight. Both carry half-close: when one side stops sending, the other
+//! side's write half is shut down and the opposite direction goes on until it ends too.
+
+mod copy;
+#[cfg(target_os = "linux")]
+mod splice;
+
+use crate::Carrier;
+use std::io;
+use tokio::net::TcpStream;
+
+/// How a relay moved its bytes, for logs and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// Kernel to kernel with `splice(2)`: no copy through user space.
+    Splice,
+    /// Through a user-space buffer (TLS must decrypt and encrypt).
+    Copy,
+}
+
+impl std::fmt::Display for Path {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Path::Splice => "splice",
+            Path::Copy => "copy",
+        })
+    }
+}
+
+/// What a finished relay moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relayed {
+    /// Bytes from the socket to the carrier.
+    pub to_carrier: u64,
+    /// Bytes from the carrier to the socket.
+    pub from_carrier: u64,
+    /// The path taken.
+    pub path: Path,
+}
+
+/// Relays between a TCP socket (a visitor on the server, a target on the client) and a stream's
+/// data connection until both directions finish. An error in either direction ends both; the
+/// caller then drops (closes) both connections.
+pub async fn relay(socket: &mut TcpStream, carrier: &mut Carrier) -> io::Result<Relayed> {
+    #[cfg(target_os = "linux")]
+    if let Carrier::Plain(tcp) = carrier {
+        let (to_carrier, from_carrier) = splice::relay(socket, tcp).await?;
+        return Ok(Relayed {
+            to_carrier,
+            from_carrier,
+            path: Path::Splice,
+        });
+    }
+    let (to_carrier, from_carrier) = copy::relay(socket, carrier).await?;
+    Ok(Relayed {
+        to_carrier,
+        from_carrier,
+        path: Path::Copy,
+    })
+}
+
+#[cfg(test)]
+mod tests;
