@@ -15,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-/// Extra data connections dialed at once on the server's request, beyond the pool.
-const MAX_EXTRA_DIALS: usize = 64;
+/// Extra slots the pool may grow by on the server's request, beyond `pool_size` (the server
+/// keeps at most 256 idle data connections per session).
+const MAX_EXTRA_SLOTS: usize = 192;
 const INCOMING_QUEUE: usize = 64;
 
 /// How a session ended.
@@ -74,11 +75,11 @@ pub(crate) async fn run(
         streams: ctx.streams.clone(),
     });
     for _ in 0..ctx.config.pool_size {
-        tokio::spawn(pool.clone().slot());
+        tokio::spawn(pool.clone().slot(None));
     }
     let now = Instant::now().into_std();
     let liveness = Liveness::new(now, ctx.config.heartbeat_interval, ctx.config.dead_after);
-    let extra = Arc::new(Semaphore::new(MAX_EXTRA_DIALS));
+    let extra = Arc::new(Semaphore::new(MAX_EXTRA_SLOTS));
     let mut s = Session {
         ctx,
         writer,
@@ -250,14 +251,15 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// Grows the pool by `count` slots, which retire once they go unused for a while.
     fn dial_extra(&self, count: u16) {
         for _ in 0..count {
             let Ok(permit) = self.extra.clone().try_acquire_owned() else {
-                return debug!("extra data connections already at the limit");
+                return debug!("the pool is already at its largest");
             };
             let pool = self.pool.clone();
             tokio::spawn(async move {
-                pool.serve_one().await;
+                pool.slot(Some(crate::streams::EXTRA_IDLE)).await;
                 drop(permit);
             });
         }

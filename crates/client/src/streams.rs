@@ -3,7 +3,9 @@
 //! `pool_size` slot tasks each keep one authenticated data connection open and idle. When the
 //! server hands a slot's connection to a visitor (by sending a stream header on it), the slot
 //! spawns the stream's relay and immediately dials a replacement, so the pool refills as it is
-//! used. Extra one-shot connections answer the server's requests when visitors arrive faster.
+//! used. When visitors arrive faster than that, the server asks for more and the pool grows by
+//! extra slots; an extra slot whose connection sits unused for [`EXTRA_IDLE`] retires, so the
+//! pool shrinks back to `pool_size` when the burst is over.
 //! Streams outlive the session that opened them: a reconnect does not cut a running transfer.
 
 use crate::config::ClientConfig;
@@ -21,6 +23,19 @@ use tracing::{Instrument, debug, warn};
 
 /// Pause before redialing a data connection that failed, so a struggling server is not hammered.
 const REDIAL_PAUSE: Duration = Duration::from_secs(1);
+/// How long an extra slot's connection may sit unused before the slot retires.
+pub(crate) const EXTRA_IDLE: Duration = Duration::from_secs(30);
+
+/// What became of one data connection.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// It carried a stream (or the session ended).
+    Served,
+    /// It could not be dialed, or the server closed it.
+    Failed,
+    /// Nobody used it within the idle limit; it was closed.
+    Idle,
+}
 
 /// What data connections of one session need.
 pub(crate) struct Pool {
@@ -34,34 +49,44 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    /// Keeps one idle data connection open until the session ends.
-    pub(crate) async fn slot(self: Arc<Self>) {
+    /// Keeps one idle data connection open until the session ends; with an `idle_limit`, also
+    /// until a connection goes unused that long (an extra slot).
+    pub(crate) async fn slot(self: Arc<Self>, idle_limit: Option<Duration>) {
         while !self.closed.is_cancelled() {
-            if !self.serve_one().await {
-                tokio::select! {
+            match self.serve_one(idle_limit).await {
+                Outcome::Served => {}
+                Outcome::Idle => return,
+                Outcome::Failed => tokio::select! {
                     _ = self.closed.cancelled() => return,
                     _ = tokio::time::sleep(REDIAL_PAUSE) => {}
-                }
+                },
             }
         }
     }
 
-    /// Dials one data connection and waits for the server to use it; false when that failed.
-    pub(crate) async fn serve_one(&self) -> bool {
+    /// Dials one data connection and waits for the server to use it.
+    async fn serve_one(&self, idle_limit: Option<Duration>) -> Outcome {
         let carrier = tokio::select! {
-            _ = self.closed.cancelled() => return true,
+            _ = self.closed.cancelled() => return Outcome::Served,
             carrier = connect::data(&self.config, self.session, &self.secret) => carrier,
         };
         let mut carrier = match carrier {
             Ok(c) => c,
             Err(ConnectError::Fatal(e) | ConnectError::Retry(e)) => {
                 debug!("data connection failed: {e}");
-                return false;
+                return Outcome::Failed;
+            }
+        };
+        let idle = async {
+            match idle_limit {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
             }
         };
         // Idle until the server sends a stream header; the session ending closes it.
         let open = tokio::select! {
-            _ = self.closed.cancelled() => return true,
+            _ = self.closed.cancelled() => return Outcome::Served,
+            _ = idle => return Outcome::Idle,
             open = read_frame::<_, StreamOpen>(&mut carrier) => open,
         };
         match open {
@@ -70,11 +95,11 @@ impl Pool {
                 let config = self.config.clone();
                 self.streams
                     .spawn(run_stream(config, carrier, open).instrument(span));
-                true
+                Outcome::Served
             }
             Err(e) => {
                 debug!("idle data connection closed: {e}");
-                false
+                Outcome::Failed
             }
         }
     }

@@ -72,6 +72,18 @@ impl DataPool {
         }
     }
 
+    /// Closes idle connections the client has closed (a retired extra slot), so their sockets
+    /// do not linger until the next visitor.
+    pub(crate) fn prune(&self) {
+        let closed: VecDeque<Carrier> = {
+            let mut idle = self.lock();
+            let (open, closed) = idle.drain(..).partition(Carrier::is_idle_and_open);
+            *idle = open;
+            closed
+        };
+        drop(closed);
+    }
+
     /// Number of idle connections.
     pub(crate) fn len(&self) -> usize {
         self.lock().len()

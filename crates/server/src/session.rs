@@ -133,10 +133,13 @@ impl Session {
         loop {
             let next_beat = match self.liveness.poll(Instant::now().into_std()) {
                 Action::WaitUntil(t) => Instant::from_std(t),
-                Action::SendPing(seq) => match self.send(ServerMsg::Ping { seq }).await {
-                    Ok(()) => continue,
-                    Err(end) => return end,
-                },
+                Action::SendPing(seq) => {
+                    self.handle.pool.prune();
+                    match self.send(ServerMsg::Ping { seq }).await {
+                        Ok(()) => continue,
+                        Err(end) => return end,
+                    }
+                }
                 Action::Dead => return End::Silent(self.shared.config.dead_after),
             };
             let step = tokio::select! {
