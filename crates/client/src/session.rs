@@ -4,11 +4,11 @@ use crate::config::ClientConfig;
 use crate::connect::{Established, host_of};
 use crate::streams::Pool;
 use crate::{ClientError, Event};
-use burrow_net::{Carrier, FrameIo, read_frame, write_frame};
+use burrow_net::{Carrier, FrameIo, write_frame};
 use burrow_proto::liveness::{Action, Liveness};
 use burrow_proto::msg::{ClientMsg, Refusal, ServerMsg, TunnelKind, TunnelRequest};
 use std::sync::{Arc, Mutex};
-use tokio::io::{ReadHalf, WriteHalf};
+use tokio::io::WriteHalf;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
@@ -66,7 +66,7 @@ pub(crate) async fn run(
     } = est;
     let (reader, writer) = tokio::io::split(carrier);
     let (tx, mut incoming) = mpsc::channel(INCOMING_QUEUE);
-    let reader_task = tokio::spawn(read_loop(reader, tx));
+    let reader_task = tokio::spawn(burrow_net::forward_frames(reader, tx));
     let pool = Arc::new(Pool {
         config: ctx.config.clone(),
         session,
@@ -96,16 +96,6 @@ pub(crate) async fn run(
     s.pool.closed.cancel();
     reader_task.abort();
     end
-}
-
-async fn read_loop(mut reader: ReadHalf<Carrier>, tx: mpsc::Sender<Result<ServerMsg, FrameIo>>) {
-    loop {
-        let msg = read_frame(&mut reader).await;
-        let failed = msg.is_err();
-        if tx.send(msg).await.is_err() || failed {
-            return;
-        }
-    }
 }
 
 impl Session<'_> {

@@ -61,6 +61,23 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
     Ok(decode_payload(&payload)?)
 }
 
+/// Reads frames until the stream fails and forwards each, with the final error, to `tx`.
+/// A control stream's reader runs this in its own task, so the session loop can `select!` on a
+/// channel (cancel-safe) instead of on a half-read frame (not cancel-safe).
+pub async fn forward_frames<R, T>(mut reader: R, tx: tokio::sync::mpsc::Sender<Result<T, FrameIo>>)
+where
+    R: AsyncRead + Unpin,
+    T: DeserializeOwned,
+{
+    loop {
+        let msg = read_frame(&mut reader).await;
+        let failed = msg.is_err();
+        if tx.send(msg).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

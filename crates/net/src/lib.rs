@@ -9,5 +9,5 @@ pub mod relay;
 pub mod tls;
 
 pub use carrier::{Carrier, listen, tune_socket};
-pub use frame_io::{FrameIo, read_frame, read_preface, write_frame, write_preface};
+pub use frame_io::{FrameIo, forward_frames, read_frame, read_preface, write_frame, write_preface};
 pub use relay::relay;

@@ -8,7 +8,7 @@
 use crate::handshake::send_welcome;
 use crate::registry::{Route, SessionHandle};
 use crate::{Shared, pool::DataPool, tunnel};
-use burrow_net::{Carrier, FrameIo, read_frame, write_frame};
+use burrow_net::{Carrier, FrameIo, write_frame};
 use burrow_proto::auth::Secret;
 use burrow_proto::liveness::{Action, Liveness};
 use burrow_proto::msg::{
@@ -17,7 +17,7 @@ use burrow_proto::msg::{
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::{ReadHalf, WriteHalf};
+use tokio::io::WriteHalf;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{Instrument, debug, info, warn};
@@ -95,7 +95,7 @@ async fn serve(
     let (reader, writer) = tokio::io::split(carrier);
     let (incoming_tx, incoming) = mpsc::channel(CONTROL_QUEUE);
     // Not tracked: it only reads, and is aborted as soon as the session ends.
-    let reader = tokio::spawn(read_loop(reader, incoming_tx));
+    let reader = tokio::spawn(burrow_net::forward_frames(reader, incoming_tx));
     let liveness = Liveness::new(
         Instant::now().into_std(),
         cfg.heartbeat_interval,
@@ -113,16 +113,6 @@ async fn serve(
     session.finish(end);
 }
 
-/// Reads control frames until the carrier fails; the error ends the session.
-async fn read_loop(mut reader: ReadHalf<Carrier>, tx: mpsc::Sender<Result<ClientMsg, FrameIo>>) {
-    loop {
-        let msg = read_frame(&mut reader).await;
-        let failed = msg.is_err();
-        if tx.send(msg).await.is_err() || failed {
-            return;
-        }
-    }
-}
 
 impl Session {
     async fn run(

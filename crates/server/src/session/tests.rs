@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::{Auth, PortSet, ServerConfig, Transport};
+use burrow_net::read_frame;
 use burrow_proto::msg::Welcome;
 use std::time::Duration;
 use tokio::io::{DuplexStream, duplex};
