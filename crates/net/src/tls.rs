@@ -8,6 +8,9 @@
 //! Whatever the mode, a refusal surfaces as `rustls::Error::InvalidCertificate`, so the client can
 //! tell "this is not the server you trusted" ([`is_trust_error`]) from an ordinary network failure.
 
+/// TLS sessions remembered for resumption, on each side.
+const SESSION_CACHE: usize = 4096;
+
 pub use rustls;
 pub use tokio_rustls;
 
@@ -105,6 +108,10 @@ impl ServerIdentity {
                     key.display()
                 ),
             })?;
+        let mut config = config;
+        // Every visitor's data connection is a TLS connection from the same client: keep enough
+        // sessions for resumption to skip the certificate and signature work nearly always.
+        config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
         Ok(Self {
             config: Arc::new(config),
             fingerprint,
@@ -177,9 +184,9 @@ pub fn client_config(trust: &Trust, server: &str) -> anyhow::Result<Arc<rustls::
     let pin = match trust {
         Trust::CaFile(path) => {
             let roots = load_roots(path)?;
-            return Ok(Arc::new(
-                builder.with_root_certificates(roots).with_no_client_auth(),
-            ));
+            let mut config = builder.with_root_certificates(roots).with_no_client_auth();
+            config.resumption = rustls::client::Resumption::in_memory_sessions(SESSION_CACHE);
+            return Ok(Arc::new(config));
         }
         Trust::Fingerprint(fp) => Pin::Fixed(parse_fingerprint(fp)?),
         Trust::FirstUse { known_hosts } => Pin::KnownHosts {
@@ -189,10 +196,11 @@ pub fn client_config(trust: &Trust, server: &str) -> anyhow::Result<Arc<rustls::
         },
     };
     let verifier = Arc::new(PinVerifier { pin, algorithms });
-    let config = builder
+    let mut config = builder
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::in_memory_sessions(SESSION_CACHE);
     Ok(Arc::new(config))
 }
 
@@ -752,6 +760,36 @@ mod tests {
         fs::write(&file, "host:7777 sha256:nope\n").unwrap();
         let msg = read_known_host(&file, "host:7777").unwrap_err();
         assert!(msg.contains("known_servers:1"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn a_second_connection_resumes_the_session() {
+        use rustls::HandshakeKind;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = TempDir::new();
+        let identity = identity_in(&dir, "state");
+        let pin = Trust::Fingerprint(identity.fingerprint().to_owned());
+        let config = client_config(&pin, "127.0.0.1:7777").unwrap();
+        let mut kinds = Vec::new();
+        for _ in 0..2 {
+            let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+            let connector = TlsConnector::from(config.clone());
+            let acceptor = TlsAcceptor::from(identity.config());
+            let (c, s) = tokio::join!(
+                connector.connect(server_name("127.0.0.1").unwrap(), client_io),
+                acceptor.accept(server_io)
+            );
+            let (mut c, mut s) = (c.unwrap(), s.unwrap());
+            // Reading after the handshake also takes in the server's session tickets.
+            s.write_all(b"x").await.unwrap();
+            s.flush().await.unwrap();
+            c.read_exact(&mut [0u8; 1]).await.unwrap();
+            kinds.push(c.get_ref().1.handshake_kind());
+        }
+        assert_eq!(
+            kinds,
+            [Some(HandshakeKind::Full), Some(HandshakeKind::Resumed)]
+        );
     }
 
     #[tokio::test]

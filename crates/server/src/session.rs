@@ -113,7 +113,6 @@ async fn serve(
     session.finish(end);
 }
 
-
 impl Session {
     async fn run(
         &mut self,
