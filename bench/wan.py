@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""First byte for 64 visitors arriving at once, over a 50 ms round trip between client and server.
+
+For each tunnel (burrow plain, burrow TLS, rathole) this starts the server, puts
+../shared/testbed/wanem.py between the client and the server (25 ms each way), starts the client,
+and then, ROUNDS times, opens 64 visitor connections to the public port at the same instant. Each
+visitor sends one byte to an echo service behind the client and times how long the echo takes to
+come back. The visitor and the server sit on the same side of the WAN, so a visitor that finds a
+warm data connection waits one round trip (50 ms) plus processing; one that does not waits for a
+data connection to be dialled across the WAN first.
+
+  bench/wan.py [--burrow target/release/burrow] [--rathole PATH] [--rounds 3] [--visitors 64]
+
+Prints a markdown table: p50, p99 and max first-byte time in ms and in round trips, per round
+(round 1 meets the pool as it is after start; later rounds, 5 s apart, see what the pool learnt).
+Everything listens on 127.0.0.1 only; every wait is bounded.
+"""
+import argparse, asyncio, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+SHARED = os.environ.get("BURROW_SHARED", os.path.join(os.path.dirname(REPO), "shared"))
+WANEM = os.path.join(SHARED, "testbed", "wanem.py")
+RTT_MS = 50.0
+TOKEN = "wan-bench-token-0123456789"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def echo_server():
+    async def serve(reader, writer):
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, backlog=4096)
+    return server, server.sockets[0].getsockname()[1]
+
+
+class Procs:
+    """Processes of one tunnel, stopped together."""
+
+    def __init__(self, workdir):
+        self.workdir, self.procs = workdir, []
+
+    def spawn(self, name, args):
+        log = open(os.path.join(self.workdir, name + ".log"), "w")
+        env = dict(os.environ, RUST_LOG="warn", BURROW_LOG="warn")
+        p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.procs.append(p)
+        return p
+
+    def log(self, name):
+        with open(os.path.join(self.workdir, name + ".log")) as f:
+            return f.read()
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+
+
+async def wait_for(cond, what, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+async def first_byte(port):
+    """Connect, send one byte, return ms until the echo arrives (or None on failure)."""
+    t0 = time.monotonic()
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 15)
+        writer.write(b"x")
+        await writer.drain()
+        data = await asyncio.wait_for(reader.readexactly(1), 15)
+        ms = (time.monotonic() - t0) * 1000
+        writer.close()
+        return ms if data == b"x" else None
+    except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+        return None
+
+
+async def forwarding(port):
+    return await first_byte(port) is not None
+
+
+def start_wanem(procs, ctrl):
+    wan_port = free_port()
+    procs.spawn("wanem", [sys.executable, WANEM, "--listen", f"127.0.0.1:{wan_port}",
+                          "--to", f"127.0.0.1:{ctrl}", "--delay-ms", str(RTT_MS / 2)])
+    return wan_port
+
+
+async def start_burrow(procs, binary, service, public, tls):
+    ctrl = free_port()
+    flags = [] if tls else ["--insecure-plain"]
+    procs.spawn("server", [binary, "server", "--listen", f"127.0.0.1:{ctrl}", "--ports", f"{public}-{public}",
+                           "--public-bind", "127.0.0.1", "--token", TOKEN,
+                           "--state-dir", os.path.join(procs.workdir, "state")] + flags)
+    await wait_for(lambda: "listening on" in procs.log("server"), "burrow server")
+    if tls:
+        fp = next(l.split()[1] for l in procs.log("server").splitlines() if l.startswith("fingerprint "))
+        flags = ["--server-fingerprint", fp]
+    wan = start_wanem(procs, ctrl)
+    await wait_for(lambda: "wanem: ready" in procs.log("wanem"), "wanem")
+    procs.spawn("client", [binary, "tcp", str(service), "--to", f"127.0.0.1:{wan}", "--remote-port", str(public),
+                           "--token", TOKEN, "--known-hosts", os.path.join(procs.workdir, "known")] + flags)
+
+
+async def start_rathole(procs, binary, service, public):
+    ctrl = free_port()
+    with open(os.path.join(procs.workdir, "server.toml"), "w") as f:
+        f.write(f'[server]\nbind_addr = "127.0.0.1:{ctrl}"\n[server.services.wan]\n'
+                f'token = "{TOKEN}"\nbind_addr = "127.0.0.1:{public}"\n')
+    procs.spawn("server", [binary, "--server", os.path.join(procs.workdir, "server.toml")])
+    wan = start_wanem(procs, ctrl)
+    await wait_for(lambda: "wanem: ready" in procs.log("wanem"), "wanem")
+    with open(os.path.join(procs.workdir, "client.toml"), "w") as f:
+        f.write(f'[client]\nremote_addr = "127.0.0.1:{wan}"\n[client.services.wan]\n'
+                f'token = "{TOKEN}"\nlocal_addr = "127.0.0.1:{service}"\n')
+    procs.spawn("client", [binary, "--client", os.path.join(procs.workdir, "client.toml")])
+
+
+def summary(samples):
+    ok = sorted(s for s in samples if s is not None)
+    if not ok:
+        return None
+    p99 = ok[min(len(ok) - 1, int(round(0.99 * (len(ok) - 1))))]
+    return statistics.median(ok), p99, ok[-1], len(samples) - len(ok)
+
+
+async def measure(name, start, args):
+    workdir = tempfile.mkdtemp(prefix=f"burrow-wan-{name}-")
+    procs = Procs(workdir)
+    rows = []
+    try:
+        public = free_port()
+        await start(procs, public)
+        deadline = time.monotonic() + 30
+        while not await forwarding(public):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name}: the tunnel did not forward within 30 s; logs in {workdir}")
+            await asyncio.sleep(0.2)
+        # Let the pools settle after the probe (measurement setup, not a readiness wait).
+        await asyncio.sleep(3)
+        for r in range(1, args.rounds + 1):
+            samples = await asyncio.gather(*(first_byte(public) for _ in range(args.visitors)))
+            rows.append((name, r, summary(samples)))
+            await asyncio.sleep(5)
+    finally:
+        procs.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return rows
+
+
+async def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--burrow", default=os.path.join(REPO, "target", "release", "burrow"))
+    ap.add_argument("--rathole", default=shutil.which("rathole") or "/opt/peers/bin/rathole")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--visitors", type=int, default=64)
+    args = ap.parse_args()
+    server, service = await echo_server()
+    rows = []
+    async with server:
+        rows += await measure("burrow (plain)", lambda p, s: start_burrow(p, args.burrow, service, s, False), args)
+        rows += await measure("burrow (TLS)", lambda p, s: start_burrow(p, args.burrow, service, s, True), args)
+        if os.path.exists(args.rathole):
+            rows += await measure("rathole (tcp)", lambda p, s: start_rathole(p, args.rathole, service, s), args)
+        else:
+            print(f"wan.py: rathole not found at {args.rathole}; measuring burrow only", file=sys.stderr)
+    print(f"\nFirst byte for {args.visitors} visitors at once, {RTT_MS:.0f} ms round trip between client and server\n")
+    print("| tunnel | round | p50 ms | p99 ms | max ms | p50 RTTs | p99 RTTs | failed |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, r, s in rows:
+        if s is None:
+            print(f"| {name} | {r} | — | — | — | — | — | all |")
+            continue
+        p50, p99, mx, failed = s
+        print(f"| {name} | {r} | {p50:.0f} | {p99:.0f} | {mx:.0f} | {p50 / RTT_MS:.2f} | {p99 / RTT_MS:.2f} | {failed} |")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
