@@ -321,6 +321,7 @@ fn tunnel(t: &RawTunnel, seen: &mut Seen, p: &mut Problems) -> Option<TunnelConf
         name: name?,
         local,
         remote_port,
+        kind: burrow_client::config::TunnelKind::Tcp,
     })
 }
 

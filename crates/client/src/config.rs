@@ -1,6 +1,7 @@
 //! The client's validated runtime configuration.
 
 use burrow_proto::auth::Secret;
+pub use burrow_proto::msg::{TunnelKind, UdpOptions};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +35,8 @@ pub struct TunnelConfig {
     pub local: String,
     /// A specific public port, or `None` for any allowed port.
     pub remote_port: Option<u16>,
+    /// TCP, or UDP with its flow options.
+    pub kind: TunnelKind,
 }
 
 /// Everything the client needs to run.

@@ -10,6 +10,7 @@ pub mod config;
 mod connect;
 mod session;
 mod streams;
+mod udp;
 
 pub use config::{ClientConfig, Transport, TunnelConfig};
 

@@ -6,7 +6,7 @@ use crate::streams::Pool;
 use crate::{ClientError, Event};
 use burrow_net::{Carrier, FrameIo, write_frame};
 use burrow_proto::liveness::{Action, Liveness};
-use burrow_proto::msg::{ClientMsg, Refusal, ServerMsg, TunnelKind, TunnelRequest};
+use burrow_proto::msg::{ClientMsg, Refusal, ServerMsg, TunnelRequest};
 use std::sync::{Arc, Mutex};
 use tokio::io::WriteHalf;
 use tokio::sync::{Semaphore, mpsc};
@@ -120,7 +120,7 @@ impl Session<'_> {
         let req = TunnelRequest {
             id: index as u32,
             name: tunnel.name.clone(),
-            kind: TunnelKind::Tcp,
+            kind: tunnel.kind,
             remote_port,
         };
         self.send(ClientMsg::OpenTunnel(req)).await

@@ -12,7 +12,7 @@ use crate::config::ClientConfig;
 use crate::connect::{self, ConnectError};
 use burrow_net::{Carrier, read_frame, relay, tune_socket};
 use burrow_proto::auth::Secret;
-use burrow_proto::msg::{StreamKind, StreamOpen, Target};
+use burrow_proto::msg::{StreamKind, StreamOpen, Target, TunnelKind};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -106,18 +106,28 @@ impl Pool {
 }
 
 /// Connects a stream to its target and relays until both directions finish.
-async fn run_stream(config: Arc<ClientConfig>, mut carrier: Carrier, open: StreamOpen) {
-    let StreamKind::Tcp = open.kind;
-    let local = match &open.target {
+async fn run_stream(config: Arc<ClientConfig>, carrier: Carrier, open: StreamOpen) {
+    let tunnel = match &open.target {
         Target::Tunnel(id) => match config.tunnels.get(*id as usize) {
-            Some(t) => t.local.clone(),
+            Some(t) => t,
             None => return warn!("stream for unknown tunnel {id}; closed"),
         },
         Target::Address { host, port } => {
             return warn!("stream to {host}:{port} refused: this client allows no reverse dial");
         }
     };
-    let target = match timeout(config.target_timeout, TcpStream::connect(&local)).await {
+    let (StreamKind::Datagrams, TunnelKind::Udp(options)) = (open.kind, tunnel.kind) else {
+        return run_tcp(&config, carrier, &open, &tunnel.local).await;
+    };
+    crate::udp::run(carrier, &tunnel.local, options).await;
+}
+
+/// Connects a TCP stream to its target and relays until both directions finish.
+async fn run_tcp(config: &ClientConfig, mut carrier: Carrier, open: &StreamOpen, local: &str) {
+    if open.kind != StreamKind::Tcp {
+        return warn!(target = %local, "a datagram stream for a TCP tunnel; closed");
+    }
+    let target = match timeout(config.target_timeout, TcpStream::connect(local)).await {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => return warn!(target = %local, "cannot reach the target: {e}; stream closed"),
         Err(_) => {

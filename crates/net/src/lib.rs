@@ -4,6 +4,7 @@
 //! Nothing here knows about sessions or tunnels; the server and client crates compose these.
 
 pub mod carrier;
+pub mod datagram_io;
 pub mod frame_io;
 pub mod relay;
 pub mod tls;

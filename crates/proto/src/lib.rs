@@ -13,6 +13,7 @@
 //! challenge–response and the per-session secret.
 
 pub mod auth;
+pub mod datagram;
 pub mod frame;
 pub mod liveness;
 pub mod msg;

@@ -81,6 +81,57 @@ pub enum HandshakeError {
 pub enum TunnelKind {
     /// A public TCP port; each visitor connection becomes one stream.
     Tcp,
+    /// A public UDP port; each visitor address becomes one flow, carried as datagrams.
+    Udp(UdpOptions),
+}
+
+impl TunnelKind {
+    /// The port namespace the tunnel's public port lives in.
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            TunnelKind::Tcp => Protocol::Tcp,
+            TunnelKind::Udp(_) => Protocol::Udp,
+        }
+    }
+}
+
+/// A transport protocol: TCP and UDP ports are separate namespaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
+/// How a UDP tunnel treats its flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct UdpOptions {
+    /// A flow with no datagram either way for this long is forgotten, in seconds.
+    pub idle_timeout_s: u32,
+    /// Most flows at once; datagrams from further visitor addresses are dropped and counted.
+    pub max_flows: u32,
+    /// Events only: datagrams go to the target and no reply is read back.
+    pub one_way: bool,
+}
+
+impl Default for UdpOptions {
+    fn default() -> Self {
+        Self {
+            idle_timeout_s: 60,
+            max_flows: 16_384,
+            one_way: false,
+        }
+    }
 }
 
 /// A client's request to publish a tunnel.
@@ -187,6 +238,8 @@ pub enum ServerMsg {
 pub enum StreamKind {
     /// A byte stream with half-close, relayed to a TCP target.
     Tcp,
+    /// Every flow of a UDP tunnel, as datagram frames (see [`crate::datagram`]).
+    Datagrams,
 }
 
 /// Where the client should connect a stream to.

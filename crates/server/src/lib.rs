@@ -12,6 +12,7 @@ pub mod ports;
 mod registry;
 mod session;
 mod tunnel;
+mod udp;
 
 pub use config::{Auth, Identity, PortSet, ServerConfig, Transport};
 
@@ -61,7 +62,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let unauthenticated = Arc::new(Semaphore::new(config.max_unauthenticated));
     let shared = Arc::new(Shared::new(config, shutdown.clone()));
-    info!(ports = %shared.config.ports, free = shared.registry.free_ports(), "server ready");
+    info!(ports = %shared.config.ports, free = shared.registry.free_ports(burrow_proto::msg::Protocol::Tcp), "server ready");
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,

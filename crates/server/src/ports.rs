@@ -1,16 +1,20 @@
-//! The port table: which public port belongs to which identity, and in what state.
+//! The port table: which public endpoint belongs to which identity, and in what state.
 //!
-//! A port is free (absent from the table), in use by a session, or leased: its session's carrier
-//! was lost and the identity has `lease_grace` to come back for it. Only the owning identity may
-//! take a leased port; anyone may take a free one within their allowance. The table decides; the
-//! caller binds the listener and reports back, so this stays pure and testable.
+//! An endpoint (a TCP or a UDP port; the two are separate namespaces) is free (absent from the
+//! table), in use by a session, or leased: its session's carrier was lost and the identity has
+//! `lease_grace` to come back for it. Only the owning identity may take a leased endpoint; anyone
+//! may take a free one within their allowance. The table decides; the caller binds the socket
+//! and reports back, so this stays pure and testable.
 
 use crate::config::PortSet;
-use burrow_proto::msg::Refusal;
+use burrow_proto::msg::{Protocol, Refusal};
 use std::collections::HashMap;
 use std::time::Instant;
 
-/// What holds a port.
+/// A public endpoint.
+pub type Endpoint = (Protocol, u16);
+
+/// What holds an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hold {
     /// A live session's tunnel uses it.
@@ -31,11 +35,11 @@ struct Entry {
     hold: Hold,
 }
 
-/// The server's public ports.
+/// The server's public endpoints.
 #[derive(Debug)]
 pub struct PortTable {
     range: PortSet,
-    entries: HashMap<u16, Entry>,
+    entries: HashMap<Endpoint, Entry>,
 }
 
 /// The result of a successful claim.
@@ -43,8 +47,8 @@ pub struct PortTable {
 pub struct Claim {
     /// The port.
     pub port: u16,
-    /// True when the identity already held the port (a lease or another session): its listener
-    /// exists and is handed over instead of bound anew.
+    /// True when the identity already held the endpoint (a lease or another session): its
+    /// socket exists and is handed over instead of bound anew.
     pub taken_over: bool,
 }
 
@@ -57,24 +61,25 @@ impl PortTable {
         }
     }
 
-    /// How many ports of the range are neither in use nor leased.
-    pub fn free_count(&self) -> usize {
+    /// How many ports of the range are neither in use nor leased, for `protocol`.
+    pub fn free_count(&self, protocol: Protocol) -> usize {
         self.range
             .iter()
-            .filter(|p| !self.entries.contains_key(p))
+            .filter(|&p| !self.entries.contains_key(&(protocol, p)))
             .count()
     }
 
-    /// The holder of a port, if any.
-    pub fn hold(&self, port: u16) -> Option<Hold> {
-        self.entries.get(&port).map(|e| e.hold)
+    /// The holder of an endpoint, if any.
+    pub fn hold(&self, endpoint: Endpoint) -> Option<Hold> {
+        self.entries.get(&endpoint).map(|e| e.hold)
     }
 
-    /// Claims a port for `session` of `identity`: `want` names one, or `None` takes one of the
-    /// identity's leased ports or else the first free port of `allowed` that `skip` does not
-    /// exclude (ports the caller found busy).
+    /// Claims a `protocol` port for `session` of `identity`: `want` names one, or `None` takes
+    /// one of the identity's leased ports or else the first free port of `allowed` that `skip`
+    /// does not exclude (ports the caller found busy).
     pub fn claim(
         &mut self,
+        protocol: Protocol,
         identity: &str,
         allowed: Option<&PortSet>,
         want: Option<u16>,
@@ -86,65 +91,69 @@ impl PortTable {
             Some(p) if !permitted(p) => return Err(Refusal::PortDenied(p)),
             Some(p) => p,
             None => self
-                .leased_by(identity)
+                .leased_by(protocol, identity)
                 .or_else(|| {
                     let candidates = allowed.unwrap_or(&self.range);
                     candidates.iter().find(|&p| {
-                        permitted(p) && !self.entries.contains_key(&p) && !skip.contains(&p)
+                        permitted(p)
+                            && !self.entries.contains_key(&(protocol, p))
+                            && !skip.contains(&p)
                     })
                 })
                 .ok_or(Refusal::NoFreePort)?,
         };
-        let taken_over = match self.entries.get(&port) {
+        let taken_over = match self.entries.get(&(protocol, port)) {
             None => false,
             Some(e) if e.identity == identity => true,
             Some(_) => return Err(Refusal::PortLeased(port)),
         };
-        self.entries.insert(
-            port,
-            Entry {
-                identity: identity.to_owned(),
-                hold: Hold::InUse { session },
-            },
-        );
+        let entry = Entry {
+            identity: identity.to_owned(),
+            hold: Hold::InUse { session },
+        };
+        self.entries.insert((protocol, port), entry);
         Ok(Claim { port, taken_over })
     }
 
-    fn leased_by(&self, identity: &str) -> Option<u16> {
+    fn leased_by(&self, protocol: Protocol, identity: &str) -> Option<u16> {
         self.entries
             .iter()
-            .filter(|(_, e)| e.identity == identity && matches!(e.hold, Hold::Leased { .. }))
-            .map(|(&p, _)| p)
+            .filter(|((proto, _), e)| {
+                *proto == protocol
+                    && e.identity == identity
+                    && matches!(e.hold, Hold::Leased { .. })
+            })
+            .map(|(&(_, p), _)| p)
             .min()
     }
 
-    /// Frees a port at once (tunnel closed on purpose, or its listener could not be bound).
-    pub fn release(&mut self, port: u16) {
-        self.entries.remove(&port);
+    /// Frees an endpoint at once (tunnel closed on purpose, or its socket could not be bound).
+    pub fn release(&mut self, endpoint: Endpoint) {
+        self.entries.remove(&endpoint);
     }
 
-    /// Turns every port `session` uses into a lease that ends at `until`; returns those ports.
-    pub fn lease_session(&mut self, session: u64, until: Instant) -> Vec<u16> {
-        let mut ports = Vec::new();
-        for (&port, e) in &mut self.entries {
+    /// Turns every endpoint `session` uses into a lease that ends at `until`; returns them.
+    pub fn lease_session(&mut self, session: u64, until: Instant) -> Vec<Endpoint> {
+        let mut leased = Vec::new();
+        for (&endpoint, e) in &mut self.entries {
             if e.hold == (Hold::InUse { session }) {
                 e.hold = Hold::Leased { until };
-                ports.push(port);
+                leased.push(endpoint);
             }
         }
-        ports
+        leased
     }
 
-    /// Removes leases that ended by `now`; returns their ports so the caller closes listeners.
-    pub fn expire(&mut self, now: Instant) -> Vec<u16> {
-        let expired: Vec<u16> = self
+    /// Removes leases that ended by `now`; returns their endpoints so the caller closes sockets.
+    pub fn expire(&mut self, now: Instant) -> Vec<Endpoint> {
+        let expired: Vec<Endpoint> = self
             .entries
             .iter()
             .filter(|(_, e)| matches!(e.hold, Hold::Leased { until } if until <= now))
-            .map(|(&p, _)| p)
+            .map(|(&endpoint, _)| endpoint)
             .collect();
-        for p in &expired {
-            self.entries.remove(p);
+        for endpoint in &expired {
+            self.entries.remove(endpoint);
         }
         expired
     }
@@ -155,6 +164,9 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    const TCP: Protocol = Protocol::Tcp;
+    const UDP: Protocol = Protocol::Udp;
+
     fn table() -> PortTable {
         PortTable::new("100-104".parse().unwrap())
     }
@@ -163,18 +175,37 @@ mod tests {
     fn specific_and_any_port() {
         let mut t = table();
         assert_eq!(
-            t.claim("a", None, Some(102), 1, &[]),
+            t.claim(TCP, "a", None, Some(102), 1, &[]),
             Ok(Claim {
                 port: 102,
                 taken_over: false
             })
         );
-        assert_eq!(t.claim("a", None, None, 1, &[]).unwrap().port, 100);
-        assert_eq!(t.claim("a", None, None, 1, &[101]).unwrap().port, 103);
-        assert_eq!(t.free_count(), 2);
+        assert_eq!(t.claim(TCP, "a", None, None, 1, &[]).unwrap().port, 100);
+        assert_eq!(t.claim(TCP, "a", None, None, 1, &[101]).unwrap().port, 103);
+        assert_eq!(t.free_count(TCP), 2);
         assert_eq!(
-            t.claim("a", None, Some(99), 1, &[]),
+            t.claim(TCP, "a", None, Some(99), 1, &[]),
             Err(Refusal::PortDenied(99))
+        );
+    }
+
+    #[test]
+    fn tcp_and_udp_ports_are_separate() {
+        let mut t = table();
+        t.claim(TCP, "a", None, Some(100), 1, &[]).unwrap();
+        assert_eq!(
+            t.claim(UDP, "b", None, Some(100), 2, &[]),
+            Ok(Claim {
+                port: 100,
+                taken_over: false
+            })
+        );
+        assert_eq!(t.free_count(TCP), 4);
+        assert_eq!(t.free_count(UDP), 4);
+        assert_eq!(
+            t.claim(UDP, "c", None, Some(100), 3, &[]),
+            Err(Refusal::PortLeased(100))
         );
     }
 
@@ -183,15 +214,17 @@ mod tests {
         let mut t = table();
         let allowed: PortSet = "101".parse().unwrap();
         assert_eq!(
-            t.claim("a", Some(&allowed), Some(102), 1, &[]),
+            t.claim(TCP, "a", Some(&allowed), Some(102), 1, &[]),
             Err(Refusal::PortDenied(102))
         );
         assert_eq!(
-            t.claim("a", Some(&allowed), None, 1, &[]).unwrap().port,
+            t.claim(TCP, "a", Some(&allowed), None, 1, &[])
+                .unwrap()
+                .port,
             101
         );
         assert_eq!(
-            t.claim("a", Some(&allowed), None, 1, &[]),
+            t.claim(TCP, "a", Some(&allowed), None, 1, &[]),
             Err(Refusal::NoFreePort)
         );
     }
@@ -201,43 +234,46 @@ mod tests {
         let mut t = table();
         let now = Instant::now();
         let grace = Duration::from_secs(30);
-        t.claim("a", None, Some(103), 1, &[]).unwrap();
-        assert_eq!(t.lease_session(1, now + grace), vec![103]);
+        t.claim(TCP, "a", None, Some(103), 1, &[]).unwrap();
+        assert_eq!(t.lease_session(1, now + grace), vec![(TCP, 103)]);
         // Another identity cannot take it, by number or by scan.
         assert_eq!(
-            t.claim("b", None, Some(103), 2, &[]),
+            t.claim(TCP, "b", None, Some(103), 2, &[]),
             Err(Refusal::PortLeased(103))
         );
-        assert_ne!(t.claim("b", None, None, 2, &[]).unwrap().port, 103);
+        assert_ne!(t.claim(TCP, "b", None, None, 2, &[]).unwrap().port, 103);
         // Nothing expires early.
         assert!(t.expire(now + grace - Duration::from_millis(1)).is_empty());
         // The owner comes back: asking for any port returns the leased one.
         assert_eq!(
-            t.claim("a", None, None, 3, &[]),
+            t.claim(TCP, "a", None, None, 3, &[]),
             Ok(Claim {
                 port: 103,
                 taken_over: true
             })
         );
-        assert_eq!(t.hold(103), Some(Hold::InUse { session: 3 }));
+        assert_eq!(t.hold((TCP, 103)), Some(Hold::InUse { session: 3 }));
     }
 
     #[test]
     fn expired_leases_free_the_port() {
         let mut t = table();
         let now = Instant::now();
-        t.claim("a", None, Some(100), 1, &[]).unwrap();
+        t.claim(UDP, "a", None, Some(100), 1, &[]).unwrap();
         t.lease_session(1, now);
-        assert_eq!(t.expire(now), vec![100]);
-        assert_eq!(t.claim("b", None, Some(100), 2, &[]).unwrap().port, 100);
+        assert_eq!(t.expire(now), vec![(UDP, 100)]);
+        assert_eq!(
+            t.claim(UDP, "b", None, Some(100), 2, &[]).unwrap().port,
+            100
+        );
     }
 
     #[test]
     fn same_identity_takes_over_from_a_stale_session() {
         let mut t = table();
-        t.claim("a", None, Some(100), 1, &[]).unwrap();
+        t.claim(TCP, "a", None, Some(100), 1, &[]).unwrap();
         assert_eq!(
-            t.claim("a", None, Some(100), 2, &[]),
+            t.claim(TCP, "a", None, Some(100), 2, &[]),
             Ok(Claim {
                 port: 100,
                 taken_over: true
@@ -246,7 +282,7 @@ mod tests {
         // The stale session's end no longer leases the port.
         assert!(t.lease_session(1, Instant::now()).is_empty());
         assert_eq!(
-            t.claim("b", None, Some(100), 3, &[]),
+            t.claim(TCP, "b", None, Some(100), 3, &[]),
             Err(Refusal::PortLeased(100))
         );
     }

@@ -7,9 +7,9 @@
 use crate::config::{Auth, PortSet, ServerConfig};
 use crate::handshake::Authority;
 use crate::pool::DataPool;
-use crate::ports::{Claim, PortTable};
+use crate::ports::{Claim, Endpoint, PortTable};
 use burrow_proto::auth::Secret;
-use burrow_proto::msg::{Refusal, ServerMsg};
+use burrow_proto::msg::{Protocol, Refusal, ServerMsg};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -48,7 +48,7 @@ struct TunnelEntry {
 #[derive(Debug)]
 struct State {
     sessions: HashMap<u64, Arc<SessionHandle>>,
-    tunnels: HashMap<u16, TunnelEntry>,
+    tunnels: HashMap<Endpoint, TunnelEntry>,
     ports: PortTable,
 }
 
@@ -116,11 +116,11 @@ impl Registry {
         let ports = state
             .ports
             .lease_session(id, until.unwrap_or_else(Instant::now));
-        for port in ports {
+        for endpoint in ports {
             if until.is_none() {
-                state.ports.release(port);
-                close_tunnel(&mut state, port);
-            } else if let Some(t) = state.tunnels.get(&port) {
+                state.ports.release(endpoint);
+                close_tunnel(&mut state, endpoint);
+            } else if let Some(t) = state.tunnels.get(&endpoint) {
                 t.route.send_replace(None);
             }
         }
@@ -128,24 +128,27 @@ impl Registry {
     }
 
     /// Closes leases that ended by `now`; returns the ports freed.
-    pub(crate) fn expire_leases(&self, now: Instant) -> Vec<u16> {
+    pub(crate) fn expire_leases(&self, now: Instant) -> Vec<Endpoint> {
         let mut state = self.lock();
         let expired = state.ports.expire(now);
-        for &port in &expired {
-            close_tunnel(&mut state, port);
+        for &endpoint in &expired {
+            close_tunnel(&mut state, endpoint);
         }
         expired
     }
 
-    /// Claims a port for a tunnel of `session`; see [`PortTable::claim`].
+    /// Claims a `protocol` port for a tunnel of `session`; see [`PortTable::claim`].
     pub(crate) fn claim(
         &self,
         session: &SessionHandle,
+        protocol: Protocol,
         want: Option<u16>,
         skip: &[u16],
     ) -> Result<Claim, Refusal> {
         let allowance = self.allowance(&session.identity);
-        self.lock().ports.claim(
+        let mut state = self.lock();
+        state.ports.claim(
+            protocol,
             &session.identity,
             allowance.as_ref(),
             want,
@@ -154,22 +157,22 @@ impl Registry {
         )
     }
 
-    /// Gives up a claimed port whose listener could not be bound.
-    pub(crate) fn unclaim(&self, port: u16) {
-        self.lock().ports.release(port);
+    /// Gives up a claimed endpoint whose socket could not be bound.
+    pub(crate) fn unclaim(&self, endpoint: Endpoint) {
+        self.lock().ports.release(endpoint);
     }
 
-    /// Records the listener of a newly bound tunnel and routes it to `session`; returns the
-    /// receiver the listener watches.
+    /// Records the socket of a newly bound tunnel and routes it to `session`; returns the
+    /// receiver the socket's task watches.
     pub(crate) fn publish(
         &self,
-        port: u16,
+        endpoint: Endpoint,
         route: Route,
         listener: CancellationToken,
     ) -> watch::Receiver<Route> {
         let (tx, rx) = watch::channel(route);
         self.lock().tunnels.insert(
-            port,
+            endpoint,
             TunnelEntry {
                 route: tx,
                 listener,
@@ -178,10 +181,10 @@ impl Registry {
         rx
     }
 
-    /// Routes an existing tunnel (a lease taken back, or a stale session's port) to a new session.
-    /// Returns false when the tunnel no longer exists.
-    pub(crate) fn reroute(&self, port: u16, route: Route) -> bool {
-        match self.lock().tunnels.get(&port) {
+    /// Routes an existing tunnel (a lease taken back, or a stale session's endpoint) to a new
+    /// session. Returns false when the tunnel no longer exists.
+    pub(crate) fn reroute(&self, endpoint: Endpoint, route: Route) -> bool {
+        match self.lock().tunnels.get(&endpoint) {
             Some(t) => {
                 t.route.send_replace(route);
                 true
@@ -190,23 +193,23 @@ impl Registry {
         }
     }
 
-    /// Closes a tunnel of `session` on the client's request, freeing its port.
-    pub(crate) fn close_by_client(&self, session: u64, port: u16) {
+    /// Closes a tunnel of `session` on the client's request, freeing its endpoint.
+    pub(crate) fn close_by_client(&self, session: u64, endpoint: Endpoint) {
         let mut state = self.lock();
-        if state.ports.hold(port) == Some(crate::ports::Hold::InUse { session }) {
-            state.ports.release(port);
-            close_tunnel(&mut state, port);
+        if state.ports.hold(endpoint) == Some(crate::ports::Hold::InUse { session }) {
+            state.ports.release(endpoint);
+            close_tunnel(&mut state, endpoint);
         }
     }
 
-    /// Free ports in the public range (for spreading clients across servers).
-    pub(crate) fn free_ports(&self) -> usize {
-        self.lock().ports.free_count()
+    /// Free ports in the public range for `protocol` (for spreading clients across servers).
+    pub(crate) fn free_ports(&self, protocol: Protocol) -> usize {
+        self.lock().ports.free_count(protocol)
     }
 }
 
-fn close_tunnel(state: &mut State, port: u16) {
-    if let Some(t) = state.tunnels.remove(&port) {
+fn close_tunnel(state: &mut State, endpoint: Endpoint) {
+    if let Some(t) = state.tunnels.remove(&endpoint) {
         t.listener.cancel();
     }
 }

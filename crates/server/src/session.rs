@@ -6,8 +6,9 @@
 //! `lease_grace` (or are released at once when the client said goodbye).
 
 use crate::handshake::send_welcome;
+use crate::ports::Endpoint;
 use crate::registry::{Route, SessionHandle};
-use crate::{Shared, pool::DataPool, tunnel};
+use crate::{Shared, pool::DataPool, tunnel, udp};
 use burrow_net::{Carrier, FrameIo, write_frame};
 use burrow_proto::auth::Secret;
 use burrow_proto::liveness::{Action, Liveness};
@@ -42,7 +43,7 @@ struct Session {
     writer: WriteHalf<Carrier>,
     liveness: Liveness,
     /// Client tunnel id → public port.
-    tunnels: HashMap<u32, u16>,
+    tunnels: HashMap<u32, Endpoint>,
 }
 
 /// Runs a session on an authenticated control carrier until it ends.
@@ -181,9 +182,11 @@ impl Session {
                 self.send(answer).await
             }
             ClientMsg::CloseTunnel { id } => {
-                if let Some(port) = self.tunnels.remove(&id) {
-                    self.shared.registry.close_by_client(self.handle.id, port);
-                    info!(tunnel = id, port, "tunnel closed by the client");
+                if let Some(endpoint) = self.tunnels.remove(&id) {
+                    self.shared
+                        .registry
+                        .close_by_client(self.handle.id, endpoint);
+                    info!(tunnel = id, protocol = %endpoint.0, port = endpoint.1, "tunnel closed by the client");
                 }
                 Ok(())
             }
@@ -194,9 +197,9 @@ impl Session {
     async fn open_tunnel(&mut self, req: TunnelRequest) -> ServerMsg {
         let id = req.id;
         match self.try_open_tunnel(&req).await {
-            Ok(port) => {
-                self.tunnels.insert(id, port);
-                info!(tunnel = id, name = %printable(&req.name), port, "tunnel published");
+            Ok((protocol, port)) => {
+                self.tunnels.insert(id, (protocol, port));
+                info!(tunnel = id, name = %printable(&req.name), %protocol, port, "tunnel published");
                 ServerMsg::TunnelOpened { id, port }
             }
             Err(reason) => {
@@ -206,7 +209,7 @@ impl Session {
         }
     }
 
-    async fn try_open_tunnel(&mut self, req: &TunnelRequest) -> Result<u16, Refusal> {
+    async fn try_open_tunnel(&mut self, req: &TunnelRequest) -> Result<Endpoint, Refusal> {
         if req.name.len() > MAX_NAME_LEN {
             return Err(Refusal::Invalid(format!(
                 "tunnel name longer than {MAX_NAME_LEN} bytes"
@@ -219,22 +222,20 @@ impl Session {
         if self.tunnels.len() >= limit as usize {
             return Err(Refusal::TooManyTunnels(limit));
         }
-        let TunnelKind::Tcp = req.kind;
+        let protocol = req.kind.protocol();
         let registry = &self.shared.registry;
         let route: Route = Some((self.handle.clone(), req.id));
         let mut busy = Vec::new();
         for _ in 0..BIND_ATTEMPTS {
-            let claim = registry.claim(&self.handle, req.remote_port, &busy)?;
-            if claim.taken_over && registry.reroute(claim.port, route.clone()) {
-                return Ok(claim.port);
+            let claim = registry.claim(&self.handle, protocol, req.remote_port, &busy)?;
+            let endpoint = (protocol, claim.port);
+            if claim.taken_over && registry.reroute(endpoint, route.clone()) {
+                return Ok(endpoint);
             }
-            match tunnel::bind(&self.shared, claim.port) {
-                Ok(listener) => {
-                    tunnel::publish(&self.shared, listener, claim.port, route);
-                    return Ok(claim.port);
-                }
+            match self.bind_and_publish(req.kind, claim.port, route.clone()) {
+                Ok(()) => return Ok(endpoint),
                 Err(e) => {
-                    registry.unclaim(claim.port);
+                    registry.unclaim(endpoint);
                     if req.remote_port.is_some() || e.kind() != std::io::ErrorKind::AddrInUse {
                         return Err(tunnel::bind_refusal(claim.port, &e));
                     }
@@ -243,6 +244,21 @@ impl Session {
             }
         }
         Err(Refusal::NoFreePort)
+    }
+
+    /// Binds the tunnel's public socket and starts serving it.
+    fn bind_and_publish(&self, kind: TunnelKind, port: u16, route: Route) -> std::io::Result<()> {
+        match kind {
+            TunnelKind::Tcp => {
+                let listener = tunnel::bind(&self.shared, port)?;
+                tunnel::publish(&self.shared, listener, port, route);
+            }
+            TunnelKind::Udp(options) => {
+                let socket = udp::bind(&self.shared, port)?;
+                udp::publish(&self.shared, socket, port, route, options);
+            }
+        }
+        Ok(())
     }
 
     /// Cleans up after the loop: the session leaves the registry, its ports become leases.
@@ -284,8 +300,8 @@ impl Session {
                 tokio::select! {
                     _ = registry.shutdown.cancelled() => {}
                     _ = tokio::time::sleep(grace) => {
-                        for port in registry.registry.expire_leases(Instant::now().into_std()) {
-                            info!(port, "lease expired; port released");
+                        for (protocol, port) in registry.registry.expire_leases(Instant::now().into_std()) {
+                            info!(%protocol, port, "lease expired; port released");
                         }
                     }
                 }

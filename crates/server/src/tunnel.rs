@@ -7,13 +7,13 @@
 use crate::Shared;
 use crate::registry::Route;
 use burrow_net::{relay, tune_socket, write_frame};
-use burrow_proto::msg::{Refusal, ServerMsg, StreamKind, StreamOpen, Target};
+use burrow_proto::msg::{Protocol, Refusal, ServerMsg, StreamKind, StreamOpen, Target};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::time::{Instant, timeout_at};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
@@ -33,7 +33,9 @@ pub(crate) fn bind_refusal(port: u16, err: &std::io::Error) -> Refusal {
 /// Registers a bound listener and starts accepting visitors on it.
 pub(crate) fn publish(shared: &Arc<Shared>, listener: TcpListener, port: u16, route: Route) {
     let closed = shared.shutdown.child_token();
-    let routes = shared.registry.publish(port, route, closed.clone());
+    let routes = shared
+        .registry
+        .publish((Protocol::Tcp, port), route, closed.clone());
     let span = tracing::info_span!("tunnel", port);
     shared
         .tracker
@@ -78,7 +80,8 @@ async fn visit(
 ) {
     let _ = tune_socket(&visitor);
     let deadline = Instant::now() + shared.config.pool_wait;
-    let Some((session, tunnel, mut carrier)) = find_carrier(&mut routes, deadline).await else {
+    let Some((session, tunnel, mut carrier)) = find_carrier(&mut routes, Some(deadline)).await
+    else {
         return warn!(
             "visitor closed: no data connection within {:?}",
             shared.config.pool_wait
@@ -105,17 +108,27 @@ async fn visit(
     }
 }
 
-/// Waits (until `deadline`) for a session to serve the tunnel and for one of its idle data
-/// connections; follows the route when the session changes meanwhile (a client reconnecting
-/// within its lease).
-async fn find_carrier(
+/// Waits (until `deadline`, or for as long as it takes) for a session to serve the tunnel and
+/// for one of its idle data connections; follows the route when the session changes meanwhile
+/// (a client reconnecting within its lease).
+pub(crate) async fn find_carrier(
     routes: &mut watch::Receiver<Route>,
-    deadline: Instant,
+    deadline: Option<Instant>,
 ) -> Option<(u64, u32, burrow_net::Carrier)> {
+    let expired = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(expired);
     loop {
         let route = routes.borrow_and_update().clone();
         let Some((session, tunnel)) = route.filter(|(s, _)| !s.closed.is_cancelled()) else {
-            timeout_at(deadline, routes.changed()).await.ok()?.ok()?;
+            tokio::select! {
+                changed = routes.changed() => changed.ok()?,
+                _ = &mut expired => return None,
+            }
             continue;
         };
         let want_more = || {
@@ -125,7 +138,7 @@ async fn find_carrier(
         tokio::select! {
             carrier = session.pool.take_or_wait(want_more) => return Some((session.id, tunnel, carrier)),
             _ = session.closed.cancelled() => info!("session ended while a visitor waited"),
-            _ = tokio::time::sleep_until(deadline) => return None,
+            _ = &mut expired => return None,
         }
     }
 }

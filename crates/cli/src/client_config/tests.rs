@@ -62,11 +62,13 @@ local_host = "::1"
         name: "web".into(),
         local: "127.0.0.1:8080".into(),
         remote_port: Some(8080),
+        kind: burrow_client::config::TunnelKind::Tcp,
     };
     let ssh = TunnelConfig {
         name: "tcp-22".into(),
         local: "[::1]:22".into(),
         remote_port: None,
+        kind: burrow_client::config::TunnelKind::Tcp,
     };
     assert_eq!(c.tunnels, [web, ssh]);
 }
@@ -98,6 +100,7 @@ fn the_one_liner_builds_the_same_config() {
         name: "tcp-8080".into(),
         local: "127.0.0.1:8080".into(),
         remote_port: None,
+        kind: burrow_client::config::TunnelKind::Tcp,
     };
     assert_eq!(c.tunnels, [want]);
     assert!(!c.exit_on_disconnect);
@@ -132,6 +135,7 @@ fn the_one_liner_builds_the_same_config() {
         name: "tcp-22".into(),
         local: "10.0.0.2:22".into(),
         remote_port: Some(2222),
+        kind: burrow_client::config::TunnelKind::Tcp,
     };
     assert_eq!(c.tunnels, [want]);
 

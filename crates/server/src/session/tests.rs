@@ -46,7 +46,10 @@ async fn session_with_tunnel() -> (Arc<Shared>, DuplexStream, u64, tokio::task::
         .unwrap();
     let opened: ServerMsg = read_frame(&mut client).await.unwrap();
     assert_eq!(opened, ServerMsg::TunnelOpened { id: 0, port });
-    assert_eq!(shared.registry.free_ports(), 0);
+    assert_eq!(
+        shared.registry.free_ports(burrow_proto::msg::Protocol::Tcp),
+        0
+    );
     (shared, client, session, task)
 }
 
@@ -71,9 +74,15 @@ async fn a_silent_client_is_declared_dead_and_its_port_leased_until_the_grace_en
     assert!(shared.registry.session(session).is_none());
     // The port stays reserved for the whole grace period, then is freed.
     tokio::time::sleep(grace - Duration::from_millis(10)).await;
-    assert_eq!(shared.registry.free_ports(), 0);
+    assert_eq!(
+        shared.registry.free_ports(burrow_proto::msg::Protocol::Tcp),
+        0
+    );
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(shared.registry.free_ports(), 1);
+    assert_eq!(
+        shared.registry.free_ports(burrow_proto::msg::Protocol::Tcp),
+        1
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -101,5 +110,8 @@ async fn goodbye_releases_the_port_at_once() {
     let (shared, mut client, _session, task) = session_with_tunnel().await;
     write_frame(&mut client, &ClientMsg::Goodbye).await.unwrap();
     task.await.unwrap();
-    assert_eq!(shared.registry.free_ports(), 1);
+    assert_eq!(
+        shared.registry.free_ports(burrow_proto::msg::Protocol::Tcp),
+        1
+    );
 }

@@ -1,0 +1,236 @@
+//! UDP tunnels on the client: the far end of a tunnel's datagram connection.
+//!
+//! Each flow id gets its own UDP socket connected to the target, so the target sees every
+//! visitor as a distinct source and its replies find their way back to the right flow. Sending to
+//! the target never waits (a full socket buffer drops the datagram, as the network would), so a
+//! target that stops reading slows no other flow. Replies are framed and offered to the bounded
+//! carrier queue. Flows idle longer than the tunnel's timeout are closed; the number of flows is
+//! capped. `SO_BROADCAST` is set on every flow socket, so the target may be a broadcast address.
+
+use burrow_net::Carrier;
+use burrow_net::datagram_io::{
+    DATAGRAM_QUEUE, DatagramStats, offer, read_datagram, send_now, write_datagrams,
+};
+use burrow_proto::datagram::{MAX_DATAGRAM, encode};
+use burrow_proto::msg::UdpOptions;
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::ReadHalf;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+/// One flow: its socket toward the target and when it last carried anything.
+struct Flow {
+    socket: Arc<UdpSocket>,
+    /// Milliseconds since the relay started, at the last datagram either way.
+    last_seen: Arc<AtomicU64>,
+    reader: Option<AbortHandle>,
+}
+
+impl Drop for Flow {
+    fn drop(&mut self) {
+        if let Some(reader) = &self.reader {
+            reader.abort();
+        }
+    }
+}
+
+/// Everything one datagram connection's relay shares.
+struct Relay {
+    target: SocketAddr,
+    options: UdpOptions,
+    flows: Mutex<HashMap<u32, Flow>>,
+    tx: mpsc::Sender<Vec<u8>>,
+    stats: DatagramStats,
+    started: Instant,
+    /// Set once the cap was reported, cleared when a flow opens again: one warning per episode.
+    cap_reported: std::sync::atomic::AtomicBool,
+}
+
+/// Relays a UDP tunnel's datagrams between the carrier and the target until the carrier fails.
+pub(crate) async fn run(carrier: Carrier, local: &str, options: UdpOptions) {
+    let target = match tokio::net::lookup_host(local).await.map(|mut a| a.next()) {
+        Ok(Some(target)) => target,
+        Ok(None) | Err(_) => {
+            return warn!(target = %local, "cannot resolve the UDP target; datagram connection closed");
+        }
+    };
+    let (mut reader, writer) = tokio::io::split(carrier);
+    let (tx, rx) = mpsc::channel(DATAGRAM_QUEUE);
+    let relay = Arc::new(Relay {
+        target,
+        options,
+        flows: Mutex::new(HashMap::new()),
+        tx,
+        stats: DatagramStats::default(),
+        started: Instant::now(),
+        cap_reported: Default::default(),
+    });
+    info!(%target, "datagram connection up");
+    let ended = tokio::select! {
+        r = write_datagrams(writer, rx) => r,
+        r = relay.carry_server_datagrams(&mut reader) => r,
+        _ = relay.expire_flows() => Ok(()),
+    };
+    let flows = std::mem::take(&mut *relay.lock());
+    let s = &relay.stats;
+    info!(
+        flows = flows.len(),
+        sent = s.sent.load(Ordering::Relaxed),
+        dropped_full = s.dropped_full.load(Ordering::Relaxed),
+        dropped_flow = s.dropped_flow.load(Ordering::Relaxed),
+        "datagram connection down: {}",
+        ended
+            .err()
+            .map_or_else(|| "closed".to_owned(), |e| e.to_string())
+    );
+}
+
+impl Relay {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Flow>> {
+        self.flows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Server → target: each datagram goes out on its flow's socket.
+    async fn carry_server_datagrams(
+        self: &Arc<Self>,
+        reader: &mut ReadHalf<Carrier>,
+    ) -> io::Result<()> {
+        let mut buf = Vec::with_capacity(MAX_DATAGRAM);
+        loop {
+            let (flow, len) = read_datagram(reader, &mut buf)
+                .await
+                .map_err(io::Error::other)?;
+            let Some(socket) = self.socket_for(flow) else {
+                DatagramStats::bump(&self.stats.dropped_flow);
+                continue;
+            };
+            match send_now(&socket, &buf[..len], None) {
+                Ok(_) => {}
+                // A full buffer drops the datagram; an ICMP error from an earlier send is not
+                // this datagram's fault. Neither ends the flow.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    DatagramStats::bump(&self.stats.dropped_full)
+                }
+                Err(e) => debug!(flow, "send to the target failed: {e}"),
+            }
+        }
+    }
+
+    /// The socket of `flow`, opened on first sight; `None` when the flow cap is reached or the
+    /// socket cannot be opened.
+    fn socket_for(self: &Arc<Self>, flow: u32) -> Option<Arc<UdpSocket>> {
+        let now = self.now_ms();
+        let mut flows = self.lock();
+        if let Some(f) = flows.get(&flow) {
+            f.last_seen.store(now, Ordering::Relaxed);
+            return Some(f.socket.clone());
+        }
+        if flows.len() >= self.options.max_flows as usize {
+            if !self.cap_reported.swap(true, Ordering::Relaxed) {
+                warn!(
+                    max_flows = self.options.max_flows,
+                    "flow cap reached: datagrams of new flows are dropped"
+                );
+            }
+            return None;
+        }
+        self.cap_reported.store(false, Ordering::Relaxed);
+        let socket = match open_flow_socket(self.target) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                warn!(target = %self.target, "cannot open a UDP socket toward the target: {e}");
+                return None;
+            }
+        };
+        let last_seen = Arc::new(AtomicU64::new(now));
+        let reader = (!self.options.one_way).then(|| {
+            tokio::spawn(
+                self.clone()
+                    .replies(flow, socket.clone(), last_seen.clone()),
+            )
+            .abort_handle()
+        });
+        flows.insert(
+            flow,
+            Flow {
+                socket: socket.clone(),
+                last_seen,
+                reader,
+            },
+        );
+        Some(socket)
+    }
+
+    /// Target → server: replies on one flow's socket.
+    async fn replies(
+        self: Arc<Self>,
+        flow: u32,
+        socket: Arc<UdpSocket>,
+        last_seen: Arc<AtomicU64>,
+    ) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        loop {
+            match socket.recv(&mut buf).await {
+                Ok(n) => {
+                    last_seen.store(self.now_ms(), Ordering::Relaxed);
+                    let mut frame = Vec::with_capacity(n + 8);
+                    if encode(flow, &buf[..n], &mut frame).is_ok() {
+                        offer(&self.tx, frame, &self.stats);
+                    }
+                }
+                // The target refused an earlier datagram (ICMP port unreachable): keep listening.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+                Err(e) => return debug!(flow, "flow socket failed: {e}"),
+            }
+        }
+    }
+
+    /// Closes flows idle longer than the tunnel's timeout, a few times per timeout.
+    async fn expire_flows(&self) {
+        let idle = Duration::from_secs(u64::from(self.options.idle_timeout_s.max(1)));
+        let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+        loop {
+            tokio::time::sleep((idle / 4).max(Duration::from_millis(250))).await;
+            let now = self.now_ms();
+            let expired: Vec<Flow> = {
+                let mut flows = self.lock();
+                let idle_ids: Vec<u32> = flows
+                    .iter()
+                    .filter(|(_, f)| {
+                        now.saturating_sub(f.last_seen.load(Ordering::Relaxed)) >= idle_ms
+                    })
+                    .map(|(&id, _)| id)
+                    .collect();
+                idle_ids.iter().filter_map(|id| flows.remove(id)).collect()
+            };
+            if !expired.is_empty() {
+                debug!(expired = expired.len(), "idle flows closed");
+            }
+        }
+    }
+}
+
+/// A socket for one flow: unbound port, connected to the target, broadcast allowed.
+fn open_flow_socket(target: SocketAddr) -> io::Result<UdpSocket> {
+    let any: SocketAddr = match target {
+        SocketAddr::V4(_) => ([0, 0, 0, 0], 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = std::net::UdpSocket::bind(any)?;
+    socket.set_broadcast(true)?;
+    socket.connect(target)?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket)
+}
