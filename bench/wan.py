@@ -10,6 +10,7 @@ warm data connection waits one round trip (50 ms) plus processing; one that does
 data connection to be dialled across the WAN first.
 
   bench/wan.py [--burrow target/release/burrow] [--rathole PATH] [--rounds 3] [--visitors 64]
+               [--pool-sizes 8,64]
 
 Prints a markdown table: p50, p99 and max first-byte time in ms and in round trips, per round
 (round 1 meets the pool as it is after start; later rounds, 5 s apart, see what the pool learnt).
@@ -109,7 +110,7 @@ def start_wanem(procs, ctrl):
     return wan_port
 
 
-async def start_burrow(procs, binary, service, public, tls):
+async def start_burrow(procs, binary, service, public, tls, pool):
     ctrl = free_port()
     flags = [] if tls else ["--insecure-plain"]
     procs.spawn("server", [binary, "server", "--listen", f"127.0.0.1:{ctrl}", "--ports", f"{public}-{public}",
@@ -122,7 +123,16 @@ async def start_burrow(procs, binary, service, public, tls):
     wan = start_wanem(procs, ctrl)
     await wait_for(lambda: "wanem: ready" in procs.log("wanem"), "wanem")
     procs.spawn("client", [binary, "tcp", str(service), "--to", f"127.0.0.1:{wan}", "--remote-port", str(public),
-                           "--token", TOKEN, "--known-hosts", os.path.join(procs.workdir, "known")] + flags)
+                           "--token", TOKEN, "--known-hosts", os.path.join(procs.workdir, "known"),
+                           "--pool-size", str(pool)] + flags)
+
+
+async def start_baseline(procs, service, public):
+    """No tunnel: visitors cross the emulated WAN straight to the echo service. It shows what
+    the emulator itself adds for 64 connections at once."""
+    procs.spawn("wanem", [sys.executable, WANEM, "--listen", f"127.0.0.1:{public}",
+                          "--to", f"127.0.0.1:{service}", "--delay-ms", str(RTT_MS / 2)])
+    await wait_for(lambda: "wanem: ready" in procs.log("wanem"), "wanem")
 
 
 async def start_rathole(procs, binary, service, public):
@@ -177,12 +187,17 @@ async def main():
     ap.add_argument("--rathole", default=shutil.which("rathole") or "/opt/peers/bin/rathole")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--visitors", type=int, default=64)
+    ap.add_argument("--pool-sizes", default="8,64", help="burrow --pool-size values to measure (8 is the default)")
     args = ap.parse_args()
     server, service = await echo_server()
     rows = []
     async with server:
-        rows += await measure("burrow (plain)", lambda p, s: start_burrow(p, args.burrow, service, s, False), args)
-        rows += await measure("burrow (TLS)", lambda p, s: start_burrow(p, args.burrow, service, s, True), args)
+        rows += await measure("no tunnel (wanem only)", lambda p, s: start_baseline(p, service, s), args)
+        for pool in [int(n) for n in args.pool_sizes.split(",")]:
+            for tls in (False, True):
+                name = f"burrow ({'TLS' if tls else 'plain'}, pool {pool})"
+                start = lambda p, s, tls=tls, pool=pool: start_burrow(p, args.burrow, service, s, tls, pool)
+                rows += await measure(name, start, args)
         if os.path.exists(args.rathole):
             rows += await measure("rathole (tcp)", lambda p, s: start_rathole(p, args.rathole, service, s), args)
         else:
