@@ -2,7 +2,7 @@
 
 use crate::config::{ClientConfig, Transport};
 use burrow_net::{
-    Carrier, FrameIo, read_frame, read_preface, tls, tune_socket, write_frame, write_preface,
+    Carrier, FrameIo, read_frame, read_preface, tls, tune_carrier, write_frame, write_preface,
 };
 use burrow_proto::auth::{self, Secret};
 use burrow_proto::msg::{Challenge, HandshakeError, Hello, Welcome};
@@ -78,7 +78,7 @@ async fn open(config: &ClientConfig) -> Result<(Carrier, [u8; 32]), ConnectError
     let tcp = TcpStream::connect(&config.server)
         .await
         .map_err(|e| ConnectError::Retry(format!("cannot reach {}: {e}", config.server)))?;
-    let _ = tune_socket(&tcp);
+    let _ = tune_carrier(&tcp);
     let mut carrier = match &config.transport {
         Transport::Plain => Carrier::Plain(tcp),
         Transport::Tls(tls_config) => {

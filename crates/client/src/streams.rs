@@ -10,7 +10,7 @@
 
 use crate::config::ClientConfig;
 use crate::connect::{self, ConnectError};
-use burrow_net::{Carrier, read_frame, relay, tune_socket};
+use burrow_net::{Carrier, read_frame, relay, tune_endpoint};
 use burrow_proto::auth::Secret;
 use burrow_proto::msg::{StreamKind, StreamOpen, Target, TunnelKind};
 use std::sync::Arc;
@@ -134,7 +134,7 @@ async fn run_tcp(config: &ClientConfig, mut carrier: Carrier, open: &StreamOpen,
             return warn!(target = %local, "target did not answer within {:?}; stream closed", config.target_timeout);
         }
     };
-    let _ = tune_socket(&target);
+    let _ = tune_endpoint(&target);
     let mut target = target;
     match relay(&mut target, &mut carrier).await {
         Ok(r) => {

@@ -9,6 +9,6 @@ pub mod frame_io;
 pub mod relay;
 pub mod tls;
 
-pub use carrier::{Carrier, listen, tune_socket};
+pub use carrier::{Carrier, listen, tune_carrier, tune_endpoint};
 pub use frame_io::{FrameIo, forward_frames, read_frame, read_preface, write_frame, write_preface};
 pub use relay::relay;

@@ -9,9 +9,9 @@ use burrow_net::{FrameIo, read_frame, read_preface, write_frame, write_preface};
 use burrow_proto::auth::{self, Secret};
 use burrow_proto::msg::{Challenge, HandshakeError, Hello, MAX_NAME_LEN, Welcome};
 use burrow_proto::preface::version_advice;
-use burrow_proto::{PrefaceError, VERSION};
+use burrow_proto::{Preface, PrefaceError, VERSION, encode_frame};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 /// What the server knows that a handshake needs.
 pub(crate) trait Authority: Sync {
@@ -77,16 +77,23 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let theirs = read_preface(io).await?;
-    write_preface(io).await.map_err(Failure::Io)?;
     if theirs.version != VERSION {
+        // Our preface alone tells the client which side is older.
+        write_preface(io).await.map_err(Failure::Io)?;
         return Err(Failure::Version(version_advice(
             VERSION,
             theirs.version,
             true,
         )));
     }
+    // Preface and challenge leave in one write (one TLS record, one wake-up at the client).
     let nonce = auth::nonce();
-    write_frame(io, &Challenge { nonce }).await?;
+    let mut first = Preface::ours().encode().to_vec();
+    let challenge =
+        encode_frame(&Challenge { nonce }).map_err(|e| Failure::Malformed(e.to_string()))?;
+    first.extend_from_slice(&challenge);
+    io.write_all(&first).await.map_err(Failure::Io)?;
+    io.flush().await.map_err(Failure::Io)?;
     let hello = match read_frame::<_, Hello>(io).await {
         Ok(hello) => hello,
         Err(FrameIo::Frame(e)) => {

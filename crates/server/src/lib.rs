@@ -16,7 +16,7 @@ mod udp;
 
 pub use config::{Auth, Identity, PortSet, ServerConfig, Transport};
 
-use burrow_net::{Carrier, tune_socket};
+use burrow_net::{Carrier, tune_carrier};
 use handshake::Verdict;
 use registry::Registry;
 use std::net::SocketAddr;
@@ -113,7 +113,7 @@ async fn serve_connection(
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
 ) {
-    let _ = tune_socket(&tcp);
+    let _ = tune_carrier(&tcp);
     let deadline = shared.config.handshake_timeout;
     let outcome = tokio::select! {
         _ = shared.shutdown.cancelled() => return,

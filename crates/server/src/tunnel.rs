@@ -6,7 +6,7 @@
 
 use crate::Shared;
 use crate::registry::Route;
-use burrow_net::{relay, tune_socket, write_frame};
+use burrow_net::{relay, tune_endpoint, write_frame};
 use burrow_proto::msg::{Protocol, Refusal, ServerMsg, StreamKind, StreamOpen, Target};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -78,7 +78,7 @@ async fn visit(
     stream: u64,
     mut routes: watch::Receiver<Route>,
 ) {
-    let _ = tune_socket(&visitor);
+    let _ = tune_endpoint(&visitor);
     let deadline = Instant::now() + shared.config.pool_wait;
     let Some((session, tunnel, mut carrier)) = find_carrier(&mut routes, Some(deadline)).await
     else {
