@@ -1,4 +1,6 @@
 //! Both relay paths move every byte intact, both ways at once, and carry half-close.
+//!
+//! This module is compiled only under #[cfg(test)] (declared so in its parent).
 
 use super::*;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};

@@ -1,4 +1,6 @@
 //! Handshake tests over an in-memory pipe, with a hand-written client side.
+//!
+//! This module is compiled only under #[cfg(test)] (declared so in its parent).
 
 use super::*;
 use burrow_proto::Preface;

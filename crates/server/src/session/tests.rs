@@ -1,4 +1,6 @@
 //! Session liveness and leases, driven through an in-memory carrier with paused time.
+//!
+//! This module is compiled only under #[cfg(test)] (declared so in its parent).
 
 use super::*;
 use crate::config::{Auth, PortSet, ServerConfig, Transport};
