@@ -87,6 +87,15 @@ fn on_event(event: Event) {
         } => {
             say(&format!("tunnel {name} ready at {public} -> {local}"));
         }
+        Event::SinkReady {
+            name,
+            local,
+            server,
+        } => {
+            say(&format!(
+                "tunnel {name} ready: {local} -> sink {name} on {server}"
+            ));
+        }
     }
 }
 

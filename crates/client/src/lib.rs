@@ -42,6 +42,15 @@ pub enum Event {
         /// The local target.
         local: String,
     },
+    /// An events tunnel is ready: datagrams heard on `local` go to the server's sink `name`.
+    SinkReady {
+        /// Tunnel (and sink) name.
+        name: String,
+        /// Where the client listens.
+        local: String,
+        /// The server's host.
+        server: String,
+    },
 }
 
 /// Why the client stopped.

@@ -6,7 +6,7 @@ use crate::streams::Pool;
 use crate::{ClientError, Event};
 use burrow_net::{Carrier, FrameIo, write_frame};
 use burrow_proto::liveness::{Action, Liveness};
-use burrow_proto::msg::{ClientMsg, Refusal, ServerMsg, TunnelRequest};
+use burrow_proto::msg::{ClientMsg, Refusal, ServerMsg, TunnelKind, TunnelRequest};
 use std::sync::{Arc, Mutex};
 use tokio::io::WriteHalf;
 use tokio::sync::{Semaphore, mpsc};
@@ -208,6 +208,16 @@ impl Session<'_> {
         let Some(tunnel) = self.ctx.config.tunnels.get(id as usize) else {
             return warn!(tunnel = id, "server granted an unknown tunnel");
         };
+        if tunnel.kind == TunnelKind::UdpToSink {
+            let server = host_of(&self.ctx.config.server).to_owned();
+            info!(tunnel = %tunnel.name, local = %tunnel.local, "events tunnel ready");
+            let (name, local) = (tunnel.name.clone(), tunnel.local.clone());
+            return (self.ctx.on_event)(Event::SinkReady {
+                name,
+                local,
+                server,
+            });
+        }
         if let Ok(mut granted) = self.ctx.granted.lock()
             && let Some(slot) = granted.get_mut(id as usize)
         {

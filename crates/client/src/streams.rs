@@ -116,10 +116,15 @@ async fn run_stream(config: Arc<ClientConfig>, carrier: Carrier, open: StreamOpe
             return warn!("stream to {host}:{port} refused: this client allows no reverse dial");
         }
     };
-    let (StreamKind::Datagrams, TunnelKind::Udp(options)) = (open.kind, tunnel.kind) else {
-        return run_tcp(&config, carrier, &open, &tunnel.local).await;
-    };
-    crate::udp::run(carrier, &tunnel.local, options).await;
+    match (open.kind, tunnel.kind) {
+        (StreamKind::Datagrams, TunnelKind::Udp(options)) => {
+            crate::udp::run(carrier, &tunnel.local, options).await
+        }
+        (StreamKind::Datagrams, TunnelKind::UdpToSink) => {
+            crate::udp::run_to_sink(carrier, &tunnel.local).await
+        }
+        _ => run_tcp(&config, carrier, &open, &tunnel.local).await,
+    }
 }
 
 /// Connects a TCP stream to its target and relays until both directions finish.

@@ -9,7 +9,8 @@
 
 use burrow_net::Carrier;
 use burrow_net::datagram_io::{
-    DATAGRAM_QUEUE, DatagramStats, offer, read_datagram, send_now, write_datagrams,
+    DATAGRAM_QUEUE, DatagramStats, offer, read_datagram, send_now, udp_listener, udp_sender,
+    write_datagrams,
 };
 use burrow_proto::datagram::{MAX_DATAGRAM, encode};
 use burrow_proto::msg::UdpOptions;
@@ -147,7 +148,7 @@ impl Relay {
             return None;
         }
         self.cap_reported.store(false, Ordering::Relaxed);
-        let socket = match open_flow_socket(self.target) {
+        let socket = match udp_sender(self.target, true) {
             Ok(s) => Arc::new(s),
             Err(e) => {
                 warn!(target = %self.target, "cannot open a UDP socket toward the target: {e}");
@@ -222,15 +223,51 @@ impl Relay {
     }
 }
 
-/// A socket for one flow: unbound port, connected to the target, broadcast allowed.
-fn open_flow_socket(target: SocketAddr) -> io::Result<UdpSocket> {
-    let any: SocketAddr = match target {
-        SocketAddr::V4(_) => ([0, 0, 0, 0], 0).into(),
-        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+/// Forwards every datagram heard on `local` (a LAN broadcast port, typically) to the server's
+/// sink over this data connection, until the connection ends. Nothing comes back.
+pub(crate) async fn run_to_sink(carrier: Carrier, local: &str) {
+    let socket = match tokio::net::lookup_host(local).await.map(|mut a| a.next()) {
+        Ok(Some(addr)) => match udp_listener(addr) {
+            Ok(s) => s,
+            Err(e) => {
+                return warn!(local = %addr, "cannot listen for events: {e}; event connection closed");
+            }
+        },
+        Ok(None) | Err(_) => {
+            return warn!(local = %local, "cannot resolve the events address; closed");
+        }
     };
-    let socket = std::net::UdpSocket::bind(any)?;
-    socket.set_broadcast(true)?;
-    socket.connect(target)?;
-    socket.set_nonblocking(true)?;
-    UdpSocket::from_std(socket)
+    let (mut reader, writer) = tokio::io::split(carrier);
+    let (tx, rx) = mpsc::channel(DATAGRAM_QUEUE);
+    let stats = DatagramStats::default();
+    info!(%local, "event connection up");
+    let hear = async {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        loop {
+            let (n, _) = socket.recv_from(&mut buf).await?;
+            let mut frame = Vec::with_capacity(n + 8);
+            if encode(0, &buf[..n], &mut frame).is_ok() {
+                offer(&tx, frame, &stats);
+            }
+        }
+    };
+    // The server never writes after the stream header: a read returns only at end or error.
+    let closed = async {
+        tokio::io::AsyncReadExt::read(&mut reader, &mut [0u8; 1])
+            .await
+            .map(|_| ())
+    };
+    let ended: io::Result<()> = tokio::select! {
+        r = write_datagrams(writer, rx) => r,
+        r = hear => r,
+        r = closed => r,
+    };
+    info!(
+        sent = stats.sent.load(Ordering::Relaxed),
+        dropped_full = stats.dropped_full.load(Ordering::Relaxed),
+        "event connection down: {}",
+        ended
+            .err()
+            .map_or_else(|| "closed by the server".to_owned(), |e| e.to_string())
+    );
 }

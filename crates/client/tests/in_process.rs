@@ -57,7 +57,7 @@ async fn start(
     let server = tokio::spawn(burrow_server::run(config, control, shutdown.clone()));
     let target = match tunnel_kind {
         TunnelKind::Tcp => echo_target().await,
-        TunnelKind::Udp(_) => udp_echo_target().await,
+        TunnelKind::Udp(_) | TunnelKind::UdpToSink => udp_echo_target().await,
     };
     let mut config = ClientConfig::new(
         addr.to_string(),
@@ -84,7 +84,9 @@ async fn start(
 }
 
 async fn echo_through(running: &mut Running) {
-    let Event::TunnelReady { public, .. } = running.events.recv().await.unwrap();
+    let Event::TunnelReady { public, .. } = running.events.recv().await.unwrap() else {
+        panic!("not a tunnel")
+    };
     let port: u16 = public.rsplit_once(':').unwrap().1.parse().unwrap();
     for round in 0..3 {
         let mut visitor = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
@@ -157,7 +159,9 @@ async fn udp_datagrams_of_every_size_come_back_whole() {
         TunnelKind::Udp(UdpOptions::default()),
     )
     .await;
-    let Event::TunnelReady { public, .. } = r.events.recv().await.unwrap();
+    let Event::TunnelReady { public, .. } = r.events.recv().await.unwrap() else {
+        panic!("not a tunnel")
+    };
     let port: u16 = public.rsplit_once(':').unwrap().1.parse().unwrap();
     tokio::time::timeout(Duration::from_secs(30), async {
         let visitor = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -199,4 +203,105 @@ async fn udp_datagrams_of_every_size_come_back_whole() {
     .await
     .unwrap();
     stop(r).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_heard_by_the_client_reach_the_servers_sink() {
+    let shutdown = CancellationToken::new();
+    let sink = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut config = ServerConfig::new(
+        Auth::SharedToken(Secret::new("t")),
+        burrow_server::Transport::Plain,
+    );
+    config.ports = PortSet::range(free_port(), free_port());
+    config.udp_sinks.push(burrow_server::config::UdpSink {
+        name: "events".into(),
+        deliver_to: sink.local_addr().unwrap(),
+    });
+    let control = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = control.local_addr().unwrap();
+    let server = tokio::spawn(burrow_server::run(config, control, shutdown.clone()));
+    // The client listens on a local UDP port for events.
+    let local = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut config = ClientConfig::new(
+        addr.to_string(),
+        "me".into(),
+        Secret::new("t"),
+        burrow_client::Transport::Plain,
+    );
+    config.tunnels.push(TunnelConfig {
+        name: "events".into(),
+        local: local.to_string(),
+        remote_port: None,
+        kind: TunnelKind::UdpToSink,
+    });
+    let (tx, mut events) = mpsc::channel(16);
+    let client = tokio::spawn(burrow_client::run(config, shutdown.clone(), move |e| {
+        let _ = tx.try_send(e);
+    }));
+    let ready = events.recv().await.unwrap();
+    assert!(
+        matches!(ready, Event::SinkReady { ref name, .. } if name == "events"),
+        "{ready:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let device = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut buf = vec![0u8; 65_536];
+        for i in 0..20u8 {
+            // The client's listener may not be bound yet when the first events are sent: UDP
+            // events are fire-and-forget, so send each until one arrives.
+            let got = loop {
+                device.send_to(&[i; 100], local).await.unwrap();
+                if let Ok(got) =
+                    tokio::time::timeout(Duration::from_millis(500), sink.recv_from(&mut buf)).await
+                {
+                    break got.unwrap().0;
+                }
+            };
+            assert_eq!(&buf[..got], &[i; 100]);
+        }
+    })
+    .await
+    .unwrap();
+    shutdown.cancel();
+    client.await.unwrap().unwrap();
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_sink_is_refused_on_the_first_connection() {
+    let shutdown = CancellationToken::new();
+    let mut config = ServerConfig::new(
+        Auth::SharedToken(Secret::new("t")),
+        burrow_server::Transport::Plain,
+    );
+    config.ports = PortSet::range(free_port(), free_port());
+    let control = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = control.local_addr().unwrap();
+    let server = tokio::spawn(burrow_server::run(config, control, shutdown.clone()));
+    let mut config = ClientConfig::new(
+        addr.to_string(),
+        "me".into(),
+        Secret::new("t"),
+        burrow_client::Transport::Plain,
+    );
+    config.tunnels.push(TunnelConfig {
+        name: "nowhere".into(),
+        local: "127.0.0.1:0".into(),
+        remote_port: None,
+        kind: TunnelKind::UdpToSink,
+    });
+    let result = tokio::time::timeout(
+        Duration::from_secs(20),
+        burrow_client::run(config, shutdown.clone(), |_| {}),
+    )
+    .await
+    .unwrap();
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("no UDP sink named `nowhere`"), "{err}");
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
 }

@@ -83,6 +83,38 @@ pub fn send_now(
     }
 }
 
+/// A socket that sends toward `to` from an unbound port, with `SO_BROADCAST` set so `to` may be
+/// a broadcast address. `connected` makes `to` its only peer (a flow's socket toward the target:
+/// the kernel then delivers only that peer's replies to it).
+pub fn udp_sender(to: std::net::SocketAddr, connected: bool) -> io::Result<tokio::net::UdpSocket> {
+    let any: std::net::SocketAddr = match to {
+        std::net::SocketAddr::V4(_) => ([0, 0, 0, 0], 0).into(),
+        std::net::SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = std::net::UdpSocket::bind(any)?;
+    socket.set_broadcast(true)?;
+    if connected {
+        socket.connect(to)?;
+    }
+    socket.set_nonblocking(true)?;
+    tokio::net::UdpSocket::from_std(socket)
+}
+
+/// A socket that hears datagrams sent to `addr`, broadcasts included; other programs may
+/// listen on the same port too (`SO_REUSEADDR`).
+pub fn udp_listener(addr: std::net::SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_broadcast(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    tokio::net::UdpSocket::from_std(socket.into())
+}
+
 /// Reads one datagram frame, leaving its payload in `buf`; returns the flow id and the
 /// payload length. An oversized or malformed frame ends the connection with an error.
 pub async fn read_datagram<R: AsyncRead + Unpin>(

@@ -83,6 +83,9 @@ pub enum TunnelKind {
     Tcp,
     /// A public UDP port; each visitor address becomes one flow, carried as datagrams.
     Udp(UdpOptions),
+    /// Events from the client's side: every datagram the client hears on its local address is
+    /// delivered to the server-side UDP sink named like the tunnel. No public port, no replies.
+    UdpToSink,
 }
 
 impl TunnelKind {
@@ -90,7 +93,7 @@ impl TunnelKind {
     pub fn protocol(&self) -> Protocol {
         match self {
             TunnelKind::Tcp => Protocol::Tcp,
-            TunnelKind::Udp(_) => Protocol::Udp,
+            TunnelKind::Udp(_) | TunnelKind::UdpToSink => Protocol::Udp,
         }
     }
 }

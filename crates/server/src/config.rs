@@ -166,6 +166,18 @@ pub struct ServerConfig {
     pub max_idle_data: usize,
     /// How long open streams may take to finish after shutdown is asked for.
     pub shutdown_grace: Duration,
+    /// Named server-side UDP destinations that clients may send events to (by tunnel name).
+    /// Only these: a client can never make the server send datagrams anywhere else.
+    pub udp_sinks: Vec<UdpSink>,
+}
+
+/// A server-side UDP destination for events from clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpSink {
+    /// The name a client's tunnel uses to reach it.
+    pub name: String,
+    /// Where each datagram goes; may be a broadcast address (`SO_BROADCAST` is set).
+    pub deliver_to: std::net::SocketAddr,
 }
 
 impl ServerConfig {
@@ -187,6 +199,7 @@ impl ServerConfig {
             pool_wait: Duration::from_secs(10),
             max_idle_data: 256,
             shutdown_grace: Duration::from_secs(10),
+            udp_sinks: Vec::new(),
         }
     }
 }

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use tokio::io::WriteHalf;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
 /// Messages queued for the control stream (heartbeat answers, pool requests).
@@ -44,6 +45,8 @@ struct Session {
     liveness: Liveness,
     /// Client tunnel id → public port.
     tunnels: HashMap<u32, Endpoint>,
+    /// Client tunnel id → the delivery task of a UDP sink tunnel.
+    sinks: HashMap<u32, CancellationToken>,
 }
 
 /// Runs a session on an authenticated control carrier until it ends.
@@ -108,6 +111,7 @@ async fn serve(
         writer,
         liveness,
         tunnels: HashMap::new(),
+        sinks: HashMap::new(),
     };
     let end = session.run(incoming, outgoing).await;
     reader.abort();
@@ -182,6 +186,9 @@ impl Session {
                 self.send(answer).await
             }
             ClientMsg::CloseTunnel { id } => {
+                if let Some(sink) = self.sinks.remove(&id) {
+                    sink.cancel();
+                }
                 if let Some(endpoint) = self.tunnels.remove(&id) {
                     self.shared
                         .registry
@@ -196,32 +203,83 @@ impl Session {
 
     async fn open_tunnel(&mut self, req: TunnelRequest) -> ServerMsg {
         let id = req.id;
-        match self.try_open_tunnel(&req).await {
-            Ok((protocol, port)) => {
+        let opened = match self.admit(&req) {
+            Err(reason) => Err(reason),
+            Ok(()) if req.kind == TunnelKind::UdpToSink => self.open_sink(&req).map(|()| None),
+            Ok(()) => self.try_open_tunnel(&req).await.map(Some),
+        };
+        let name = printable(&req.name);
+        match opened {
+            Ok(Some((protocol, port))) => {
                 self.tunnels.insert(id, (protocol, port));
-                info!(tunnel = id, name = %printable(&req.name), %protocol, port, "tunnel published");
+                info!(tunnel = id, %name, %protocol, port, "tunnel published");
                 ServerMsg::TunnelOpened { id, port }
             }
+            Ok(None) => {
+                info!(tunnel = id, sink = %name, "events tunnel to a UDP sink published");
+                ServerMsg::TunnelOpened { id, port: 0 }
+            }
             Err(reason) => {
-                warn!(tunnel = id, name = %printable(&req.name), "tunnel refused: {reason}");
+                warn!(tunnel = id, %name, "tunnel refused: {reason}");
                 ServerMsg::TunnelRefused { id, reason }
             }
         }
     }
 
-    async fn try_open_tunnel(&mut self, req: &TunnelRequest) -> Result<Endpoint, Refusal> {
+    /// Checks what every tunnel request must satisfy, whatever its kind.
+    fn admit(&self, req: &TunnelRequest) -> Result<(), Refusal> {
         if req.name.len() > MAX_NAME_LEN {
             return Err(Refusal::Invalid(format!(
                 "tunnel name longer than {MAX_NAME_LEN} bytes"
             )));
         }
-        if self.tunnels.contains_key(&req.id) {
+        if self.tunnels.contains_key(&req.id) || self.sinks.contains_key(&req.id) {
             return Err(Refusal::DuplicateId(req.id));
         }
         let limit = self.shared.config.max_tunnels_per_session;
-        if self.tunnels.len() >= limit as usize {
+        if self.tunnels.len() + self.sinks.len() >= limit as usize {
             return Err(Refusal::TooManyTunnels(limit));
         }
+        Ok(())
+    }
+
+    /// Starts delivering a client's events to the server-side sink named like the tunnel.
+    fn open_sink(&mut self, req: &TunnelRequest) -> Result<(), Refusal> {
+        let Some(sink) = self
+            .shared
+            .config
+            .udp_sinks
+            .iter()
+            .find(|s| s.name == req.name)
+            .cloned()
+        else {
+            return Err(Refusal::Invalid(format!(
+                "this server has no UDP sink named `{}`",
+                printable(&req.name)
+            )));
+        };
+        let socket = udp::sink::udp_sender(sink.deliver_to, false).map_err(|e| {
+            Refusal::Invalid(format!(
+                "the server cannot open a socket toward its sink: {e}"
+            ))
+        })?;
+        let closed = self.handle.closed.child_token();
+        self.sinks.insert(req.id, closed.clone());
+        let task = udp::sink::deliver(
+            self.shared.clone(),
+            self.handle.clone(),
+            req.id,
+            sink,
+            socket,
+            closed,
+        );
+        self.shared
+            .tracker
+            .spawn(task.instrument(tracing::Span::current()));
+        Ok(())
+    }
+
+    async fn try_open_tunnel(&mut self, req: &TunnelRequest) -> Result<Endpoint, Refusal> {
         let protocol = req.kind.protocol();
         let registry = &self.shared.registry;
         let route: Route = Some((self.handle.clone(), req.id));
@@ -257,6 +315,8 @@ impl Session {
                 let socket = udp::bind(&self.shared, port)?;
                 udp::publish(&self.shared, socket, port, route, options);
             }
+            // Sinks claim no public port; they never reach this point.
+            TunnelKind::UdpToSink => return Err(std::io::ErrorKind::Unsupported.into()),
         }
         Ok(())
     }

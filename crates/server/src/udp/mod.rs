@@ -9,6 +9,7 @@
 //! table survives, so visitors keep their flows.
 
 mod flows;
+pub(crate) mod sink;
 
 use crate::Shared;
 use crate::registry::Route;
