@@ -1,30 +1,29 @@
-//! `burrow client` and `burrow tcp`: their flags, the client TOML file, and the one conversion
-//! of either into a [`ClientPlan`].
+//! `burrow client`, `burrow tcp` and `burrow udp`: their flags, the client TOML file, and the one
+//! conversion of any of them into a [`ClientPlan`].
 //!
-//! The `tcp` one-liner builds the same raw config a file would hold, so both paths are checked
-//! by the same code and mean the same thing. `BURROW_TOKEN` and `BURROW_KNOWN_HOSTS` fill in only
-//! what neither the flags nor the file say.
+//! The one-liners build the same raw config a file would hold, so every path is checked by the
+//! same code and means the same thing; `tcp` and `udp` share their flags ([`PublishArgs`]) and
+//! differ only in the tunnel's protocol and UDP's flow options. `BURROW_TOKEN` and
+//! `BURROW_KNOWN_HOSTS` fill in only what neither the flags nor the file say.
 
-use crate::diag::{ConfigError, Diagnostic, Item, Problems, Source};
+mod tunnels;
+
+use crate::diag::{ConfigError, Item, Problems, Source};
 use crate::fields::{self, checked};
-use burrow_client::{ClientConfig, Transport, TunnelConfig};
+use burrow_client::{ClientConfig, Transport};
 use burrow_net::tls::{Trust, default_known_hosts};
 use burrow_proto::auth::Secret;
 use serde::Deserialize;
-use std::collections::HashSet;
 use std::path::PathBuf;
+use tunnels::{MAX_FLOWS, RawTunnel};
 
-/// Default local host a tunnel forwards to.
-const DEFAULT_LOCAL_HOST: &str = "127.0.0.1";
-/// Why `remote_port = 0` is refused: zero reads like "any port" but is not how to ask for that.
-const REMOTE_PORT_ZERO: &str =
-    "remote_port 0 is not a port; leave remote_port out to let the server choose";
 /// Most pooled data connections a client may ask for.
 const MAX_POOL_SIZE: usize = 256;
 
-/// Arguments of `burrow tcp`: publish one local port.
+/// The flags of `burrow tcp`, and all but the flow options of `burrow udp`: publish one local
+/// port through a server.
 #[derive(Debug, clap::Args)]
-pub(crate) struct TcpArgs {
+pub(crate) struct PublishArgs {
     /// Local port to publish.
     #[arg(value_name = "LOCAL_PORT", value_parser = clap::value_parser!(u16).range(1..))]
     local_port: u16,
@@ -66,6 +65,24 @@ pub(crate) struct TcpArgs {
     pool_size: Option<u16>,
 }
 
+/// Arguments of `burrow udp`: the shared flags and how the tunnel treats its flows.
+#[derive(Debug, clap::Args)]
+pub(crate) struct UdpArgs {
+    #[command(flatten)]
+    publish: PublishArgs,
+    /// Forget a flow after this long without a datagram either way [default: 60s].
+    #[arg(long, value_name = "DUR", value_parser = checked(fields::idle_timeout))]
+    idle_timeout: Option<String>,
+    /// Most flows (visitor addresses) at once; datagrams of further ones are dropped
+    /// [default: 16384].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_FLOWS)))]
+    max_flows: Option<u32>,
+    /// Events only: datagrams go to the target (which may be a broadcast address) and no
+    /// replies are read back.
+    #[arg(long)]
+    one_way: bool,
+}
+
 /// Arguments of `burrow client`: run the tunnels of a config file.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ClientArgs {
@@ -98,16 +115,6 @@ pub(crate) struct RawClient {
     tunnels: Vec<RawTunnel>,
 }
 
-/// One `[[tunnels]]` entry, as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTunnel {
-    name: Option<Item<String>>,
-    local_port: Item<i64>,
-    local_host: Option<Item<String>>,
-    remote_port: Option<Item<i64>>,
-}
-
 /// A checked client configuration, ready to build its TLS settings and run.
 #[derive(Debug)]
 pub(crate) struct ClientPlan {
@@ -129,8 +136,19 @@ pub(crate) fn load(args: &ClientArgs) -> anyhow::Result<ClientPlan> {
 }
 
 /// Converts the flags of `burrow tcp`.
-pub(crate) fn from_tcp(args: &TcpArgs) -> Result<ClientPlan, ConfigError> {
-    let mut raw = RawClient::from(args);
+pub(crate) fn from_tcp(args: &PublishArgs) -> Result<ClientPlan, ConfigError> {
+    let tunnel = RawTunnel::from(args);
+    from_flags(RawClient::one_liner(args, tunnel))
+}
+
+/// Converts the flags of `burrow udp`.
+pub(crate) fn from_udp(args: &UdpArgs) -> Result<ClientPlan, ConfigError> {
+    let tunnel = RawTunnel::from(args);
+    from_flags(RawClient::one_liner(&args.publish, tunnel))
+}
+
+/// Converts a config built from flags alone.
+fn from_flags(mut raw: RawClient) -> Result<ClientPlan, ConfigError> {
     raw.apply_env();
     raw.into_plan(&Source::default(), Problems::default())
 }
@@ -142,18 +160,40 @@ pub(crate) fn check(source: &Source) -> Result<ClientPlan, ConfigError> {
     raw.into_plan(source, problems)
 }
 
-impl From<&TcpArgs> for RawClient {
-    fn from(a: &TcpArgs) -> Self {
-        let text = |name, v: &Option<String>| v.clone().map(|v| Item::flag(name, v));
-        let path = |name, v: &Option<PathBuf>| v.clone().map(|v| Item::flag(name, v));
-        let tunnel = RawTunnel {
-            name: None,
-            local_port: Item::flag("LOCAL_PORT", i64::from(a.local_port)),
-            local_host: text("--local-host", &a.local_host),
+impl From<&PublishArgs> for RawTunnel {
+    /// The TCP tunnel of `burrow tcp`.
+    fn from(a: &PublishArgs) -> Self {
+        Self {
+            local_host: a.local_host.clone().map(|h| Item::flag("--local-host", h)),
             remote_port: a
                 .remote_port
                 .map(|p| Item::flag("--remote-port", i64::from(p))),
-        };
+            ..RawTunnel::new(Item::flag("LOCAL_PORT", i64::from(a.local_port)))
+        }
+    }
+}
+
+impl From<&UdpArgs> for RawTunnel {
+    /// The UDP tunnel of `burrow udp`.
+    fn from(a: &UdpArgs) -> Self {
+        Self {
+            protocol: Some(Item::flag("burrow udp", "udp".to_owned())),
+            idle_timeout: a
+                .idle_timeout
+                .clone()
+                .map(|d| Item::flag("--idle-timeout", d)),
+            max_flows: a.max_flows.map(|n| Item::flag("--max-flows", i64::from(n))),
+            one_way: a.one_way.then(|| Item::flag("--one-way", true)),
+            ..RawTunnel::from(&a.publish)
+        }
+    }
+}
+
+impl RawClient {
+    /// The config of a one-liner: the shared flags and its one tunnel.
+    fn one_liner(a: &PublishArgs, tunnel: RawTunnel) -> Self {
+        let text = |name, v: &Option<String>| v.clone().map(|v| Item::flag(name, v));
+        let path = |name, v: &Option<PathBuf>| v.clone().map(|v| Item::flag(name, v));
         Self {
             server: Item::flag("--to", a.to.clone()),
             name: text("--name", &a.name),
@@ -173,9 +213,7 @@ impl From<&TcpArgs> for RawClient {
             tunnels: vec![tunnel],
         }
     }
-}
 
-impl RawClient {
     /// Fills in what only the environment says.
     fn apply_env(&mut self) {
         if self.token.is_none() && self.token_file.is_none() {
@@ -211,7 +249,7 @@ impl RawClient {
         let token = token.unwrap_or_else(|| Secret::new(""));
         let mut config = ClientConfig::new(server, name, token, Transport::Plain);
         self.tune(&mut config, &mut p);
-        config.tunnels = tunnels(&self.tunnels, &mut p);
+        config.tunnels = tunnels::tunnels(&self.tunnels, &mut p);
         p.finish(ClientPlan { trust, config }, source)
     }
 
@@ -266,63 +304,6 @@ impl RawClient {
             }
         }
     }
-}
-
-/// Converts `[[tunnels]]`, reporting bad ports and duplicate names or remote ports.
-fn tunnels(raw: &[RawTunnel], p: &mut Problems) -> Vec<TunnelConfig> {
-    if raw.is_empty() {
-        p.whole("no [[tunnels]]: add at least one");
-    }
-    let mut seen = Seen::default();
-    raw.iter().filter_map(|t| tunnel(t, &mut seen, p)).collect()
-}
-
-/// Names and remote ports already taken by earlier tunnels.
-#[derive(Default)]
-struct Seen {
-    names: HashSet<String>,
-    remote_ports: HashSet<u16>,
-}
-
-/// Converts one `[[tunnels]]` entry.
-fn tunnel(t: &RawTunnel, seen: &mut Seen, p: &mut Problems) -> Option<TunnelConfig> {
-    let local_port = p.parse(Some(&t.local_port), fields::port_number);
-    let host = p.parse(t.local_host.as_ref(), fields::host);
-    let host = host.unwrap_or_else(|| DEFAULT_LOCAL_HOST.to_owned());
-    let name = match &t.name {
-        Some(item) if item.value.is_empty() => {
-            p.push(item.problem("a tunnel name cannot be empty"));
-            None
-        }
-        Some(item) => p.parse(Some(item), fields::name),
-        None => Some(format!("tcp-{}", t.local_port.value)),
-    };
-    if let Some(n) = name.as_ref().filter(|n| !seen.names.insert((*n).clone())) {
-        let origin = t.name.as_ref().map_or(&t.local_port.origin, |i| &i.origin);
-        let message = format!("tunnel `{n}` is listed twice (give each tunnel its own `name`)");
-        p.push(Diagnostic {
-            origin: origin.clone(),
-            message,
-        });
-    }
-    let remote_port = t.remote_port.as_ref().and_then(|item| {
-        if item.value == 0 {
-            p.push(item.problem(REMOTE_PORT_ZERO));
-            return None;
-        }
-        let port = p.parse(Some(item), fields::port_number)?;
-        if !seen.remote_ports.insert(port) {
-            p.push(item.problem(format!("remote port {port} is asked for by two tunnels")));
-        }
-        Some(port)
-    });
-    let local = format!("{host}:{}", local_port?);
-    Some(TunnelConfig {
-        name: name?,
-        local,
-        remote_port,
-        kind: burrow_client::config::TunnelKind::Tcp,
-    })
 }
 
 #[cfg(test)]

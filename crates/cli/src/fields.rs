@@ -7,6 +7,7 @@
 
 use crate::diag::{Item, Origin, Problems, Source};
 use burrow_proto::auth::Secret;
+use burrow_proto::msg::Protocol;
 use burrow_server::PortSet;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -19,6 +20,32 @@ pub(crate) const MAX_NAME_LEN: usize = 64;
 pub(crate) fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
         .map_err(|_| format!("`{s}` is not a duration (write e.g. 30s, 500ms, 2m)"))
+}
+
+/// A UDP flow's idle timeout: a duration of whole seconds, at least one (flows are expired
+/// with one-second resolution, so a fraction would only pretend to be precise).
+pub(crate) fn idle_timeout(s: &str) -> Result<u32, String> {
+    let d = duration(s)?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("idle timeout `{s}` is shorter than 1s"));
+    }
+    if d.subsec_nanos() != 0 {
+        return Err(format!(
+            "idle timeout `{s}` is not a whole number of seconds (write e.g. 30s or 2m)"
+        ));
+    }
+    u32::try_from(d.as_secs()).map_err(|_| format!("idle timeout `{s}` is too long"))
+}
+
+/// A tunnel's protocol: `tcp` or `udp`.
+pub(crate) fn protocol(s: &str) -> Result<Protocol, String> {
+    match s {
+        "tcp" => Ok(Protocol::Tcp),
+        "udp" => Ok(Protocol::Udp),
+        _ => Err(format!(
+            "`{s}` is not a tunnel protocol (write \"tcp\" or \"udp\")"
+        )),
+    }
 }
 
 /// A port set such as `20000-29999` or `8080,9000-9100`.
@@ -92,7 +119,7 @@ pub(crate) fn server_addr(s: &str) -> Result<String, String> {
     host_port(s, burrow_server::config::DEFAULT_CONTROL_PORT)
 }
 
-/// A TCP port number, 1-65535.
+/// A port number, 1-65535.
 pub(crate) fn port(s: &str) -> Result<u16, String> {
     s.trim()
         .parse::<u16>()
@@ -101,7 +128,7 @@ pub(crate) fn port(s: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("`{s}` is not a port number (1-65535)"))
 }
 
-/// A TCP port number from a TOML integer, 1-65535.
+/// A port number from a TOML integer, 1-65535.
 pub(crate) fn port_number(n: &i64) -> Result<u16, String> {
     u16::try_from(*n)
         .ok()
@@ -302,5 +329,22 @@ mod tests {
         assert!(count_in(1, 8)(&-1).is_err());
         assert_eq!(port_number(&80).unwrap(), 80);
         assert!(port_number(&0).is_err() && port_number(&65536).is_err());
+    }
+
+    #[test]
+    fn idle_timeouts_are_whole_seconds() {
+        assert_eq!(idle_timeout("60s").unwrap(), 60);
+        assert_eq!(idle_timeout("2m").unwrap(), 120);
+        assert_eq!(idle_timeout("1000ms").unwrap(), 1);
+        for bad in ["0s", "500ms", "1500ms", "soon", "200years"] {
+            assert!(idle_timeout(bad).is_err(), "{bad} parsed");
+        }
+    }
+
+    #[test]
+    fn protocols_are_tcp_or_udp() {
+        assert_eq!(protocol("tcp").unwrap(), Protocol::Tcp);
+        assert_eq!(protocol("udp").unwrap(), Protocol::Udp);
+        assert!(protocol("UDP").is_err() && protocol("").is_err() && protocol("quic").is_err());
     }
 }

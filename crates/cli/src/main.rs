@@ -17,7 +17,7 @@ mod testing;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use client_config::{ClientArgs, TcpArgs};
+use client_config::{ClientArgs, PublishArgs, UdpArgs};
 use server_config::ServerArgs;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -72,7 +72,9 @@ enum Command {
     /// Run a server: accept clients and publish their tunnels.
     Server(ServerArgs),
     /// Publish one local TCP port through a server.
-    Tcp(TcpArgs),
+    Tcp(PublishArgs),
+    /// Publish one local UDP port (or send events to a UDP address) through a server.
+    Udp(UdpArgs),
     /// Run the tunnels of a client config file.
     Client(ClientArgs),
     /// Check a server or client config file and report every problem.
@@ -105,6 +107,10 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Tcp(args) => {
             let plan = client_config::from_tcp(&args)?;
+            with_runtime(|shutdown| start::client(plan, shutdown))
+        }
+        Command::Udp(args) => {
+            let plan = client_config::from_udp(&args)?;
             with_runtime(|shutdown| start::client(plan, shutdown))
         }
         Command::Client(args) => {
@@ -191,6 +197,12 @@ mod tests {
             --token-file f --server-fingerprint sha256:abababababababababababababababababababababababababababababababab \
             --known-hosts k --exit-on-disconnect --pool-size 4",
         );
+        ok(
+            "burrow udp 53 --to example.net --local-host 192.168.1.255 --remote-port 5353 \
+            --name alice --token t --ca ca.pem --known-hosts k --exit-on-disconnect --pool-size 2 \
+            --idle-timeout 2m --max-flows 100 --one-way",
+        );
+        ok("burrow udp 53 --to example.net --insecure-plain");
         ok("burrow client --config c.toml --exit-on-disconnect");
         ok("burrow --log-format json check c.toml");
     }
@@ -208,6 +220,15 @@ mod tests {
             "burrow tcp 80 --to h:0",
             "burrow tcp 80 --to h --ca c --server-fingerprint sha256:00",
             "burrow tcp 80 --to h --name 'a b'",
+            "burrow udp 0 --to h",
+            "burrow udp 53",
+            "burrow udp 53 --to h --idle-timeout 500ms",
+            "burrow udp 53 --to h --idle-timeout 0s",
+            "burrow udp 53 --to h --max-flows 0",
+            "burrow udp 53 --to h --max-flows 2000000",
+            "burrow udp 53 --to h --one-way=yes",
+            "burrow tcp 80 --to h --one-way",
+            "burrow tcp 80 --to h --max-flows 5",
             "burrow client",
         ] {
             let err = Cli::try_parse_from(line.split_whitespace()).unwrap_err();

@@ -50,3 +50,23 @@ fn check_runs_on_a_file() {
     assert_eq!(String::from_utf8(out).unwrap(), want);
     assert!(run_to(&dir.join("missing.toml"), &mut Vec::new()).is_err());
 }
+
+#[test]
+fn udp_tunnels_are_checked() {
+    let ok = |text: &str| check_source(&source("f.toml", text)).unwrap();
+    let base = "server = \"h:1\"\ntoken = \"t\"\nknown_hosts = \"/k\"\n";
+    let udp = "[[tunnels]]\nprotocol = \"udp\"\nlocal_port = 53\nidle_timeout = \"30s\"\n\
+               max_flows = 64\none_way = true\nremote_port = 53\n\
+               [[tunnels]]\nlocal_port = 53\nremote_port = 53\n";
+    assert_eq!(ok(&format!("{base}{udp}")), "ok: client config (2 tunnels)");
+    let bad = "[[tunnels]]\nlocal_port = 53\none_way = true\n\
+               [[tunnels]]\nprotocol = \"udp\"\nlocal_port = 54\nmax_flows = -1\nflows = 3\n";
+    let got = lines(check_source(&source("f.toml", &format!("{base}{bad}"))));
+    let want = [
+        "f.toml:6:11: `one_way` applies only to UDP tunnels; add protocol = \"udp\" or remove it",
+        "f.toml:10:13: -1 is out of range (1-1048576)",
+        "f.toml:11:1: unknown field `flows`, expected one of `name`, `local_port`, `local_host`, \
+         `remote_port`, `protocol`, `idle_timeout`, `max_flows`, `one_way`",
+    ];
+    assert_eq!(got, want);
+}

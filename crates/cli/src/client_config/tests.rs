@@ -1,5 +1,6 @@
 use super::*;
 use crate::testing::{env_set, lines, scratch, source, source_in};
+use burrow_client::TunnelConfig;
 use clap::Parser;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ fn tcp(args: &[&str]) -> Result<ClientPlan, ConfigError> {
     #[derive(Parser)]
     struct Tcp {
         #[command(flatten)]
-        args: TcpArgs,
+        args: PublishArgs,
     }
     let parsed = Tcp::try_parse_from(std::iter::once("tcp").chain(args.iter().copied())).unwrap();
     from_tcp(&parsed.args)
@@ -206,7 +207,7 @@ remote_port = 2222
         "c.toml:14:14: 70000 is not a port number (1-65535)",
         "c.toml:15:14: `a b` is not a host name or IP address",
         "c.toml:18:8: tunnel `web` is listed twice (give each tunnel its own `name`)",
-        "c.toml:25:15: remote port 2222 is asked for by two tunnels",
+        "c.toml:25:15: remote port 2222/tcp is asked for by two tunnels",
     ];
     assert_eq!(got, want);
 }

@@ -8,6 +8,7 @@
 pub(crate) mod data;
 pub(crate) mod proc;
 pub(crate) mod targets;
+pub(crate) mod udp;
 
 #[allow(unused_imports)]
 pub(crate) use proc::{Proc, WAIT, any_line_has};
@@ -125,9 +126,10 @@ pub(crate) fn ports(n: u16) -> Ports {
     panic!("no free block of {n} ports");
 }
 
-/// True when nobody listens on `port`, on any address.
+/// True when nobody listens on `port`, on any address, for TCP or UDP.
 fn port_is_free(port: u32) -> bool {
     StdListener::bind(("0.0.0.0", port as u16)).is_ok()
+        && std::net::UdpSocket::bind(("0.0.0.0", port as u16)).is_ok()
 }
 
 /// A running `burrow server`.
@@ -270,6 +272,19 @@ impl Client {
         Client::start(dir, tcp_args(dir, server, local_port, token, extra)).await
     }
 
+    /// Starts `burrow udp LOCAL_PORT` against `server` with `token`, trusting it the way the
+    /// server asks for, then `extra`; waits for the tunnel.
+    pub(crate) async fn start_udp(
+        dir: &TestDir,
+        server: &Server,
+        local_port: u16,
+        token: &str,
+        extra: &[&str],
+    ) -> Client {
+        let args = one_liner_args("udp", dir, server, local_port, token, extra);
+        Client::start(dir, args).await
+    }
+
     /// Waits for the `n`th ready line (1-based) and returns its public port.
     pub(crate) async fn wait_ready_nth(&self, n: usize, within: Duration) -> u16 {
         let line = self
@@ -295,8 +310,20 @@ pub(crate) fn tcp_args(
     token: &str,
     extra: &[&str],
 ) -> Vec<String> {
+    one_liner_args("tcp", dir, server, local_port, token, extra)
+}
+
+/// The command line of a one-liner (`tcp` or `udp`) against `server`, as [`tcp_args`] builds it.
+pub(crate) fn one_liner_args(
+    command: &str,
+    dir: &TestDir,
+    server: &Server,
+    local_port: u16,
+    token: &str,
+    extra: &[&str],
+) -> Vec<String> {
     let mut args: Vec<String> = vec![
-        "tcp".into(),
+        command.into(),
         local_port.to_string(),
         "--to".into(),
         server.to(),

@@ -61,7 +61,8 @@ pub(crate) struct Proc {
 
 impl Proc {
     /// Starts `burrow ARGS` with logs at `info` (and the server's per-stream lines, which name
-    /// the relay path), a clean environment for burrow's own variables,
+    /// the relay path, and its UDP flow expiry lines), a clean environment for burrow's own
+    /// variables,
     /// and the XDG directories inside the test's directory.
     pub(crate) fn spawn(name: &str, dir: &TestDir, args: &[String]) -> Proc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_burrow"));
@@ -69,8 +70,9 @@ impl Proc {
             // BURROW_E2E_LOG turns up burrow's logs when a test needs a closer look.
             .env(
                 "BURROW_LOG",
-                std::env::var("BURROW_E2E_LOG")
-                    .unwrap_or_else(|_| "info,burrow_server::tunnel=debug".into()),
+                std::env::var("BURROW_E2E_LOG").unwrap_or_else(|_| {
+                    "info,burrow_server::tunnel=debug,burrow_server::udp=debug".into()
+                }),
             )
             .env_remove("RUST_LOG")
             .env_remove("BURROW_TOKEN")
