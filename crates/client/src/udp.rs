@@ -4,8 +4,9 @@
 //! visitor as a distinct source and its replies find their way back to the right flow. Sending to
 //! the target never waits (a full socket buffer drops the datagram, as the network would), so a
 //! target that stops reading slows no other flow. Replies are framed and offered to the bounded
-//! carrier queue. Flows idle longer than the tunnel's timeout are closed; the number of flows is
-//! capped. `SO_BROADCAST` is set on every flow socket, so the target may be a broadcast address.
+//! carrier queue. Flows idle longer than the tunnel's timeout are closed; at the flow cap the
+//! least recently used flow makes room (the server, which enforces the cap, opened a new one).
+//! `SO_BROADCAST` is set on every flow socket, so the target may be a broadcast address.
 
 use burrow_net::Carrier;
 use burrow_net::datagram_io::{
@@ -51,8 +52,6 @@ struct Relay {
     tx: mpsc::Sender<Vec<u8>>,
     stats: DatagramStats,
     started: Instant,
-    /// Set once the cap was reported, cleared when a flow opens again: one warning per episode.
-    cap_reported: std::sync::atomic::AtomicBool,
 }
 
 /// Relays a UDP tunnel's datagrams between the carrier and the target until the carrier fails.
@@ -72,7 +71,6 @@ pub(crate) async fn run(carrier: Carrier, local: &str, options: UdpOptions) {
         tx,
         stats: DatagramStats::default(),
         started: Instant::now(),
-        cap_reported: Default::default(),
     });
     info!(%target, "datagram connection up");
     let ended = tokio::select! {
@@ -129,8 +127,7 @@ impl Relay {
         }
     }
 
-    /// The socket of `flow`, opened on first sight; `None` when the flow cap is reached or the
-    /// socket cannot be opened.
+    /// The socket of `flow`, opened on first sight; `None` when no socket can be opened.
     fn socket_for(self: &Arc<Self>, flow: u32) -> Option<Arc<UdpSocket>> {
         let now = self.now_ms();
         let mut flows = self.lock();
@@ -138,16 +135,22 @@ impl Relay {
             f.last_seen.store(now, Ordering::Relaxed);
             return Some(f.socket.clone());
         }
+        // The server hands out a new flow id only when its table has room, so at the cap the
+        // client makes room too: it closes its least recently used flow, which the server has
+        // expired already or is about to (both sides expire on their own timers).
         if flows.len() >= self.options.max_flows as usize {
-            if !self.cap_reported.swap(true, Ordering::Relaxed) {
-                warn!(
-                    max_flows = self.options.max_flows,
-                    "flow cap reached: datagrams of new flows are dropped"
+            let oldest = flows
+                .iter()
+                .min_by_key(|(_, f)| f.last_seen.load(Ordering::Relaxed))
+                .map(|(&id, _)| id);
+            if let Some(oldest) = oldest {
+                flows.remove(&oldest);
+                debug!(
+                    flow = oldest,
+                    "flow table full: closed the least recently used flow"
                 );
             }
-            return None;
         }
-        self.cap_reported.store(false, Ordering::Relaxed);
         let socket = match udp_sender(self.target, true) {
             Ok(s) => Arc::new(s),
             Err(e) => {
@@ -193,7 +196,17 @@ impl Relay {
                 }
                 // The target refused an earlier datagram (ICMP port unreachable): keep listening.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
-                Err(e) => return debug!(flow, "flow socket failed: {e}"),
+                Err(e) => {
+                    debug!(flow, "flow socket failed: {e}; flow closed");
+                    let mut flows = self.lock();
+                    if flows
+                        .get(&flow)
+                        .is_some_and(|f| Arc::ptr_eq(&f.socket, &socket))
+                    {
+                        flows.remove(&flow);
+                    }
+                    return;
+                }
             }
         }
     }
@@ -217,7 +230,7 @@ impl Relay {
                 idle_ids.iter().filter_map(|id| flows.remove(id)).collect()
             };
             if !expired.is_empty() {
-                debug!(expired = expired.len(), "idle flows closed");
+                debug!(expired = expired.len(), "idle flows expired");
             }
         }
     }

@@ -166,6 +166,8 @@ pub struct ServerConfig {
     pub max_idle_data: usize,
     /// How long open streams may take to finish after shutdown is asked for.
     pub shutdown_grace: Duration,
+    /// Most flows one UDP tunnel may hold, whatever its client asks for.
+    pub max_udp_flows: u32,
     /// Named server-side UDP destinations that clients may send events to (by tunnel name).
     /// Only these: a client can never make the server send datagrams anywhere else.
     pub udp_sinks: Vec<UdpSink>,
@@ -200,6 +202,7 @@ impl ServerConfig {
             max_idle_data: 256,
             shutdown_grace: Duration::from_secs(10),
             udp_sinks: Vec::new(),
+            max_udp_flows: 16_384,
         }
     }
 }

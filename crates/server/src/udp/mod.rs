@@ -52,7 +52,11 @@ pub(crate) fn publish(
     let idle = Duration::from_secs(u64::from(options.idle_timeout_s.max(1)));
     let tunnel = UdpTunnel {
         socket,
-        flows: Mutex::new(FlowTable::new(options.max_flows as usize, idle)),
+        // The client's cap is a request; the server's own limit bounds its memory regardless.
+        flows: Mutex::new(FlowTable::new(
+            options.max_flows.min(shared.config.max_udp_flows) as usize,
+            idle,
+        )),
         stats: DatagramStats::default(),
         idle,
     };
@@ -185,7 +189,11 @@ impl UdpTunnel {
             let visitor = self.flows().visitor_of(flow, Instant::now().into_std());
             match visitor {
                 // A full socket buffer drops the datagram, as the network would.
-                Some(visitor) => drop(send_now(&self.socket, &buf[..len], Some(visitor))),
+                Some(visitor) => {
+                    if send_now(&self.socket, &buf[..len], Some(visitor)).is_err() {
+                        DatagramStats::bump(&self.stats.dropped_full);
+                    }
+                }
                 None => DatagramStats::bump(&self.stats.dropped_flow),
             }
         }
