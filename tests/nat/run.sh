@@ -6,7 +6,9 @@
 # The NAT comes from ../shared/testbed/nat.sh (override with BURROW_TESTBED): the server and the
 # visitors live in the wan namespace, the client and its target in the lan namespace, and wan
 # cannot reach lan. The test publishes an echo service through a TLS tunnel, checks that visitors
-# reach it, cuts the link silently (no FIN, no RST), expects both sides to declare the carrier lost
+# reach it, then forwards UDP events both ways (a broadcast heard on the lan reaches a listener in
+# wan through a server-side sink; a datagram sent to a public port in wan is broadcast on the lan),
+# cuts the link silently (no FIN, no RST), expects both sides to declare the carrier lost
 # within 10 s, checks that another identity cannot take the leased port meanwhile, mends the link
 # after 20 s, and expects the client to come back on the same public port. Finally the token must
 # appear in no output, and SIGTERM must stop client and server with exit 0.
@@ -22,6 +24,10 @@ testbed=${BURROW_TESTBED:-$here/../../../shared/testbed/nat.sh}
 WAN=198.18.0.1
 LAN=198.19.0.2
 PORTS=30000-30010
+LAN_BROADCAST=198.19.0.255   # nat.sh gives lan 198.19.0.2/24
+EVENTS_PORT=47010            # where the to-sink client listens in lan (broadcasts are sent here)
+ONE_WAY_PORT=30010           # the public UDP port of the one-way tunnel toward the lan broadcast
+FIRST_TRIES=40               # events resent until the first one arrives (0.5 s per try)
 TOKEN="nat-test-token-$RANDOM$RANDOM"
 DEAD_AFTER_S=6      # the server's --dead-after; the client uses its default (7 s)
 DETECT_LIMIT_S=10   # both sides must notice a dead carrier this soon after the cut
@@ -210,6 +216,65 @@ except OSError:
 sys.exit(1)
 EOF
 
+cat >"$tmp/udp_listen.py" <<'EOF'
+# A UDP listener: binds ADDR:0 with SO_BROADCAST, writes its port to PORTFILE once bound, then
+# appends each datagram it hears to OUT as one line.
+import os, socket, sys
+
+addr, portfile, out = sys.argv[1], sys.argv[2], sys.argv[3]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+s.bind((addr, 0))
+with open(portfile + ".tmp", "w") as f:
+    f.write(f"{s.getsockname()[1]}\n")
+os.rename(portfile + ".tmp", portfile)
+with open(out, "a") as f:
+    while True:
+        data, _ = s.recvfrom(65535)
+        f.write(data.decode(errors="replace") + "\n")
+        f.flush()
+EOF
+
+cat >"$tmp/udp_send.py" <<'EOF'
+# Sends one datagram PAYLOAD to HOST:PORT with SO_BROADCAST set (HOST may be a broadcast address).
+import socket, sys
+
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+s.sendto(sys.argv[3].encode(), (sys.argv[1], int(sys.argv[2])))
+EOF
+
+# udp_listener NS ADDR NAME: starts udp_listen.py in namespace NS; sets listener_port.
+udp_listener() {
+  local ns=$1 addr=$2 name=$3 pid start
+  ip netns exec "$p-$ns" python3 "$tmp/udp_listen.py" "$addr" "$tmp/$name.port" "$tmp/$name.heard" \
+    >"$tmp/$name.log" 2>&1 &
+  pid=$!
+  pids+=("$pid")
+  start=$(now_ms)
+  until [[ -s $tmp/$name.port ]]; do
+    alive "$pid" "$name"
+    (($(now_ms) - start < 10000)) || fail "$name not listening within 10 s"
+    sleep 0.05
+  done
+  listener_port=$(<"$tmp/$name.port")
+}
+
+# event NS HOST PORT HEARD PAYLOAD TRIES WHAT: sends PAYLOAD from namespace NS to HOST:PORT until
+# the listener's file HEARD has it as a line, at most TRIES times, half a second apart.
+event() {
+  local ns=$1 host=$2 port=$3 heard=$4 payload=$5 tries=$6 what=$7 i j
+  for ((i = 0; i < tries; i++)); do
+    ip netns exec "$p-$ns" python3 "$tmp/udp_send.py" "$host" "$port" "$payload" ||
+      fail "cannot send $what to $host:$port from $ns"
+    for ((j = 0; j < 5; j++)); do
+      grep -qxF -- "$payload" "$heard" 2>/dev/null && return 0
+      sleep 0.1
+    done
+  done
+  fail "$what '$payload' sent to $host:$port ($ns) never arrived after $tries tries"
+}
+
 visit() { # visit TAG: a visitor in wan uses the tunnel's public port
   ip netns exec "$p-wan" timeout 30 python3 "$tmp/visitor.py" "$WAN" "$public" "$1" \
     >"$tmp/visitor-$1.out" 2>&1 || fail "visitor ($1) through $WAN:$public: $(tail -n 3 "$tmp/visitor-$1.out")"
@@ -235,9 +300,15 @@ done
 echo_port=$(<"$tmp/echo.port")
 say "echo service at $LAN:$echo_port (lan)"
 
+# ---- the UDP sink's listener, in wan ------------------------------------------------------------
+udp_listener wan "$WAN" sink
+sink_port=$listener_port
+say "UDP sink listener at $WAN:$sink_port (wan)"
+
 # ---- the server, in wan -------------------------------------------------------------------------
 ip netns exec "$p-wan" "$bin" server --listen "$WAN:0" --ports "$PORTS" --token "$TOKEN" \
   --state-dir "$tmp/state" --dead-after "${DEAD_AFTER_S}s" --heartbeat-interval 2s \
+  --udp-sink "lanevents=$WAN:$sink_port" \
   >"$tmp/server.out" 2>"$tmp/server.err" &
 server_pid=$!
 pids+=("$server_pid")
@@ -268,6 +339,48 @@ visit first
 ip netns exec "$p-wan" timeout 5 python3 "$tmp/unreachable.py" "$LAN" "$echo_port" ||
   fail "wan reached the target at $LAN:$echo_port directly: this is no NAT"
 ok "the target is not reachable from wan except through the tunnel"
+
+# ---- UDP events, lan -> wan: a broadcast heard by the client reaches the server's sink ----------
+trust=(--to "$WAN:$ctrl_port" --token "$TOKEN" --server-fingerprint "$fp" --known-hosts "$tmp/kh")
+ip netns exec "$p-lan" "$bin" udp "$EVENTS_PORT" --to-sink lanevents --local-host 0.0.0.0 "${trust[@]}" \
+  >"$tmp/events.out" 2>"$tmp/events.err" &
+events_pid=$!
+pids+=("$events_pid")
+sink_re='^tunnel lanevents ready: '
+wait_lines "$tmp/events.out" "$sink_re" 1 20 "'tunnel lanevents ready:' line from the events client" "$events_pid" "events client"
+sink_ready=$(grep -E "$sink_re" "$tmp/events.out" | head -n 1)
+[[ $sink_ready == "tunnel lanevents ready: 0.0.0.0:$EVENTS_PORT -> sink lanevents on $WAN" ]] ||
+  fail "unexpected ready line: $sink_ready"
+ok "events client: $sink_ready"
+# The client listens once the server has opened its event connection: the first broadcast that
+# arrives is the readiness signal.
+event lan "$LAN_BROADCAST" "$EVENTS_PORT" "$tmp/sink.heard" "lan broadcast 0 $RANDOM" "$FIRST_TRIES" "broadcast"
+for i in 1 2 3; do
+  event lan "$LAN_BROADCAST" "$EVENTS_PORT" "$tmp/sink.heard" "lan broadcast $i $RANDOM" 5 "broadcast"
+done
+ok "broadcasts to $LAN_BROADCAST:$EVENTS_PORT on the lan reached the sink listener at $WAN:$sink_port"
+
+# ---- UDP events, wan -> lan: a datagram sent to a public port is broadcast on the lan -----------
+udp_listener lan 0.0.0.0 lanlistener
+lan_port=$listener_port
+ip netns exec "$p-lan" "$bin" udp "$lan_port" --one-way --local-host "$LAN_BROADCAST" \
+  --remote-port "$ONE_WAY_PORT" "${trust[@]}" >"$tmp/oneway.out" 2>"$tmp/oneway.err" &
+oneway_pid=$!
+pids+=("$oneway_pid")
+wait_lines "$tmp/oneway.out" "$ready_re" 1 20 "'tunnel ... ready at' line from the one-way client" "$oneway_pid" "one-way client"
+oneway_ready=$(grep -E "$ready_re" "$tmp/oneway.out" | head -n 1)
+[[ $oneway_ready == "tunnel udp-$lan_port ready at $WAN:$ONE_WAY_PORT -> $LAN_BROADCAST:$lan_port" ]] ||
+  fail "unexpected ready line: $oneway_ready"
+ok "one-way client: $oneway_ready"
+event wan "$WAN" "$ONE_WAY_PORT" "$tmp/lanlistener.heard" "wan event 0 $RANDOM" "$FIRST_TRIES" "event"
+for i in 1 2 3; do
+  event wan "$WAN" "$ONE_WAY_PORT" "$tmp/lanlistener.heard" "wan event $i $RANDOM" 5 "event"
+done
+ok "events sent to $WAN:$ONE_WAY_PORT were broadcast to $LAN_BROADCAST:$lan_port and heard on the lan"
+
+stop "$events_pid" "events client"
+stop "$oneway_pid" "one-way client"
+ok "the UDP event clients exit 0 on SIGTERM"
 
 # ---- cut the link: both sides must notice within the liveness deadline ---------------------------
 server_lost0=$(count "$tmp/server.err" 'carrier lost')
@@ -326,7 +439,7 @@ visit again
 alive "$server_pid" server
 
 # ---- the token is a secret: never printed or logged ---------------------------------------------
-if grep -qF -- "$TOKEN" "$tmp"/{server,client,rival}.{out,err}; then
+if grep -qF -- "$TOKEN" "$tmp"/{server,client,rival,events,oneway}.{out,err}; then
   fail "the token appears in burrow's output"
 fi
 ok "the token appears in no output"
@@ -337,5 +450,5 @@ stop "$server_pid" server
 ok "client and server exit 0 on SIGTERM"
 
 finished=1
-say "PASS: tunnel through NAT, carrier loss seen by server in $(secs "$server_ms") s and client in $(secs "$client_ms") s, same port $public after reconnect"
+say "PASS: tunnel through NAT, UDP events both ways, carrier loss seen by server in $(secs "$server_ms") s and client in $(secs "$client_ms") s, same port $public after reconnect"
 say "$passed passed, 0 failed"

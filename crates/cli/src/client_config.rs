@@ -3,8 +3,9 @@
 //!
 //! The one-liners build the same raw config a file would hold, so every path is checked by the
 //! same code and means the same thing; `tcp` and `udp` share their flags ([`PublishArgs`]) and
-//! differ only in the tunnel's protocol and UDP's flow options. `BURROW_TOKEN` and
-//! `BURROW_KNOWN_HOSTS` fill in only what neither the flags nor the file say.
+//! differ only in the tunnel's protocol and UDP's own options (flows, or `--to-sink` for events
+//! toward the server). `BURROW_TOKEN` and `BURROW_KNOWN_HOSTS` fill in only what neither the
+//! flags nor the file say.
 
 mod tunnels;
 
@@ -15,7 +16,7 @@ use burrow_net::tls::{Trust, default_known_hosts};
 use burrow_proto::auth::Secret;
 use serde::Deserialize;
 use std::path::PathBuf;
-use tunnels::{MAX_FLOWS, RawTunnel};
+use tunnels::{MAX_FLOWS, RawTunnel, TO_SINK};
 
 /// Most pooled data connections a client may ask for.
 const MAX_POOL_SIZE: usize = 256;
@@ -30,7 +31,8 @@ pub(crate) struct PublishArgs {
     /// Server to dial, HOST[:PORT] (port 7777 when left out; IPv6 in brackets).
     #[arg(long, value_name = "HOST[:PORT]", value_parser = checked(fields::server_addr))]
     to: String,
-    /// Host the local port is on [default: 127.0.0.1].
+    /// Host the local port is on; with `udp --to-sink`, the address to listen on (0.0.0.0 hears
+    /// LAN broadcasts) [default: 127.0.0.1].
     #[arg(long, value_name = "HOST", value_parser = checked(fields::host))]
     local_host: Option<String>,
     /// Public port to ask for (else any the server allows).
@@ -81,6 +83,15 @@ pub(crate) struct UdpArgs {
     /// replies are read back.
     #[arg(long)]
     one_way: bool,
+    /// Events the other way: listen on LOCAL_PORT and deliver every datagram heard to the
+    /// server's UDP sink NAME (no public port, nothing comes back).
+    #[arg(
+        long,
+        value_name = "NAME",
+        value_parser = checked(fields::sink_name),
+        conflicts_with_all = ["remote_port", "one_way", "idle_timeout", "max_flows"]
+    )]
+    to_sink: Option<String>,
 }
 
 /// Arguments of `burrow client`: run the tunnels of a config file.
@@ -174,7 +185,7 @@ impl From<&PublishArgs> for RawTunnel {
 }
 
 impl From<&UdpArgs> for RawTunnel {
-    /// The UDP tunnel of `burrow udp`.
+    /// The UDP tunnel of `burrow udp`: from a public port, or to a sink with `--to-sink`.
     fn from(a: &UdpArgs) -> Self {
         Self {
             protocol: Some(Item::flag("burrow udp", "udp".to_owned())),
@@ -184,6 +195,9 @@ impl From<&UdpArgs> for RawTunnel {
                 .map(|d| Item::flag("--idle-timeout", d)),
             max_flows: a.max_flows.map(|n| Item::flag("--max-flows", i64::from(n))),
             one_way: a.one_way.then(|| Item::flag("--one-way", true)),
+            // The sink's name is the tunnel's name, as `name` is in a file.
+            name: a.to_sink.clone().map(|n| Item::flag("--to-sink", n)),
+            direction: (a.to_sink.as_ref()).map(|_| Item::flag("--to-sink", TO_SINK.to_owned())),
             ..RawTunnel::from(&a.publish)
         }
     }

@@ -146,6 +146,39 @@ pub(crate) fn count_in(low: usize, high: usize) -> impl Fn(&i64) -> Result<usize
     }
 }
 
+/// Where a server-side UDP sink delivers: `IP:PORT`, a unicast or broadcast address (never
+/// the unspecified address) and a port other than 0.
+pub(crate) fn sink_addr(s: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = s.trim().parse().map_err(|_| {
+        format!("`{s}` is not an IP:PORT address (write e.g. 127.0.0.1:9999 or 10.0.0.255:9999)")
+    })?;
+    if addr.ip().is_unspecified() {
+        return Err(format!(
+            "`{s}` names no host; write the address to deliver to"
+        ));
+    }
+    if addr.port() == 0 {
+        return Err(format!("`{s}` has port 0; write the port to deliver to"));
+    }
+    Ok(addr)
+}
+
+/// The name of a server-side UDP sink: a tunnel name that is not empty.
+pub(crate) fn sink_name(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("a UDP sink needs a name".into());
+    }
+    name(s)
+}
+
+/// A `--udp-sink` flag, `NAME=IP:PORT`.
+pub(crate) fn udp_sink(s: &str) -> Result<(String, SocketAddr), String> {
+    let (name, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not NAME=IP:PORT (write e.g. events=127.0.0.1:9999)"))?;
+    Ok((sink_name(name)?, sink_addr(addr)?))
+}
+
 /// An identity or tunnel name: at most 64 bytes of `A-Z a-z 0-9 . _ -`. Empty is allowed here;
 /// callers that need a name check for that.
 pub(crate) fn name(s: &str) -> Result<String, String> {
@@ -338,6 +371,27 @@ mod tests {
         assert_eq!(idle_timeout("1000ms").unwrap(), 1);
         for bad in ["0s", "500ms", "1500ms", "soon", "200years"] {
             assert!(idle_timeout(bad).is_err(), "{bad} parsed");
+        }
+    }
+
+    #[test]
+    fn udp_sinks_name_an_address_to_deliver_to() {
+        let (name, addr) = udp_sink("events=10.0.0.255:9999").unwrap();
+        assert_eq!(
+            (name.as_str(), addr.to_string().as_str()),
+            ("events", "10.0.0.255:9999")
+        );
+        assert_eq!(udp_sink("v6=[::1]:5").unwrap().1.to_string(), "[::1]:5");
+        for bad in [
+            "events",
+            "=127.0.0.1:9",
+            "a b=127.0.0.1:9",
+            "e=host:9",
+            "e=127.0.0.1",
+            "e=127.0.0.1:0",
+            "e=0.0.0.0:9",
+        ] {
+            assert!(udp_sink(bad).is_err(), "{bad} parsed");
         }
     }
 

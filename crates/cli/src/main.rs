@@ -190,7 +190,8 @@ mod tests {
         ok(
             "burrow server --config s.toml --listen 127.0.0.1:0 --ports 20000-20010,30000 \
             --token t --state-dir /s --tls-cert c --tls-key k --public-bind 0.0.0.0 \
-            --lease-grace 30s --heartbeat-interval 2s --dead-after 7s",
+            --lease-grace 30s --heartbeat-interval 2s --dead-after 7s \
+            --udp-sink events=127.0.0.1:9999 --udp-sink lan=10.0.0.255:9999",
         );
         ok(
             "burrow tcp 8080 --to example.net --local-host ::1 --remote-port 9000 --name alice \
@@ -203,6 +204,7 @@ mod tests {
             --idle-timeout 2m --max-flows 100 --one-way",
         );
         ok("burrow udp 53 --to example.net --insecure-plain");
+        ok("burrow udp 9999 --to example.net --to-sink events --local-host 0.0.0.0 --name a");
         ok("burrow client --config c.toml --exit-on-disconnect");
         ok("burrow --log-format json check c.toml");
     }
@@ -229,6 +231,15 @@ mod tests {
             "burrow udp 53 --to h --one-way=yes",
             "burrow tcp 80 --to h --one-way",
             "burrow tcp 80 --to h --max-flows 5",
+            "burrow tcp 80 --to h --to-sink e",
+            "burrow udp 53 --to h --to-sink e --remote-port 5",
+            "burrow udp 53 --to h --to-sink e --one-way",
+            "burrow udp 53 --to h --to-sink e --idle-timeout 5s",
+            "burrow udp 53 --to h --to-sink e --max-flows 5",
+            "burrow udp 53 --to h --to-sink a/b",
+            "burrow server --udp-sink events",
+            "burrow server --udp-sink e=example.net:1",
+            "burrow server --udp-sink e=127.0.0.1:0",
             "burrow client",
         ] {
             let err = Cli::try_parse_from(line.split_whitespace()).unwrap_err();

@@ -6,12 +6,15 @@
 //! `BURROW_STATE_DIR` fill in only what neither the flags nor the file say, so an exported
 //! variable never overrides a file the operator wrote.
 
+mod sinks;
+
 use crate::diag::{ConfigError, Item, Problems, Source};
 use crate::fields::{self, checked};
 use burrow_proto::auth::Secret;
 use burrow_server::config::DEFAULT_CONTROL_PORT;
 use burrow_server::{Auth, Identity, PortSet, ServerConfig, Transport};
 use serde::Deserialize;
+use sinks::RawUdpSink;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -62,6 +65,10 @@ pub(crate) struct ServerArgs {
     /// Silence after which a carrier is declared lost [default: 7s].
     #[arg(long, value_name = "DUR", value_parser = checked(fields::duration))]
     dead_after: Option<String>,
+    /// A UDP sink clients may send events to, NAME=IP:PORT (repeat for more; adds to the file's
+    /// [[udp_sinks]]).
+    #[arg(long = "udp-sink", value_name = "NAME=IP:PORT", value_parser = checked(fields::udp_sink))]
+    udp_sink: Vec<String>,
 }
 
 /// The server's TOML file, as written.
@@ -87,6 +94,8 @@ pub(crate) struct RawServer {
     shutdown_grace: Option<Item<String>>,
     #[serde(default)]
     clients: Vec<RawIdentity>,
+    #[serde(default)]
+    udp_sinks: Vec<RawUdpSink>,
 }
 
 /// One `[[clients]]` entry, as written.
@@ -161,6 +170,9 @@ impl RawServer {
             text("--heartbeat-interval", &a.heartbeat_interval),
         );
         set(&mut self.dead_after, text("--dead-after", &a.dead_after));
+        // Sinks are a list: the flags' come after the file's, and a name used twice is an error.
+        let flags = a.udp_sink.iter().map(|s| RawUdpSink::from_flag(s));
+        self.udp_sinks.extend(flags);
         // Flags choose the transport as a whole: plain drops the file's TLS files and TLS
         // files drop the file's `insecure_plain`.
         if a.insecure_plain {
@@ -201,6 +213,7 @@ impl RawServer {
         let tls = self.tls_source(source, &mut p);
         let mut config = ServerConfig::new(auth, Transport::Plain);
         self.tune(&mut config, &mut p);
+        config.udp_sinks = sinks::udp_sinks(&self.udp_sinks, &mut p);
         p.finish(
             ServerPlan {
                 listen,

@@ -2,8 +2,10 @@
 //!
 //! Real UDP programs on the path (socat as an echo, dnsmasq answering dig), datagrams of every
 //! size compared byte for byte, ten thousand flows, the flow cap, a flooding flow beside a
-//! quiet one, one-way events to a broadcast address, and idle expiry. Readiness is the server's
-//! `datagram connection up` line; lost datagrams are resent a bounded number of times.
+//! quiet one, one-way events to a broadcast address, events from the client's side to a
+//! server-side sink, and idle expiry. Readiness is the server's `datagram connection up` line
+//! (for events toward a sink, the first event that arrives); lost datagrams are resent a bounded
+//! number of times.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -11,11 +13,12 @@ mod common;
 use common::data::Pattern;
 use common::targets::{assert_echo, echo_target};
 use common::udp::{
-    MAX_DATAGRAM, Visitor, bind_any, dig, dnsmasq, socat_echo, udp_echo_target, udp_target,
-    wait_datagrams_up,
+    MAX_DATAGRAM, Sink, Visitor, bind_any, dig, dnsmasq, free_udp_port, socat_echo,
+    udp_echo_target, udp_target, wait_datagrams_up,
 };
 use common::{
-    Client, Proc, Server, TestDir, any_line_has, bounded, is_ready_line, parse_ready, ports,
+    Client, Proc, Server, TestDir, any_line_has, bounded, is_ready_line, one_liner_args,
+    parse_ready, ports,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -332,6 +335,64 @@ async fn idle_flows_expire_and_the_visitor_gets_a_new_one() {
             .await;
         // The same address again: a new flow on both sides, and the echo comes back.
         visitor.echo(b"after", TRIES, PER_TRY).await;
+    })
+    .await
+}
+
+/// Starts a server with shared token `t` and the UDP sink `--udp-sink SINK`, and a client
+/// `burrow udp LOCAL --to-sink NAME`; returns the server, the client and the client's port.
+async fn to_sink(dir: &TestDir, sink: &str, name: &str) -> (Server, Proc, u16) {
+    let block = ports(1).arg();
+    let args = ["--token", "t", "--ports", &block, "--udp-sink", sink];
+    let server = Server::start(dir, &args).await;
+    let local = free_udp_port();
+    let extra = ["--to-sink", name];
+    let args = one_liner_args("udp", dir, &server, local, "t", &extra);
+    (server, Proc::spawn("client", dir, &args), local)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_heard_by_the_client_reach_the_servers_sink() {
+    bounded(60, async {
+        let dir = TestDir::new("udp-to-sink");
+        let mut sink = Sink::bind().await;
+        let named = format!("events={}", sink.addr());
+        let (_server, client, local) = to_sink(&dir, &named, "events").await;
+        let want = format!("tunnel events ready: 127.0.0.1:{local} -> sink events on 127.0.0.1");
+        client.wait_stdout(&want, |l| l == want).await;
+        // Not connected: an ICMP error for an event sent before the client listens must not
+        // fail the next send.
+        let device = bind_any().await;
+        // The client listens only once the server opened the event connection, and nothing
+        // answers an event: the first one to arrive is the readiness signal. Later ones are
+        // resent only if loopback drops them.
+        for i in 0..=20 {
+            let event = format!("event {i}");
+            let tries = if i == 0 { 40 } else { TRIES };
+            let heard = sink.hear(event.as_bytes(), tries, PER_TRY, || async {
+                device
+                    .send_to(event.as_bytes(), ("127.0.0.1", local))
+                    .await
+                    .unwrap();
+            });
+            assert!(
+                heard.await,
+                "{event} never reached the sink\n{}",
+                client.dump()
+            );
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_sink_name_is_a_fatal_error() {
+    bounded(30, async {
+        let dir = TestDir::new("udp-no-sink");
+        let (_server, mut client, _) = to_sink(&dir, "events=127.0.0.1:9", "nosuch").await;
+        let stderr = client.expect_exit_1().await;
+        let words = ["burrow: error:", "no UDP sink named `nosuch`"];
+        assert!(any_line_has(&stderr, &words), "{}", client.dump());
     })
     .await
 }

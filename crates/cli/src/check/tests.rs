@@ -10,6 +10,11 @@ fn the_kind_follows_the_top_level_keys() {
     );
     let client = "server = \"h:1\"\ntoken = \"t\"\n[[tunnels]]\nlocal_port = 1\n[[tunnels]]\nlocal_port = 2\n";
     assert_eq!(ok(client), "ok: client config (2 tunnels)");
+    // UDP sinks belong to the server; a to-sink tunnel is one of the client's tunnels.
+    let sinks = "token = \"t\"\nstate_dir = \"/s\"\n[[udp_sinks]]\nname = \"e\"\ndeliver_to = \"127.0.0.1:9\"\n";
+    assert_eq!(ok(sinks), "ok: server config");
+    let to_sink = "server = \"h\"\ntoken = \"t\"\n[[tunnels]]\nname = \"e\"\nprotocol = \"udp\"\ndirection = \"to-sink\"\nlocal_port = 9\n";
+    assert_eq!(ok(to_sink), "ok: client config (1 tunnels)");
     // A file with tunnels but no server is a client file missing its server.
     let got = lines(check_source(&source(
         "f.toml",
@@ -66,7 +71,7 @@ fn udp_tunnels_are_checked() {
         "f.toml:6:11: `one_way` applies only to UDP tunnels; add protocol = \"udp\" or remove it",
         "f.toml:10:13: -1 is out of range (1-1048576)",
         "f.toml:11:1: unknown field `flows`, expected one of `name`, `local_port`, `local_host`, \
-         `remote_port`, `protocol`, `idle_timeout`, `max_flows`, `one_way`",
+         `remote_port`, `protocol`, `idle_timeout`, `max_flows`, `one_way`, `direction`",
     ];
     assert_eq!(got, want);
 }

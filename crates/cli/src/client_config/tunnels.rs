@@ -2,11 +2,16 @@
 //! flags of `burrow tcp` / `burrow udp`, and their conversion into [`TunnelConfig`]s.
 //!
 //! TCP and UDP ports are separate namespaces on the server, so two tunnels may ask for the same
-//! `remote_port` when one is TCP and the other UDP. The UDP keys (`idle_timeout`, `max_flows`,
-//! `one_way`) mean nothing to a TCP tunnel; giving them there is reported, since it is most
-//! likely a forgotten `protocol = "udp"`.
+//! `remote_port` when one is TCP and the other UDP. The UDP keys (`direction`, `idle_timeout`,
+//! `max_flows`, `one_way`) mean nothing to a TCP tunnel; giving them there is reported, since it
+//! is most likely a forgotten `protocol = "udp"`.
+//!
+//! A UDP tunnel runs `from-server` (a public port whose datagrams reach the client's target) or,
+//! with `direction = "to-sink"`, the other way: the client listens on `local_host:local_port` and
+//! delivers every datagram it hears to the server's UDP sink called `name`. Such a tunnel has no
+//! public port, no flows and no replies, so the keys about those are reported there too.
 
-use crate::diag::{Diagnostic, Item, Problems};
+use crate::diag::{Diagnostic, Item, Origin, Problems};
 use crate::fields;
 use burrow_client::TunnelConfig;
 use burrow_client::config::{TunnelKind, UdpOptions};
@@ -38,6 +43,8 @@ pub(crate) struct RawTunnel {
     pub(crate) max_flows: Option<Item<i64>>,
     /// UDP only: events, no replies read back.
     pub(crate) one_way: Option<Item<bool>>,
+    /// UDP only: `from-server` (the default) or `to-sink`.
+    pub(crate) direction: Option<Item<String>>,
 }
 
 impl RawTunnel {
@@ -52,7 +59,31 @@ impl RawTunnel {
             idle_timeout: None,
             max_flows: None,
             one_way: None,
+            direction: None,
         }
+    }
+}
+
+/// `direction` of a tunnel whose events go to a server-side sink.
+pub(crate) const TO_SINK: &str = "to-sink";
+
+/// Which way a UDP tunnel's datagrams go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// From a public port on the server to the client's target (and replies back).
+    FromServer,
+    /// From the client's local address to a sink the server's operator named.
+    ToSink,
+}
+
+/// A UDP tunnel's direction, as written.
+fn direction(s: &str) -> Result<Direction, String> {
+    match s {
+        "from-server" => Ok(Direction::FromServer),
+        TO_SINK => Ok(Direction::ToSink),
+        _ => Err(format!(
+            "`{s}` is not a UDP direction (write \"from-server\" or \"{TO_SINK}\")"
+        )),
     }
 }
 
@@ -84,8 +115,29 @@ fn tunnel(t: &RawTunnel, seen: &mut Seen, p: &mut Problems) -> Option<TunnelConf
     let local_port = p.parse(Some(&t.local_port), fields::port_number);
     let host = p.parse(t.local_host.as_ref(), fields::host);
     let host = host.unwrap_or_else(|| DEFAULT_LOCAL_HOST.to_owned());
-    let name = name(t, protocol, seen, p);
-    let remote_port = t.remote_port.as_ref().and_then(|item| {
+    let name = name(t, default_name(t, protocol, kind.as_ref(), p), seen, p);
+    // A to-sink tunnel has no public port; `kind` reported a `remote_port` given there.
+    let remote_port = match kind {
+        Some(TunnelKind::UdpToSink) => None,
+        _ => remote_port(t, protocol, seen, p),
+    };
+    let local = format!("{host}:{}", local_port?);
+    Some(TunnelConfig {
+        name: name?,
+        local,
+        remote_port,
+        kind: kind?,
+    })
+}
+
+/// The public port asked for, if any; each (protocol, port) only once per file.
+fn remote_port(
+    t: &RawTunnel,
+    protocol: Protocol,
+    seen: &mut Seen,
+    p: &mut Problems,
+) -> Option<u16> {
+    t.remote_port.as_ref().and_then(|item| {
         if item.value == 0 {
             p.push(item.problem(REMOTE_PORT_ZERO));
             return None;
@@ -96,25 +148,41 @@ fn tunnel(t: &RawTunnel, seen: &mut Seen, p: &mut Problems) -> Option<TunnelConf
             p.push(item.problem(message));
         }
         Some(port)
-    });
-    let local = format!("{host}:{}", local_port?);
-    Some(TunnelConfig {
-        name: name?,
-        local,
-        remote_port,
-        kind: kind?,
     })
 }
 
-/// The tunnel's name, `<protocol>-<local_port>` when not given; each name only once per file.
-fn name(t: &RawTunnel, protocol: Protocol, seen: &mut Seen, p: &mut Problems) -> Option<String> {
+/// The name of a tunnel written without one: `<protocol>-<local_port>`, except for a to-sink
+/// tunnel, whose name says which sink it feeds and so must be written.
+fn default_name(
+    t: &RawTunnel,
+    protocol: Protocol,
+    kind: Option<&TunnelKind>,
+    p: &mut Problems,
+) -> Option<String> {
+    match (kind, &t.direction) {
+        (Some(TunnelKind::UdpToSink), Some(direction)) if t.name.is_none() => {
+            let message = "a to-sink tunnel needs `name`: the name of a UDP sink on the server";
+            p.push(direction.problem(message));
+            None
+        }
+        _ => Some(format!("{protocol}-{}", t.local_port.value)),
+    }
+}
+
+/// The tunnel's name, `default` when not given; each name only once per file.
+fn name(
+    t: &RawTunnel,
+    default: Option<String>,
+    seen: &mut Seen,
+    p: &mut Problems,
+) -> Option<String> {
     let name = match &t.name {
         Some(item) if item.value.is_empty() => {
             p.push(item.problem("a tunnel name cannot be empty"));
             None
         }
         Some(item) => p.parse(Some(item), fields::name),
-        None => Some(format!("{protocol}-{}", t.local_port.value)),
+        None => default,
     };
     if let Some(n) = name.as_ref().filter(|n| !seen.names.insert((*n).clone())) {
         let origin = t.name.as_ref().map_or(&t.local_port.origin, |i| &i.origin);
@@ -130,27 +198,49 @@ fn name(t: &RawTunnel, protocol: Protocol, seen: &mut Seen, p: &mut Problems) ->
 /// What the tunnel carries. The UDP keys are checked whatever the protocol, so a bad value is
 /// reported even next to a bad `protocol`; on a TCP tunnel their presence is the problem.
 fn kind(t: &RawTunnel, protocol: Option<Protocol>, p: &mut Problems) -> Option<TunnelKind> {
+    let direction = p.parse(t.direction.as_ref(), direction);
     let options = udp_options(t, p);
+    let flow_keys = [
+        ("idle_timeout", t.idle_timeout.as_ref().map(|i| &i.origin)),
+        ("max_flows", t.max_flows.as_ref().map(|i| &i.origin)),
+        ("one_way", t.one_way.as_ref().map(|i| &i.origin)),
+    ];
     match protocol? {
+        Protocol::Udp if direction == Some(Direction::ToSink) => {
+            let remote = ("remote_port", t.remote_port.as_ref().map(|i| &i.origin));
+            let message = |key| {
+                format!(
+                    "`{key}` does not apply to a to-sink tunnel (events go to a sink on the \
+                     server: no public port, no flows, no replies); remove it"
+                )
+            };
+            report(p, std::iter::once(remote).chain(flow_keys), message);
+            Some(TunnelKind::UdpToSink)
+        }
         Protocol::Udp => Some(TunnelKind::Udp(options)),
         Protocol::Tcp => {
-            let udp_only = [
-                ("idle_timeout", t.idle_timeout.as_ref().map(|i| &i.origin)),
-                ("max_flows", t.max_flows.as_ref().map(|i| &i.origin)),
-                ("one_way", t.one_way.as_ref().map(|i| &i.origin)),
-            ];
-            for (key, origin) in udp_only {
-                if let Some(origin) = origin {
-                    let message = format!(
-                        "`{key}` applies only to UDP tunnels; add protocol = \"udp\" or remove it"
-                    );
-                    p.push(Diagnostic {
-                        origin: origin.clone(),
-                        message,
-                    });
-                }
-            }
+            let direction = ("direction", t.direction.as_ref().map(|i| &i.origin));
+            let message = |key| {
+                format!("`{key}` applies only to UDP tunnels; add protocol = \"udp\" or remove it")
+            };
+            report(p, flow_keys.into_iter().chain([direction]), message);
             Some(TunnelKind::Tcp)
+        }
+    }
+}
+
+/// Reports each key that was given, at the key's value, with `message(key)`.
+fn report<'a>(
+    p: &mut Problems,
+    keys: impl IntoIterator<Item = (&'static str, Option<&'a Origin>)>,
+    message: impl Fn(&'static str) -> String,
+) {
+    for (key, origin) in keys {
+        if let Some(origin) = origin {
+            p.push(Diagnostic {
+                origin: origin.clone(),
+                message: message(key),
+            });
         }
     }
 }

@@ -238,3 +238,96 @@ fn flag_problems_name_the_flag() {
         "--heartbeat-interval: dead_after must be longer than heartbeat_interval"
     );
 }
+
+#[test]
+fn udp_sinks_come_from_the_file_and_the_flags() {
+    let dir = scratch("server-sinks");
+    let file = dir.join("server.toml");
+    let text = r#"token = "t"
+state_dir = "/s"
+
+[[udp_sinks]]
+name = "events"
+deliver_to = "127.0.0.1:9999"
+
+[[udp_sinks]]
+name = "lan"
+deliver_to = "10.0.0.255:5000"
+"#;
+    std::fs::write(&file, text).unwrap();
+    let sink = |name: &str, to: &str| burrow_server::config::UdpSink {
+        name: name.into(),
+        deliver_to: to.parse().unwrap(),
+    };
+    let plan = check(&source("s.toml", text)).unwrap();
+    let from_file = [
+        sink("events", "127.0.0.1:9999"),
+        sink("lan", "10.0.0.255:5000"),
+    ];
+    assert_eq!(plan.config.udp_sinks, from_file);
+    // Flags add to the file's list.
+    let args = ServerArgs {
+        config: Some(file.clone()),
+        udp_sink: vec!["v6=[::1]:7".into()],
+        ..Default::default()
+    };
+    let plan = load(&args).unwrap();
+    let mut all = from_file.to_vec();
+    all.push(sink("v6", "[::1]:7"));
+    assert_eq!(plan.config.udp_sinks, all);
+    // A flag cannot take a name the file uses.
+    let args = ServerArgs {
+        config: Some(file),
+        udp_sink: vec!["lan=10.0.0.1:1".into()],
+        ..Default::default()
+    };
+    let err = load(&args).unwrap_err().to_string();
+    assert_eq!(err, "--udp-sink: UDP sink `lan` is listed twice");
+    // No sinks unless the operator names some.
+    let plan = plan_default();
+    assert!(plan.config.udp_sinks.is_empty());
+}
+
+fn plan_default() -> ServerPlan {
+    plan("token = \"t\"\nstate_dir = \"/s\"\n").unwrap()
+}
+
+#[test]
+fn udp_sink_problems_are_reported_at_their_values() {
+    let text = r#"token = "t"
+state_dir = "/s"
+
+[[udp_sinks]]
+name = "events"
+deliver_to = "example.net:9999"
+
+[[udp_sinks]]
+name = "events"
+deliver_to = "0.0.0.0:9999"
+
+[[udp_sinks]]
+name = ""
+deliver_to = "127.0.0.1:0"
+
+[[udp_sinks]]
+name = "a b"
+deliver_to = "127.0.0.1"
+
+[[udp_sinks]]
+name = "x"
+deliver_to = "127.0.0.1:1"
+port = 1
+"#;
+    let got = lines(plan(text));
+    let want = [
+        "s.toml:6:14: `example.net:9999` is not an IP:PORT address (write e.g. 127.0.0.1:9999 or 10.0.0.255:9999)",
+        "s.toml:9:8: UDP sink `events` is listed twice",
+        "s.toml:10:14: `0.0.0.0:9999` names no host; write the address to deliver to",
+        "s.toml:13:8: a UDP sink needs a name",
+        "s.toml:14:14: `127.0.0.1:0` has port 0; write the port to deliver to",
+        "s.toml:17:8: name `a b` has ` `; names use only A-Z a-z 0-9 . _ -",
+        "s.toml:18:14: `127.0.0.1` is not an IP:PORT address (write e.g. 127.0.0.1:9999 or 10.0.0.255:9999)",
+        "s.toml:23:1: unknown field `port`, expected `name` or `deliver_to`",
+    ];
+    assert_eq!(got, want);
+}

@@ -141,6 +141,55 @@ impl Visitor {
     }
 }
 
+/// A server-side UDP sink: a socket that events from clients are delivered to.
+pub(crate) struct Sink {
+    socket: UdpSocket,
+    /// Events heard so far, whose late copies (after a resend) are skipped.
+    heard: HashSet<Vec<u8>>,
+}
+
+impl Sink {
+    /// A sink on `127.0.0.1:0`.
+    pub(crate) async fn bind() -> Sink {
+        Sink {
+            socket: bind_any().await,
+            heard: HashSet::new(),
+        }
+    }
+
+    /// The address to deliver to.
+    pub(crate) fn addr(&self) -> std::net::SocketAddr {
+        self.socket.local_addr().unwrap()
+    }
+
+    /// Calls `send` and waits up to `per_try` for `event`, at most `tries` times; true when it
+    /// arrived. A datagram that is neither `event` nor a copy of an earlier one fails the test.
+    pub(crate) async fn hear<F: Future<Output = ()>>(
+        &mut self,
+        event: &[u8],
+        tries: u32,
+        per_try: Duration,
+        send: impl Fn() -> F,
+    ) -> bool {
+        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        for _ in 0..tries {
+            send().await;
+            let deadline = tokio::time::Instant::now() + per_try;
+            while let Ok(got) = tokio::time::timeout_at(deadline, self.socket.recv(&mut buf)).await
+            {
+                let got = &buf[..got.unwrap()];
+                if got == event {
+                    self.heard.insert(event.to_vec());
+                    return true;
+                }
+                let what = String::from_utf8_lossy(got);
+                assert!(self.heard.contains(got), "the sink got {what:?}");
+            }
+        }
+        false
+    }
+}
+
 /// The path of a third-party program, looked up in `PATH` and the sbin directories (dnsmasq
 /// lives in /usr/sbin, which is not on every user's `PATH`). Panics, never skips, when missing.
 pub(crate) fn tool(name: &str, package: &str) -> PathBuf {

@@ -209,3 +209,88 @@ local_port = 1
         ["c.toml:7:8: tunnel `udp-53` is listed twice (give each tunnel its own `name`)"]
     );
 }
+
+#[test]
+fn to_sink_tunnels_listen_locally_and_name_the_sink() {
+    let text = r#"server = "h"
+token = "t"
+known_hosts = "/k"
+
+[[tunnels]]
+name = "lanevents"
+protocol = "udp"
+direction = "to-sink"
+local_host = "0.0.0.0"
+local_port = 9999
+
+[[tunnels]]
+name = "dns"
+protocol = "udp"
+direction = "from-server"
+local_port = 53
+remote_port = 9999
+"#;
+    let file = plan(text).unwrap();
+    let events = TunnelConfig {
+        name: "lanevents".into(),
+        local: "0.0.0.0:9999".into(),
+        remote_port: None,
+        kind: TunnelKind::UdpToSink,
+    };
+    let dns = udp_tunnel("dns", "127.0.0.1:53", Some(9999), UdpOptions::default());
+    assert_eq!(file.config.tunnels, [events.clone(), dns]);
+
+    // The one-liner fills the same keys: `--to-sink` names the tunnel and sets its direction.
+    let args = "9999 --to h --token t --known-hosts /k --to-sink lanevents --local-host 0.0.0.0";
+    let flags = udp(&args.split_whitespace().collect::<Vec<_>>()).unwrap();
+    assert_eq!(flags.config.tunnels, [events]);
+    assert_eq!(flags.trust, file.trust);
+    let flags = udp(&["5", "--to", "h", "--token", "t", "--to-sink", "e"]).unwrap();
+    assert_eq!(flags.config.tunnels[0].local, "127.0.0.1:5");
+}
+
+#[test]
+fn to_sink_tunnels_refuse_what_only_public_ports_have() {
+    let text = r#"server = "h"
+token = "t"
+
+[[tunnels]]
+name = "events"
+protocol = "udp"
+direction = "to-sink"
+local_port = 9999
+remote_port = 9999
+idle_timeout = "10s"
+max_flows = 10
+one_way = true
+
+[[tunnels]]
+protocol = "udp"
+direction = "to-sink"
+local_port = 9998
+
+[[tunnels]]
+local_port = 80
+direction = "to-sink"
+
+[[tunnels]]
+protocol = "udp"
+direction = "sideways"
+local_port = 81
+"#;
+    let sink_only = "does not apply to a to-sink tunnel (events go to a sink on the server: no \
+                     public port, no flows, no replies); remove it";
+    let got = lines(plan(text));
+    let want = [
+        format!("c.toml:9:15: `remote_port` {sink_only}"),
+        format!("c.toml:10:16: `idle_timeout` {sink_only}"),
+        format!("c.toml:11:13: `max_flows` {sink_only}"),
+        format!("c.toml:12:11: `one_way` {sink_only}"),
+        "c.toml:16:13: a to-sink tunnel needs `name`: the name of a UDP sink on the server".into(),
+        "c.toml:21:13: `direction` applies only to UDP tunnels; add protocol = \"udp\" or remove it"
+            .into(),
+        "c.toml:25:13: `sideways` is not a UDP direction (write \"from-server\" or \"to-sink\")"
+            .into(),
+    ];
+    assert_eq!(got, want);
+}
