@@ -33,6 +33,18 @@ pub(crate) struct SessionHandle {
     pub closed: CancellationToken,
 }
 
+impl SessionHandle {
+    /// Takes an idle data connection, asking the client for more when there is none; waits as
+    /// long as it takes (callers bound the wait). If the client's request queue is full, a
+    /// request is already pending.
+    pub(crate) async fn take_data(&self) -> burrow_net::Carrier {
+        let want_more = || {
+            let _ = self.control.try_send(ServerMsg::WantData { count: 1 });
+        };
+        self.pool.take_or_wait(want_more).await
+    }
+}
+
 /// Where a tunnel's visitors go right now: the session serving it and the client's tunnel id,
 /// or `None` while the port is leased and its client is away.
 pub(crate) type Route = Option<(Arc<SessionHandle>, u32)>;

@@ -7,7 +7,7 @@
 use crate::Shared;
 use crate::registry::Route;
 use burrow_net::{relay, tune_endpoint, write_frame};
-use burrow_proto::msg::{Protocol, Refusal, ServerMsg, StreamKind, StreamOpen, Target};
+use burrow_proto::msg::{Protocol, Refusal, StreamKind, StreamOpen, Target};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -131,12 +131,8 @@ pub(crate) async fn find_carrier(
             }
             continue;
         };
-        let want_more = || {
-            // Ask the client for more connections; if its queue is full, a request is pending.
-            let _ = session.control.try_send(ServerMsg::WantData { count: 1 });
-        };
         tokio::select! {
-            carrier = session.pool.take_or_wait(want_more) => return Some((session.id, tunnel, carrier)),
+            carrier = session.take_data() => return Some((session.id, tunnel, carrier)),
             _ = session.closed.cancelled() => info!("session ended while a visitor waited"),
             _ = &mut expired => return None,
         }

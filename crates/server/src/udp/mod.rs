@@ -30,6 +30,23 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
+/// Starts a datagram stream on a data connection: the header that tells the client to carry
+/// tunnel `tunnel`'s datagrams on it.
+pub(crate) async fn open_datagrams(
+    shared: &Shared,
+    carrier: &mut Carrier,
+    tunnel: u32,
+) -> Result<(), burrow_net::FrameIo> {
+    let stream = shared.next_stream.fetch_add(1, Ordering::Relaxed);
+    let open = StreamOpen {
+        stream,
+        kind: StreamKind::Datagrams,
+        target: Target::Tunnel(tunnel),
+        visitor: None,
+    };
+    write_frame(carrier, &open).await
+}
+
 /// Binds a public UDP port on the configured address.
 pub(crate) fn bind(shared: &Shared, port: u16) -> std::io::Result<UdpSocket> {
     let socket = std::net::UdpSocket::bind((shared.config.public_bind, port))?;
@@ -96,14 +113,7 @@ impl UdpTunnel {
             let Some((session, tunnel, mut carrier)) = found else {
                 break;
             };
-            let stream = shared.next_stream.fetch_add(1, Ordering::Relaxed);
-            let open = StreamOpen {
-                stream,
-                kind: StreamKind::Datagrams,
-                target: Target::Tunnel(tunnel),
-                visitor: None,
-            };
-            if let Err(e) = write_frame(&mut carrier, &open).await {
+            if let Err(e) = open_datagrams(&shared, &mut carrier, tunnel).await {
                 debug!("datagram connection failed before use: {e}");
                 continue;
             }

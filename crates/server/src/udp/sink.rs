@@ -8,11 +8,10 @@
 
 use crate::registry::SessionHandle;
 use crate::{Shared, config::UdpSink};
+use burrow_net::Carrier;
 pub(crate) use burrow_net::datagram_io::udp_sender;
 use burrow_net::datagram_io::{DatagramStats, read_datagram, send_now};
-use burrow_net::{Carrier, write_frame};
 use burrow_proto::datagram::MAX_DATAGRAM;
-use burrow_proto::msg::{ServerMsg, StreamKind, StreamOpen, Target};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -38,22 +37,15 @@ pub(crate) async fn deliver(
 ) {
     let stats = DatagramStats::default();
     loop {
-        let want_more = || {
-            let _ = session.control.try_send(ServerMsg::WantData { count: 1 });
-        };
         let mut carrier = tokio::select! {
             _ = closed.cancelled() => break,
-            carrier = session.pool.take_or_wait(want_more) => carrier,
-        };
-        let stream = shared.next_stream.fetch_add(1, Ordering::Relaxed);
-        let open = StreamOpen {
-            stream,
-            kind: StreamKind::Datagrams,
-            target: Target::Tunnel(tunnel),
-            visitor: None,
+            carrier = session.take_data() => carrier,
         };
         let started = Instant::now();
-        if write_frame(&mut carrier, &open).await.is_ok() {
+        if super::open_datagrams(&shared, &mut carrier, tunnel)
+            .await
+            .is_ok()
+        {
             info!(sink = %sink.name, to = %sink.deliver_to, "event connection up");
             let ended = tokio::select! {
                 _ = closed.cancelled() => break,
