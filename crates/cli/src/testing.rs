@@ -1,4 +1,6 @@
 //! Helpers for the unit tests: config texts as sources, scratch directories, rendered errors.
+//!
+//! This module is compiled only under #[cfg(test)] (declared so in its parent).
 
 use crate::diag::{ConfigError, Source};
 use std::path::PathBuf;

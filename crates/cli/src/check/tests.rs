@@ -1,3 +1,7 @@
+//! Unit tests for `burrow check`: which errors are found, and where they are reported.
+//!
+//! This module is compiled only under #[cfg(test)] (declared so in its parent).
+
 use super::*;
 use crate::testing::{lines, source};
 

@@ -1,3 +1,7 @@
+//! Unit tests for the client configuration: files, flags, environment, and their errors.
+//!
+//! This module is compiled only under #[cfg(test)] (declared so in its parent).
+
 use super::*;
 use crate::testing::{env_set, lines, scratch, source, source_in};
 use burrow_client::TunnelConfig;

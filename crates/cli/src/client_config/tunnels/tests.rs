@@ -2,6 +2,8 @@
 //! misuse reported at its value.
 //!
 //! This module is compiled only under #[cfg(test)] (declared so in its parent).
+//!
+//! This module is compiled only under #[cfg(test)] (declared so in its parent).
 
 use super::*;
 use crate::client_config::{ClientPlan, UdpArgs, check, from_udp};
