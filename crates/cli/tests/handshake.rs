@@ -243,7 +243,6 @@ async fn plain_server_closes_garbage_and_stalls_and_keeps_serving() {
             &block,
         ];
         let server = Server::start(&dir, &args).await;
-        let addr = server.addr;
         let mut huge_frame = Preface {
             version: VERSION,
             caps: 0,
@@ -270,16 +269,8 @@ async fn plain_server_closes_garbage_and_stalls_and_keeps_serving() {
             ),
             ("an oversized frame", huge_frame),
         ];
-        let mut checks = tokio::task::JoinSet::new();
-        for (what, bytes) in probes {
-            checks.spawn(assert_closed_after(addr, what, bytes));
-        }
-        while let Some(done) = checks.join_next().await {
-            done.unwrap();
-        }
-        let echo = echo_target().await;
-        let client = Client::start_tcp(&dir, &server, echo, "t", &[]).await;
-        assert_echo(client.port, b"still serving").await;
+        probes_are_closed_and_the_server_still_serves(&dir, &server, probes, b"still serving")
+            .await;
     })
     .await
 }
@@ -295,7 +286,6 @@ async fn tls_server_closes_plain_prefaces_and_stalls_and_keeps_serving() {
             &["--config", &config, "--token", "t", "--ports", &block],
         )
         .await;
-        let addr = server.addr;
         let probes: Vec<(&str, Vec<u8>)> = vec![
             (
                 "a plain preface",
@@ -310,16 +300,33 @@ async fn tls_server_closes_plain_prefaces_and_stalls_and_keeps_serving() {
             ("silence", Vec::new()),
             ("a ClientHello and silence", client_hello()),
         ];
-        let mut checks = tokio::task::JoinSet::new();
-        for (what, bytes) in probes {
-            checks.spawn(assert_closed_after(addr, what, bytes));
-        }
-        while let Some(done) = checks.join_next().await {
-            done.unwrap();
-        }
-        let echo = echo_target().await;
-        let client = Client::start_tcp(&dir, &server, echo, "t", &[]).await;
-        assert_echo(client.port, b"still serving over TLS").await;
+        probes_are_closed_and_the_server_still_serves(
+            &dir,
+            &server,
+            probes,
+            b"still serving over TLS",
+        )
+        .await;
     })
     .await
+}
+
+/// Sends every probe on its own connection at once, checks that the server closes each, then
+/// that a real client still gets a working tunnel.
+async fn probes_are_closed_and_the_server_still_serves(
+    dir: &TestDir,
+    server: &Server,
+    probes: Vec<(&'static str, Vec<u8>)>,
+    message: &[u8],
+) {
+    let mut checks = tokio::task::JoinSet::new();
+    for (what, bytes) in probes {
+        checks.spawn(assert_closed_after(server.addr, what, bytes));
+    }
+    while let Some(done) = checks.join_next().await {
+        done.unwrap();
+    }
+    let echo = echo_target().await;
+    let client = Client::start_tcp(dir, server, echo, "t", &[]).await;
+    assert_echo(client.port, message).await;
 }

@@ -42,35 +42,59 @@ struct Running {
     client: tokio::task::JoinHandle<Result<(), burrow_client::ClientError>>,
 }
 
+/// A server on loopback with a one-port public range and shared token `t`; returns its control
+/// address and task.
+async fn start_server(
+    transport: burrow_server::Transport,
+    sinks: Vec<burrow_server::config::UdpSink>,
+    shutdown: &CancellationToken,
+) -> (
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let port = free_port();
+    let mut config = ServerConfig::new(Auth::SharedToken(Secret::new("t")), transport);
+    config.ports = PortSet::range(port, port);
+    config.public_bind = [127, 0, 0, 1].into();
+    config.udp_sinks = sinks;
+    let control = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = control.local_addr().unwrap();
+    (
+        addr,
+        tokio::spawn(burrow_server::run(config, control, shutdown.clone())),
+    )
+}
+
+/// The configuration of a client of `server` with one tunnel.
+fn client_config(
+    server: std::net::SocketAddr,
+    transport: burrow_client::Transport,
+    tunnel: TunnelConfig,
+) -> ClientConfig {
+    let mut config =
+        ClientConfig::new(server.to_string(), "me".into(), Secret::new("t"), transport);
+    config.tunnels.push(tunnel);
+    config
+}
+
 async fn start(
     server_transport: burrow_server::Transport,
     client_transport: burrow_client::Transport,
     tunnel_kind: TunnelKind,
 ) -> Running {
     let shutdown = CancellationToken::new();
-    let port = free_port();
-    let mut config = ServerConfig::new(Auth::SharedToken(Secret::new("t")), server_transport);
-    config.ports = PortSet::range(port, port);
-    config.public_bind = [127, 0, 0, 1].into();
-    let control = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = control.local_addr().unwrap();
-    let server = tokio::spawn(burrow_server::run(config, control, shutdown.clone()));
+    let (addr, server) = start_server(server_transport, Vec::new(), &shutdown).await;
     let target = match tunnel_kind {
         TunnelKind::Tcp => echo_target().await,
         TunnelKind::Udp(_) | TunnelKind::UdpToSink => udp_echo_target().await,
     };
-    let mut config = ClientConfig::new(
-        addr.to_string(),
-        "me".into(),
-        Secret::new("t"),
-        client_transport,
-    );
-    config.tunnels.push(TunnelConfig {
+    let tunnel = TunnelConfig {
         name: "echo".into(),
         local: target.to_string(),
         remote_port: None,
         kind: tunnel_kind,
-    });
+    };
+    let config = client_config(addr, client_transport, tunnel);
     let (tx, events) = mpsc::channel(16);
     let client = tokio::spawn(burrow_client::run(config, shutdown.clone(), move |e| {
         let _ = tx.try_send(e);
@@ -209,35 +233,23 @@ async fn udp_datagrams_of_every_size_come_back_whole() {
 async fn events_heard_by_the_client_reach_the_servers_sink() {
     let shutdown = CancellationToken::new();
     let sink = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut config = ServerConfig::new(
-        Auth::SharedToken(Secret::new("t")),
-        burrow_server::Transport::Plain,
-    );
-    config.ports = PortSet::range(free_port(), free_port());
-    config.udp_sinks.push(burrow_server::config::UdpSink {
+    let sinks = vec![burrow_server::config::UdpSink {
         name: "events".into(),
         deliver_to: sink.local_addr().unwrap(),
-    });
-    let control = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = control.local_addr().unwrap();
-    let server = tokio::spawn(burrow_server::run(config, control, shutdown.clone()));
+    }];
+    let (addr, server) = start_server(burrow_server::Transport::Plain, sinks, &shutdown).await;
     // The client listens on a local UDP port for events.
     let local = std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
-    let mut config = ClientConfig::new(
-        addr.to_string(),
-        "me".into(),
-        Secret::new("t"),
-        burrow_client::Transport::Plain,
-    );
-    config.tunnels.push(TunnelConfig {
+    let tunnel = TunnelConfig {
         name: "events".into(),
         local: local.to_string(),
         remote_port: None,
         kind: TunnelKind::UdpToSink,
-    });
+    };
+    let config = client_config(addr, burrow_client::Transport::Plain, tunnel);
     let (tx, mut events) = mpsc::channel(16);
     let client = tokio::spawn(burrow_client::run(config, shutdown.clone(), move |e| {
         let _ = tx.try_send(e);
@@ -274,26 +286,14 @@ async fn events_heard_by_the_client_reach_the_servers_sink() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_sink_is_refused_on_the_first_connection() {
     let shutdown = CancellationToken::new();
-    let mut config = ServerConfig::new(
-        Auth::SharedToken(Secret::new("t")),
-        burrow_server::Transport::Plain,
-    );
-    config.ports = PortSet::range(free_port(), free_port());
-    let control = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = control.local_addr().unwrap();
-    let server = tokio::spawn(burrow_server::run(config, control, shutdown.clone()));
-    let mut config = ClientConfig::new(
-        addr.to_string(),
-        "me".into(),
-        Secret::new("t"),
-        burrow_client::Transport::Plain,
-    );
-    config.tunnels.push(TunnelConfig {
+    let (addr, server) = start_server(burrow_server::Transport::Plain, Vec::new(), &shutdown).await;
+    let tunnel = TunnelConfig {
         name: "nowhere".into(),
         local: "127.0.0.1:0".into(),
         remote_port: None,
         kind: TunnelKind::UdpToSink,
-    });
+    };
+    let config = client_config(addr, burrow_client::Transport::Plain, tunnel);
     let result = tokio::time::timeout(
         Duration::from_secs(20),
         burrow_client::run(config, shutdown.clone(), |_| {}),
