@@ -17,6 +17,7 @@ pub mod datagram;
 pub mod frame;
 pub mod liveness;
 pub mod msg;
+pub mod names;
 pub mod preface;
 
 pub use frame::{FrameError, MAX_FRAME_LEN, decode_payload, encode_frame};

@@ -77,7 +77,7 @@ pub enum HandshakeError {
 }
 
 /// What kind of service a tunnel publishes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TunnelKind {
     /// A public TCP port; each visitor connection becomes one stream.
     Tcp,
@@ -86,16 +86,40 @@ pub enum TunnelKind {
     /// Events from the client's side: every datagram the client hears on its local address is
     /// delivered to the server-side UDP sink named like the tunnel. No public port, no replies.
     UdpToSink,
+    /// A name on the server's HTTP edge (`<name>.<domain>`, custom hostnames, or a path prefix):
+    /// the server routes visitors by Host (or TLS server name) and each visitor connection becomes
+    /// one stream. No public port of its own.
+    Http(HttpOptions),
 }
 
 impl TunnelKind {
-    /// The port namespace the tunnel's public port lives in.
+    /// The port namespace the tunnel's public port lives in (TCP for tunnels without a port).
     pub fn protocol(&self) -> Protocol {
         match self {
-            TunnelKind::Tcp => Protocol::Tcp,
+            TunnelKind::Tcp | TunnelKind::Http(_) => Protocol::Tcp,
             TunnelKind::Udp(_) | TunnelKind::UdpToSink => Protocol::Udp,
         }
     }
+}
+
+/// Longest hostname accepted (RFC 1035).
+pub const MAX_HOSTNAME_LEN: usize = 253;
+/// Most custom hostnames or tags one HTTP tunnel may carry.
+pub const MAX_HTTP_ALIASES: usize = 16;
+
+/// How an HTTP tunnel wants to be reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HttpOptions {
+    /// The name (one DNS label) the tunnel wants; `None` lets the server pick a random one.
+    /// Tunnels of one identity asking for the same name form a group served round robin.
+    pub subdomain: Option<String>,
+    /// Full hostnames to answer on as well, when the identity may claim them.
+    pub hostnames: Vec<String>,
+    /// Tags: `<tag>.<name>.<domain>` reaches only the group's members carrying the tag.
+    pub tags: Vec<String>,
+    /// The target speaks TLS itself: the server's HTTPS listener routes by the TLS server name
+    /// and passes the encrypted bytes through untouched.
+    pub tls_passthrough: bool,
 }
 
 /// A transport protocol: TCP and UDP ports are separate namespaces.
@@ -174,6 +198,15 @@ pub enum Refusal {
     /// The request was invalid in some other way.
     #[error("invalid tunnel request: {0}")]
     Invalid(String),
+    /// The HTTP name or hostname belongs to another identity (or its lease).
+    #[error("the name `{0}` is taken by another client")]
+    NameTaken(String),
+    /// The identity may not claim this hostname.
+    #[error("the hostname `{0}` is not allowed for this client")]
+    HostnameDenied(String),
+    /// The server has no HTTP edge (no HTTP or HTTPS listener configured).
+    #[error("this server has no HTTP edge")]
+    NoHttpEdge,
 }
 
 /// Messages from client to server on the control stream.
@@ -234,6 +267,15 @@ pub enum ServerMsg {
     },
     /// The server is shutting down: reconnect later (or elsewhere).
     Shutdown,
+    /// An HTTP tunnel is published on the server's edge.
+    HttpOpened {
+        /// The request's id.
+        id: u32,
+        /// The name the tunnel holds (ask for it again after a reconnect).
+        name: String,
+        /// Where visitors reach it, e.g. `http://name.example.com`.
+        urls: Vec<String>,
+    },
 }
 
 /// What a stream carries; chosen by the tunnel it belongs to.
