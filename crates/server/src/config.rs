@@ -101,6 +101,9 @@ pub struct Identity {
     pub token: Secret,
     /// Public ports this identity may claim; `None` means the server's whole range.
     pub ports: Option<PortSet>,
+    /// Custom hostnames this identity's HTTP tunnels may answer on: exact names or
+    /// `*.example.com` patterns. Empty: none (names under the edge's domains are always open).
+    pub hostnames: Vec<String>,
 }
 
 /// How clients authenticate.
@@ -171,6 +174,54 @@ pub struct ServerConfig {
     /// Named server-side UDP destinations that clients may send events to (by tunnel name).
     /// Only these: a client can never make the server send datagrams anywhere else.
     pub udp_sinks: Vec<UdpSink>,
+    /// The HTTP edge's settings (used when an HTTP or HTTPS listener is given to [`crate::run`]).
+    pub http: HttpEdge,
+}
+
+/// The HTTP and HTTPS edge: one public port each, many named tunnels behind them.
+#[derive(Clone)]
+pub struct HttpEdge {
+    /// Base domains: `<name>.<domain>` reaches the tunnel called `name`. With none, tunnels are
+    /// reached by path prefix, `/<name>/…`, on the edge's address.
+    pub domains: Vec<String>,
+    /// The operator's certificate and key: HTTPS visitors whose server name no passthrough
+    /// tunnel claims are answered with it (HTTP/1.1 and HTTP/2). Without it, such connections
+    /// are closed.
+    pub terminate: Option<Arc<rustls_config::ServerConfig>>,
+    /// A visitor must send a whole request head within this (slow clients are cut off).
+    pub header_timeout: Duration,
+    /// The tunnel's target must start its response within this, or the visitor gets a 504.
+    pub response_timeout: Duration,
+    /// Largest request head, in bytes; bigger ones get a 431.
+    pub max_header_bytes: usize,
+    /// Visitor connections at once on the edge; further ones are closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for HttpEdge {
+    fn default() -> Self {
+        Self {
+            domains: Vec::new(),
+            terminate: None,
+            header_timeout: Duration::from_secs(10),
+            response_timeout: Duration::from_secs(60),
+            max_header_bytes: 64 * 1024,
+            max_connections: 16_384,
+        }
+    }
+}
+
+impl std::fmt::Debug for HttpEdge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpEdge")
+            .field("domains", &self.domains)
+            .field("terminate", &self.terminate.is_some())
+            .field("header_timeout", &self.header_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("max_header_bytes", &self.max_header_bytes)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
 }
 
 /// A server-side UDP destination for events from clients.
@@ -203,6 +254,7 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             udp_sinks: Vec::new(),
             max_udp_flows: 16_384,
+            http: HttpEdge::default(),
         }
     }
 }

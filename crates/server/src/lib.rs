@@ -7,6 +7,7 @@
 
 pub mod config;
 mod handshake;
+mod http;
 mod pool;
 pub mod ports;
 mod registry;
@@ -14,7 +15,7 @@ mod session;
 mod tunnel;
 mod udp;
 
-pub use config::{Auth, Identity, PortSet, ServerConfig, Transport};
+pub use config::{Auth, HttpEdge, Identity, PortSet, ServerConfig, Transport};
 
 use burrow_net::{Carrier, tune_carrier};
 use handshake::Verdict;
@@ -38,11 +39,14 @@ struct Shared {
     tracker: TaskTracker,
     next_stream: AtomicU64,
     active_streams: AtomicUsize,
+    /// The HTTP edge's listeners, as tunnels see them.
+    edge: http::EdgePorts,
 }
 
 impl Shared {
-    fn new(config: ServerConfig, shutdown: CancellationToken) -> Self {
+    fn new(config: ServerConfig, shutdown: CancellationToken, edge: http::EdgePorts) -> Self {
         Self {
+            edge,
             registry: Registry::new(&config),
             config,
             shutdown,
@@ -53,15 +57,52 @@ impl Shared {
     }
 }
 
-/// Runs a server on an already-bound control listener until `shutdown` is cancelled, then lets
-/// open streams finish within the configured grace period.
+/// The sockets a server serves, already bound: the control port and, optionally, the HTTP
+/// edge's listeners.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Where clients connect.
+    pub control: TcpListener,
+    /// The HTTP edge's plain listener (e.g. `:80`).
+    pub http: Option<TcpListener>,
+    /// The HTTP edge's TLS listener (e.g. `:443`): SNI passthrough, or termination.
+    pub https: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(control: TcpListener) -> Self {
+        Self {
+            control,
+            http: None,
+            https: None,
+        }
+    }
+}
+
+/// Runs a server on already-bound listeners until `shutdown` is cancelled, then lets open
+/// streams finish within the configured grace period.
 pub async fn run(
     config: ServerConfig,
-    control: TcpListener,
+    listeners: impl Into<Listeners>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let Listeners {
+        control,
+        http,
+        https,
+    } = listeners.into();
+    let port_of = |l: &Option<TcpListener>| {
+        l.as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
+    };
+    let edge = http::EdgePorts {
+        http: port_of(&http),
+        https: port_of(&https),
+    };
     let unauthenticated = Arc::new(Semaphore::new(config.max_unauthenticated));
-    let shared = Arc::new(Shared::new(config, shutdown.clone()));
+    let shared = Arc::new(Shared::new(config, shutdown.clone(), edge));
+    http::spawn(&shared, http, https);
     info!(ports = %shared.config.ports, free = shared.registry.free_ports(burrow_proto::msg::Protocol::Tcp), "server ready");
     loop {
         let accepted = tokio::select! {

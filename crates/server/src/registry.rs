@@ -6,10 +6,11 @@
 
 use crate::config::{Auth, PortSet, ServerConfig};
 use crate::handshake::Authority;
+use crate::http::routes::{HttpRoutes, Member, Miss, Resolved};
 use crate::pool::DataPool;
 use crate::ports::{Claim, Endpoint, PortTable};
 use burrow_proto::auth::Secret;
-use burrow_proto::msg::{Protocol, Refusal, ServerMsg};
+use burrow_proto::msg::{HttpOptions, Protocol, Refusal, ServerMsg};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -62,7 +63,11 @@ struct State {
     sessions: HashMap<u64, Arc<SessionHandle>>,
     tunnels: HashMap<Endpoint, TunnelEntry>,
     ports: PortTable,
+    http: HttpRoutes<Arc<SessionHandle>>,
 }
+
+/// An HTTP tunnel picked for a visitor.
+pub(crate) type HttpMember = Member<Arc<SessionHandle>>;
 
 /// The registry and the parts of the configuration it applies.
 #[derive(Debug)]
@@ -70,6 +75,7 @@ pub(crate) struct Registry {
     state: Mutex<State>,
     auth: Auth,
     max_sessions: usize,
+    domains: Vec<String>,
 }
 
 impl Registry {
@@ -78,11 +84,13 @@ impl Registry {
             sessions: HashMap::new(),
             tunnels: HashMap::new(),
             ports: PortTable::new(config.ports.clone()),
+            http: HttpRoutes::new(),
         };
         Self {
             state: Mutex::new(state),
             auth: config.auth.clone(),
             max_sessions: config.max_sessions,
+            domains: config.http.domains.clone(),
         }
     }
 
@@ -125,6 +133,7 @@ impl Registry {
     pub(crate) fn end_session(&self, id: u64, until: Option<Instant>) -> usize {
         let mut state = self.lock();
         state.sessions.remove(&id);
+        state.http.end_session(id, until);
         let ports = state
             .ports
             .lease_session(id, until.unwrap_or_else(Instant::now));
@@ -139,14 +148,91 @@ impl Registry {
         state.sessions.len()
     }
 
-    /// Closes leases that ended by `now`; returns the ports freed.
-    pub(crate) fn expire_leases(&self, now: Instant) -> Vec<Endpoint> {
+    /// Closes leases that ended by `now`; returns the ports and HTTP names freed.
+    pub(crate) fn expire_leases(&self, now: Instant) -> (Vec<Endpoint>, Vec<String>) {
         let mut state = self.lock();
         let expired = state.ports.expire(now);
         for &endpoint in &expired {
             close_tunnel(&mut state, endpoint);
         }
-        expired
+        let names = state.http.expire(now);
+        (expired, names)
+    }
+
+    /// Publishes HTTP tunnel `tunnel` of `session` on the edge; returns the name it holds.
+    /// `options` has been validated (canonical hostnames, labels).
+    pub(crate) fn http_claim(
+        &self,
+        session: &Arc<SessionHandle>,
+        tunnel: u32,
+        options: &HttpOptions,
+    ) -> Result<String, Refusal> {
+        for host in &options.hostnames {
+            if self
+                .domains
+                .iter()
+                .any(|d| burrow_proto::names::matches_pattern(&format!("*.{d}"), host) || d == host)
+            {
+                return Err(Refusal::Invalid(format!(
+                    "`{host}` is under the server's domain; ask for the name instead"
+                )));
+            }
+            if !self.may_claim_hostname(&session.identity, host) {
+                return Err(Refusal::HostnameDenied(host.clone()));
+            }
+        }
+        let member = Member {
+            session: session.id,
+            tunnel,
+            tags: options.tags.clone(),
+            passthrough: options.tls_passthrough,
+            value: session.clone(),
+        };
+        self.lock().http.claim(
+            &session.identity,
+            options.subdomain.as_deref(),
+            &options.hostnames,
+            member,
+            random_name,
+        )
+    }
+
+    fn may_claim_hostname(&self, identity: &str, host: &str) -> bool {
+        match &self.auth {
+            Auth::SharedToken(_) => true,
+            Auth::Identities(ids) => ids.iter().any(|i| {
+                i.name == identity
+                    && i.hostnames
+                        .iter()
+                        .any(|p| burrow_proto::names::matches_pattern(p, host))
+            }),
+        }
+    }
+
+    /// Withdraws an HTTP tunnel its client closed.
+    pub(crate) fn http_leave(&self, session: u64, tunnel: u32) {
+        self.lock().http.leave(session, tunnel);
+    }
+
+    /// Finds the tunnel serving a visitor's `host` (or, with no domain configured, its `path`),
+    /// round robin within the group.
+    pub(crate) fn http_pick(
+        &self,
+        host: Option<&str>,
+        path: &str,
+        passthrough: bool,
+    ) -> Result<(Resolved, HttpMember), Miss> {
+        let mut state = self.lock();
+        let by_host = host.and_then(|h| state.http.resolve_host(h, &self.domains));
+        let resolved = match by_host {
+            Some(r) => r,
+            None if self.domains.is_empty() && !passthrough => {
+                state.http.resolve_path(path).ok_or(Miss::Unknown)?
+            }
+            None => return Err(Miss::Unknown),
+        };
+        let member = state.http.pick(&resolved, passthrough)?;
+        Ok((resolved, member))
     }
 
     /// Claims a `protocol` port for a tunnel of `session`; see [`PortTable::claim`].
@@ -218,6 +304,21 @@ impl Registry {
     pub(crate) fn free_ports(&self, protocol: Protocol) -> usize {
         self.lock().ports.free_count(protocol)
     }
+}
+
+/// A fresh name for an HTTP tunnel that did not ask for one: a letter and seven letters or
+/// digits, from the system's random source.
+fn random_name() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let bytes = burrow_proto::auth::nonce();
+    bytes[..8]
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let letters = if i == 0 { 26 } else { ALPHABET.len() };
+            char::from(ALPHABET[usize::from(*b) % letters])
+        })
+        .collect()
 }
 
 fn close_tunnel(state: &mut State, endpoint: Endpoint) {

@@ -13,7 +13,8 @@ use burrow_net::{Carrier, FrameIo, write_frame};
 use burrow_proto::auth::Secret;
 use burrow_proto::liveness::{Action, Liveness};
 use burrow_proto::msg::{
-    ClientMsg, HandshakeError, MAX_NAME_LEN, Refusal, ServerMsg, TunnelKind, TunnelRequest,
+    ClientMsg, HandshakeError, HttpOptions, MAX_NAME_LEN, Refusal, ServerMsg, TunnelKind,
+    TunnelRequest,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -47,6 +48,8 @@ struct Session {
     tunnels: HashMap<u32, Endpoint>,
     /// Client tunnel id → the delivery task of a UDP sink tunnel.
     sinks: HashMap<u32, CancellationToken>,
+    /// Client tunnel id → the name of an HTTP tunnel.
+    http: HashMap<u32, String>,
 }
 
 /// Runs a session on an authenticated control carrier until it ends.
@@ -112,6 +115,7 @@ async fn serve(
         liveness,
         tunnels: HashMap::new(),
         sinks: HashMap::new(),
+        http: HashMap::new(),
     };
     let end = session.run(incoming, outgoing).await;
     reader.abort();
@@ -189,6 +193,10 @@ impl Session {
                 if let Some(sink) = self.sinks.remove(&id) {
                     sink.cancel();
                 }
+                if let Some(name) = self.http.remove(&id) {
+                    self.shared.registry.http_leave(self.handle.id, id);
+                    info!(tunnel = id, %name, "HTTP tunnel closed by the client");
+                }
                 if let Some(endpoint) = self.tunnels.remove(&id) {
                     self.shared
                         .registry
@@ -203,6 +211,9 @@ impl Session {
 
     async fn open_tunnel(&mut self, req: TunnelRequest) -> ServerMsg {
         let id = req.id;
+        if let TunnelKind::Http(options) = &req.kind {
+            return self.open_http(&req, options);
+        }
         let opened = match self.admit(&req) {
             Err(reason) => Err(reason),
             Ok(()) if req.kind == TunnelKind::UdpToSink => self.open_sink(&req).map(|()| None),
@@ -233,14 +244,47 @@ impl Session {
                 "tunnel name longer than {MAX_NAME_LEN} bytes"
             )));
         }
-        if self.tunnels.contains_key(&req.id) || self.sinks.contains_key(&req.id) {
+        if self.tunnels.contains_key(&req.id)
+            || self.sinks.contains_key(&req.id)
+            || self.http.contains_key(&req.id)
+        {
             return Err(Refusal::DuplicateId(req.id));
         }
         let limit = self.shared.config.max_tunnels_per_session;
-        if self.tunnels.len() + self.sinks.len() >= limit as usize {
+        if self.tunnels.len() + self.sinks.len() + self.http.len() >= limit as usize {
             return Err(Refusal::TooManyTunnels(limit));
         }
         Ok(())
+    }
+
+    /// Publishes an HTTP tunnel on the edge and answers with its name and addresses.
+    fn open_http(&mut self, req: &TunnelRequest, options: &HttpOptions) -> ServerMsg {
+        let id = req.id;
+        let opened = self
+            .admit(req)
+            .and_then(|()| self.shared.edge.check(options))
+            .and_then(|options| {
+                let name = self
+                    .shared
+                    .registry
+                    .http_claim(&self.handle, id, &options)?;
+                Ok((name, options))
+            });
+        match opened {
+            Ok((name, options)) => {
+                let urls = self
+                    .shared
+                    .edge
+                    .urls(&self.shared.config.http, &name, &options);
+                info!(tunnel = id, %name, urls = %urls.join(" "), "HTTP tunnel published");
+                self.http.insert(id, name.clone());
+                ServerMsg::HttpOpened { id, name, urls }
+            }
+            Err(reason) => {
+                warn!(tunnel = id, name = %printable(&req.name), "HTTP tunnel refused: {reason}");
+                ServerMsg::TunnelRefused { id, reason }
+            }
+        }
     }
 
     /// Starts delivering a client's events to the server-side sink named like the tunnel.
@@ -290,7 +334,7 @@ impl Session {
             if claim.taken_over && registry.reroute(endpoint, route.clone()) {
                 return Ok(endpoint);
             }
-            match self.bind_and_publish(req.kind, claim.port, route.clone()) {
+            match self.bind_and_publish(&req.kind, claim.port, route.clone()) {
                 Ok(()) => return Ok(endpoint),
                 Err(e) => {
                     registry.unclaim(endpoint);
@@ -305,7 +349,7 @@ impl Session {
     }
 
     /// Binds the tunnel's public socket and starts serving it.
-    fn bind_and_publish(&self, kind: TunnelKind, port: u16, route: Route) -> std::io::Result<()> {
+    fn bind_and_publish(&self, kind: &TunnelKind, port: u16, route: Route) -> std::io::Result<()> {
         match kind {
             TunnelKind::Tcp => {
                 let listener = tunnel::bind(&self.shared, port)?;
@@ -313,10 +357,12 @@ impl Session {
             }
             TunnelKind::Udp(options) => {
                 let socket = udp::bind(&self.shared, port)?;
-                udp::publish(&self.shared, socket, port, route, options);
+                udp::publish(&self.shared, socket, port, route, *options);
             }
-            // Sinks claim no public port; they never reach this point.
-            TunnelKind::UdpToSink => return Err(std::io::ErrorKind::Unsupported.into()),
+            // Sinks and HTTP tunnels claim no public port; they never reach this point.
+            TunnelKind::UdpToSink | TunnelKind::Http(_) => {
+                return Err(std::io::ErrorKind::Unsupported.into());
+            }
         }
         Ok(())
     }
@@ -360,8 +406,12 @@ impl Session {
                 tokio::select! {
                     _ = registry.shutdown.cancelled() => {}
                     _ = tokio::time::sleep(grace) => {
-                        for (protocol, port) in registry.registry.expire_leases(Instant::now().into_std()) {
+                        let (ports, names) = registry.registry.expire_leases(Instant::now().into_std());
+                        for (protocol, port) in ports {
                             info!(%protocol, port, "lease expired; port released");
+                        }
+                        for name in names {
+                            info!(%name, "lease expired; HTTP name released");
                         }
                     }
                 }

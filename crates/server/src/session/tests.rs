@@ -24,7 +24,11 @@ async fn session_with_tunnel() -> (Arc<Shared>, DuplexStream, u64, tokio::task::
     let port = free_port();
     config.ports = PortSet::range(port, port);
     config.public_bind = [127, 0, 0, 1].into();
-    let shared = Arc::new(Shared::new(config, CancellationToken::new()));
+    let shared = Arc::new(Shared::new(
+        config,
+        CancellationToken::new(),
+        Default::default(),
+    ));
     let (mut client, server_end) = duplex(64 * 1024);
     let peer: SocketAddr = ([127, 0, 0, 1], 1).into();
     let task = tokio::spawn(run(

@@ -1,0 +1,541 @@
+//! HTTP on the edge: reads visitors' requests, picks the tunnel, and forwards each request over
+//! a stream of that tunnel's session to the client's target.
+//!
+//! One visitor connection keeps one upstream stream per tunnel it talks to (keep-alive on both
+//! sides); a new visitor connection picks the next member of the name's group, so groups are
+//! spread round robin by connection. `Upgrade` requests (WebSocket and others) are forwarded
+//! with their `Connection: upgrade`, and after a `101` the two upgraded connections are joined
+//! byte for byte.
+
+use super::body::{Access, Counted, Logged};
+use super::routes::Miss;
+use super::{Scheme, routes::Resolved};
+use crate::Shared;
+use crate::registry::HttpMember;
+use burrow_net::write_frame;
+use burrow_proto::msg::{StreamKind, StreamOpen, Target};
+use burrow_proto::names::host_of_authority;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1 as client_http1;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::{debug, warn};
+
+/// What the edge sends to a visitor: the target's response, or one of the edge's own pages.
+pub(crate) type EdgeBody = Logged<Either<Incoming, Full<Bytes>>>;
+type UpstreamBody = Counted<Incoming>;
+type Sender = client_http1::SendRequest<UpstreamBody>;
+
+/// The upstream stream a visitor connection is using, and what it was picked for.
+struct Upstream {
+    resolved: Resolved,
+    member: (u64, u32),
+    tunnel: String,
+    sender: Sender,
+}
+
+/// Per visitor connection.
+struct Visitor {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    scheme: Scheme,
+    /// Taken out while a request uses it, so no lock is held across an await; put back after.
+    upstream: Mutex<Option<Upstream>>,
+}
+
+/// Serves HTTP/1.1 on a plain visitor connection until it closes.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    scheme: Scheme,
+) {
+    let edge = &shared.config.http;
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(edge.header_timeout)
+        .max_buf_size(edge.max_header_bytes.max(8192));
+    let visitor = Arc::new(Visitor {
+        shared: shared.clone(),
+        peer,
+        scheme,
+        upstream: Mutex::new(None),
+    });
+    let service = hyper::service::service_fn(move |req| {
+        let visitor = visitor.clone();
+        async move { Ok::<_, Infallible>(visitor.handle(req).await) }
+    });
+    let conn = builder
+        .serve_connection(TokioIo::new(tcp), service)
+        .with_upgrades();
+    tokio::select! {
+        result = conn => if let Err(e) = result { debug!("visitor connection ended: {e}") },
+        _ = shared.shutdown.cancelled() => {}
+    }
+}
+
+/// Serves HTTP/1.1 and HTTP/2 on a TLS-terminated visitor connection until it closes.
+pub(crate) async fn serve_tls<S>(shared: Arc<Shared>, tls: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let edge = &shared.config.http;
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(edge.header_timeout)
+        .max_buf_size(edge.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(edge.max_header_bytes).unwrap_or(u32::MAX));
+    let visitor = Arc::new(Visitor {
+        shared: shared.clone(),
+        peer,
+        scheme: Scheme::Https,
+        upstream: Mutex::new(None),
+    });
+    let service = hyper::service::service_fn(move |req| {
+        let visitor = visitor.clone();
+        async move { Ok::<_, Infallible>(visitor.handle(req).await) }
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+    tokio::select! {
+        result = conn => if let Err(e) = result { debug!("visitor connection ended: {e}") },
+        _ = shared.shutdown.cancelled() => {}
+    }
+}
+
+/// Why the edge answers a request itself.
+enum Refused {
+    Unknown(String),
+    Offline(String),
+    NoStream(String),
+    Unreachable(String),
+    Timeout(String),
+    BadRequest(&'static str),
+    HeadTooLarge(usize),
+}
+
+impl Refused {
+    fn page(&self) -> (StatusCode, String) {
+        match self {
+            Refused::Unknown(host) => (
+                StatusCode::NOT_FOUND,
+                format!("404 Not Found\n\nNo tunnel is published at {host}.\n"),
+            ),
+            Refused::Offline(name) => (
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "502 Bad Gateway\n\nThe tunnel `{name}` is offline: its client is not connected.\n"
+                ),
+            ),
+            Refused::NoStream(name) => (
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "502 Bad Gateway\n\nThe client of tunnel `{name}` did not open a stream in time.\n"
+                ),
+            ),
+            Refused::Unreachable(name) => (
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "502 Bad Gateway\n\nThe target of tunnel `{name}` closed the connection or could not be reached.\n"
+                ),
+            ),
+            Refused::Timeout(name) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "504 Gateway Timeout\n\nThe target of tunnel `{name}` did not answer in time.\n"
+                ),
+            ),
+            Refused::HeadTooLarge(limit) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!(
+                    "431 Request Header Fields Too Large\n\nThe request head is over {limit} bytes.\n"
+                ),
+            ),
+            Refused::BadRequest(why) => (
+                StatusCode::BAD_REQUEST,
+                format!("400 Bad Request\n\n{why}\n"),
+            ),
+        }
+    }
+}
+
+impl Visitor {
+    async fn handle(&self, req: Request<Incoming>) -> Response<EdgeBody> {
+        let start = Instant::now();
+        let up = Arc::new(AtomicU64::new(0));
+        let host = request_host(&req);
+        let mut access = Access {
+            start,
+            visitor: self.peer,
+            method: req.method().to_string(),
+            host: host.clone().unwrap_or_default(),
+            path: req.uri().path().to_owned(),
+            status: 0,
+            up: up.clone(),
+            first_byte: Default::default(),
+            tunnel: "-".into(),
+            client: None,
+        };
+        let limit = self.shared.config.http.max_header_bytes;
+        let result = if head_len(&req) > limit {
+            Err(Refused::HeadTooLarge(limit))
+        } else {
+            self.forward(req, host, up, &mut access).await
+        };
+        access.first_byte = start.elapsed();
+        let response = match result {
+            Ok(response) => response.map(Either::Left),
+            Err(refused) => {
+                let (status, text) = refused.page();
+                let mut response = Response::new(Either::Right(Full::new(Bytes::from(text))));
+                *response.status_mut() = status;
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                if matches!(refused, Refused::HeadTooLarge(_) | Refused::BadRequest(_)) {
+                    // The rest of what this visitor sends cannot be trusted to frame a request.
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                response
+            }
+        };
+        access.status = response.status().as_u16();
+        response.map(|body| Logged::new(body, access))
+    }
+
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        host: Option<String>,
+        up: Arc<AtomicU64>,
+        access: &mut Access,
+    ) -> Result<Response<Incoming>, Refused> {
+        let registry = &self.shared.registry;
+        let path = req.uri().path().to_owned();
+        let (resolved, member) = match registry.http_pick(host.as_deref(), &path, false) {
+            Ok(found) => found,
+            Err(Miss::Unknown) => {
+                return Err(Refused::Unknown(
+                    host.unwrap_or_else(|| "this address".into()),
+                ));
+            }
+            Err(Miss::Offline(name)) => return Err(Refused::Offline(name)),
+        };
+        access.tunnel = resolved.name.clone();
+        let upgrade = wants_upgrade(req.headers());
+        let visitor_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let upstream = self.upstream_for(&resolved, member).await?;
+        access.client = Some(upstream.member.0);
+        let mut upstream = upstream;
+        let forwarded = self.rewrite(req, &resolved, upgrade, up)?;
+        let name = upstream.tunnel.clone();
+        let timeout = self.shared.config.http.response_timeout;
+        let sent = tokio::time::timeout(timeout, async {
+            upstream.sender.ready().await?;
+            upstream.sender.send_request(forwarded).await
+        })
+        .await;
+        let mut response = match sent {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => {
+                debug!(tunnel = %name, "upstream failed: {e}");
+                return Err(Refused::Unreachable(name));
+            }
+            Err(_) => return Err(Refused::Timeout(name)),
+        };
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(visitor_side) = visitor_upgrade {
+                let target_side = hyper::upgrade::on(&mut response);
+                self.shared
+                    .tracker
+                    .spawn(join_upgraded(visitor_side, target_side));
+            }
+        } else if !upgrade {
+            // Keep the stream for this connection's next request.
+            if let Ok(mut slot) = self.upstream.lock() {
+                *slot = Some(upstream);
+            }
+        }
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        strip_hop_by_hop(response.headers_mut(), switching);
+        Ok(response)
+    }
+
+    /// The connection's stream to `member`'s target when it has one for the same route,
+    /// otherwise a new stream over the member's session.
+    async fn upstream_for(
+        &self,
+        resolved: &Resolved,
+        member: HttpMember,
+    ) -> Result<Upstream, Refused> {
+        let cached = self.upstream.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(up) = cached {
+            let alive =
+                !up.sender.is_closed() && self.shared.registry.session(up.member.0).is_some();
+            if alive && up.resolved == *resolved {
+                return Ok(up);
+            }
+        }
+        let name = resolved.name.clone();
+        let session = member.value;
+        let wait = self.shared.config.pool_wait;
+        let carrier = tokio::select! {
+            c = tokio::time::timeout(wait, session.take_data()) => c.map_err(|_| Refused::NoStream(name.clone()))?,
+            _ = session.closed.cancelled() => return Err(Refused::Offline(name)),
+        };
+        let mut carrier = carrier;
+        let stream = self.shared.next_stream.fetch_add(1, Ordering::Relaxed);
+        let open = StreamOpen {
+            stream,
+            kind: StreamKind::Tcp,
+            target: Target::Tunnel(member.tunnel),
+            visitor: Some(self.peer),
+        };
+        if let Err(e) = write_frame(&mut carrier, &open).await {
+            warn!(tunnel = %name, "data connection failed: {e}");
+            return Err(Refused::NoStream(name));
+        }
+        let (sender, conn) = client_http1::Builder::new()
+            .handshake(TokioIo::new(carrier))
+            .await
+            .map_err(|_| Refused::Unreachable(name.clone()))?;
+        let shared = self.shared.clone();
+        self.shared.tracker.spawn(async move {
+            shared.active_streams.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = conn.with_upgrades().await {
+                debug!("upstream connection ended: {e}");
+            }
+            shared.active_streams.fetch_sub(1, Ordering::Relaxed);
+        });
+        Ok(Upstream {
+            resolved: resolved.clone(),
+            member: (session.id, member.tunnel),
+            tunnel: name,
+            sender,
+        })
+    }
+
+    /// The request as the target gets it: origin-form URI (prefix stripped in path routing),
+    /// `Host` kept, hop-by-hop headers dropped, `X-Forwarded-*` added.
+    fn rewrite(
+        &self,
+        req: Request<Incoming>,
+        resolved: &Resolved,
+        upgrade: bool,
+        up: Arc<AtomicU64>,
+    ) -> Result<Request<UpstreamBody>, Refused> {
+        let (mut parts, body) = req.into_parts();
+        let authority = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            });
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+        let stripped = &path_and_query[resolved.prefix_len.min(path_and_query.len())..];
+        let stripped = if stripped.starts_with('/') {
+            stripped.to_owned()
+        } else {
+            format!("/{stripped}")
+        };
+        parts.uri = stripped
+            .parse::<Uri>()
+            .map_err(|_| Refused::BadRequest("the request target is not a valid path"))?;
+        parts.version = http::Version::HTTP_11;
+        let headers = &mut parts.headers;
+        let upgrade_value = headers.get(header::UPGRADE).cloned();
+        strip_hop_by_hop(headers, false);
+        headers.remove(header::EXPECT);
+        if upgrade && let Some(value) = upgrade_value {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, value);
+        }
+        if let Some(authority) = &authority
+            && let Ok(value) = HeaderValue::from_str(authority)
+        {
+            headers.insert(header::HOST, value.clone());
+            headers.insert(X_FORWARDED_HOST, value);
+        }
+        let ip = self.peer.ip().to_canonical().to_string();
+        let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(earlier) => format!("{earlier}, {ip}"),
+            None => ip,
+        };
+        if let Ok(value) = HeaderValue::from_str(&xff) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+        headers.insert(
+            X_FORWARDED_PROTO,
+            HeaderValue::from_static(self.scheme.as_str()),
+        );
+        if resolved.prefix_len > 0
+            && let Ok(value) = HeaderValue::from_str(&path_and_query[..resolved.prefix_len])
+        {
+            headers.insert(X_FORWARDED_PREFIX, value);
+        }
+        Ok(Request::from_parts(parts, Counted::new(body, up)))
+    }
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+
+/// The visitor's host: the URI's authority (HTTP/2, absolute-form) or the `Host` header.
+fn request_host<B>(req: &Request<B>) -> Option<String> {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .and_then(|a| host_of_authority(&a))
+}
+
+/// Roughly the bytes of a request's head: its target and every header line. hyper bounds its
+/// read buffer, but a head that arrives in one piece can pass that bound; this one is exact
+/// enough to enforce the edge's limit.
+fn head_len<B>(req: &Request<B>) -> usize {
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    req.uri().to_string().len() + req.method().as_str().len() + headers
+}
+
+/// True for an HTTP/1.1 request asking to switch protocols.
+fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes the hop-by-hop headers of RFC 9110 §7.6.1 and those the `Connection` header names;
+/// for a `101` answer, `Connection` and `Upgrade` stay (they are the answer).
+fn strip_hop_by_hop(headers: &mut HeaderMap, switching: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        if !(switching && name == header::UPGRADE) {
+            headers.remove(name);
+        }
+    }
+    for name in [
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ] {
+        headers.remove(name);
+    }
+    if !switching {
+        headers.remove(header::CONNECTION);
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Joins the visitor's and the target's upgraded connections until both sides finish.
+async fn join_upgraded(visitor: hyper::upgrade::OnUpgrade, target: hyper::upgrade::OnUpgrade) {
+    let (visitor, target) = match tokio::try_join!(visitor, target) {
+        Ok(both) => both,
+        Err(e) => return debug!("upgrade failed: {e}"),
+    };
+    let mut visitor = TokioIo::new(visitor);
+    let mut target = TokioIo::new(target);
+    match tokio::io::copy_bidirectional(&mut visitor, &mut target).await {
+        Ok((up, down)) => debug!(up, down, "upgraded connection closed"),
+        Err(e) => debug!("upgraded connection ended: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key(header::ACCEPT));
+    }
+
+    #[test]
+    fn switching_keeps_the_upgrade_answer() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        strip_hop_by_hop(&mut h, true);
+        assert!(h.contains_key(header::UPGRADE) && h.contains_key(header::CONNECTION));
+        assert!(wants_upgrade(&h));
+    }
+
+    #[test]
+    fn hosts_come_from_authority_or_header() {
+        let req = Request::builder()
+            .uri("/x")
+            .header(header::HOST, "App.Example.com:8080")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&req).as_deref(), Some("app.example.com"));
+        let req = Request::builder()
+            .uri("https://h2.example.com/x")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&req).as_deref(), Some("h2.example.com"));
+    }
+}

@@ -1,0 +1,197 @@
+//! The HTTPS listener: routes by the TLS server name without terminating TLS (passthrough), or
+//! terminates with the operator's certificate and serves HTTP.
+//!
+//! The ClientHello is read into a buffer (under the edge's header deadline, at most
+//! [`MAX_HELLO`] bytes) and parsed by rustls' [`Acceptor`], which only looks. For passthrough
+//! the buffered bytes are sent first and the rest of the connection is relayed as is; for
+//! termination they are replayed into the TLS handshake.
+
+use super::proxy;
+use super::rewind::Rewind;
+use crate::Shared;
+use burrow_net::tls::rustls::server::Acceptor;
+use burrow_net::{relay, write_frame};
+use burrow_proto::msg::{StreamKind, StreamOpen, Target};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::{debug, info, warn};
+
+/// Most bytes read while looking for a whole ClientHello (post-quantum key shares make them a
+/// few KiB; a record is at most 16 KiB).
+const MAX_HELLO: usize = 32 * 1024;
+
+/// What the first bytes of a connection said.
+#[derive(Debug, PartialEq, Eq)]
+enum Hello {
+    /// A ClientHello, with its server name when it has one.
+    Tls(Option<String>),
+    /// Not TLS.
+    NotTls,
+}
+
+/// Reads until `buf` holds a whole ClientHello and says what it names.
+async fn read_hello(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Hello> {
+    let mut acceptor = Acceptor::default();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if buf.len() >= MAX_HELLO {
+            return Ok(Hello::NotTls);
+        }
+        let n = tcp.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut fresh = &chunk[..n];
+        while !fresh.is_empty() {
+            if acceptor.read_tls(&mut fresh).is_err() {
+                return Ok(Hello::NotTls);
+            }
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => {
+                let name = accepted
+                    .client_hello()
+                    .server_name()
+                    .map(str::to_ascii_lowercase);
+                return Ok(Hello::Tls(name));
+            }
+            Ok(None) => continue,
+            Err(_) => return Ok(Hello::NotTls),
+        }
+    }
+}
+
+/// Serves one HTTPS visitor connection.
+pub(crate) async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr) {
+    let mut buf = Vec::new();
+    let deadline = shared.config.http.header_timeout;
+    let hello = match tokio::time::timeout(deadline, read_hello(&mut tcp, &mut buf)).await {
+        Ok(Ok(hello)) => hello,
+        Ok(Err(e)) => return debug!("visitor left before its ClientHello: {e}"),
+        Err(_) => return debug!("no ClientHello within {deadline:?}; closed"),
+    };
+    let server_name = match hello {
+        Hello::Tls(name) => name,
+        Hello::NotTls => return debug!("not TLS on the HTTPS listener; closed"),
+    };
+    if let Some(name) = &server_name
+        && let Ok((resolved, member)) = shared.registry.http_pick(Some(name), "/", true)
+    {
+        return passthrough(&shared, tcp, peer, buf, &resolved.name, member).await;
+    }
+    let Some(config) = shared.config.http.terminate.clone() else {
+        let name = server_name.as_deref().unwrap_or("(none)");
+        return info!(server_name = %name, "no passthrough tunnel for this server name; closed");
+    };
+    let acceptor = burrow_net::tls::tokio_rustls::TlsAcceptor::from(config);
+    match tokio::time::timeout(deadline, acceptor.accept(Rewind::new(buf, tcp))).await {
+        Ok(Ok(tls)) => proxy::serve_tls(shared, tls, peer).await,
+        Ok(Err(e)) => debug!("TLS handshake failed: {e}"),
+        Err(_) => debug!("TLS handshake not finished within {deadline:?}"),
+    }
+}
+
+/// Relays an HTTPS connection, still encrypted, to a tunnel whose target holds the certificate.
+async fn passthrough(
+    shared: &Shared,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    hello: Vec<u8>,
+    name: &str,
+    member: crate::registry::HttpMember,
+) {
+    let session = member.value;
+    let wait = shared.config.pool_wait;
+    let mut carrier = match tokio::time::timeout(wait, session.take_data()).await {
+        Ok(c) => c,
+        Err(_) => {
+            return warn!(tunnel = %name, "visitor closed: no data connection within {wait:?}");
+        }
+    };
+    let open = StreamOpen {
+        stream: shared.next_stream.fetch_add(1, Ordering::Relaxed),
+        kind: StreamKind::Tcp,
+        target: Target::Tunnel(member.tunnel),
+        visitor: Some(peer),
+    };
+    if let Err(e) = write_frame(&mut carrier, &open).await {
+        return warn!(tunnel = %name, "visitor closed: data connection failed: {e}");
+    }
+    if let Err(e) = carrier.write_all(&hello).await {
+        return warn!(tunnel = %name, "visitor closed: data connection failed: {e}");
+    }
+    shared.active_streams.fetch_add(1, Ordering::Relaxed);
+    let result = relay(&mut tcp, &mut carrier).await;
+    shared.active_streams.fetch_sub(1, Ordering::Relaxed);
+    match result {
+        Ok(r) => {
+            let up = r.to_carrier + hello.len() as u64;
+            info!(target: "burrow::access", visitor = %peer, tunnel = %name, client = %format_args!("{:016x}", session.id), up, down = r.from_carrier, "tls passthrough")
+        }
+        Err(e) => debug!(tunnel = %name, "passthrough ended: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burrow_net::tls::rustls;
+    use tokio::net::TcpListener;
+
+    /// A real ClientHello from rustls' client, for a given server name.
+    fn client_hello(name: &str) -> Vec<u8> {
+        let roots = rustls::RootCertStore::empty();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let server_name = rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap();
+        let mut conn = rustls::ClientConnection::new(Arc::new(config), server_name).unwrap();
+        let mut out = Vec::new();
+        conn.write_tls(&mut out).unwrap();
+        out
+    }
+
+    async fn hello_of(bytes: Vec<u8>, split: usize) -> Hello {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let writer = tokio::spawn(async move {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            let split = split.min(bytes.len());
+            c.write_all(&bytes[..split]).await.unwrap();
+            c.flush().await.unwrap();
+            tokio::task::yield_now().await;
+            c.write_all(&bytes[split..]).await.unwrap();
+            c
+        });
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let hello = read_hello(&mut tcp, &mut buf).await.unwrap();
+        let _client = writer.await.unwrap();
+        hello
+    }
+
+    #[tokio::test]
+    async fn reads_the_server_name_even_in_pieces() {
+        let hello = client_hello("App.Example.com");
+        for split in [hello.len(), 3, 100] {
+            assert_eq!(
+                hello_of(hello.clone(), split).await,
+                Hello::Tls(Some("app.example.com".into()))
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn plain_http_is_not_tls() {
+        let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+        assert_eq!(hello_of(req, usize::MAX).await, Hello::NotTls);
+    }
+}
