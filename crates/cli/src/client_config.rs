@@ -3,8 +3,8 @@
 //!
 //! The one-liners build the same raw config a file would hold, so every path is checked by the
 //! same code and means the same thing; `tcp` and `udp` share their flags ([`PublishArgs`]) and
-//! differ only in the tunnel's protocol and UDP's own options (flows, or `--to-sink` for events
-//! toward the server). `BURROW_TOKEN` and `BURROW_KNOWN_HOSTS` fill in only what neither the
+//! differ only in the tunnel's protocol and each one's own options (TCP's `--proxy-protocol`;
+//! UDP's flows, or `--to-sink` for events toward the server). `BURROW_TOKEN` and `BURROW_KNOWN_HOSTS` fill in only what neither the
 //! flags nor the file say.
 
 mod tunnels;
@@ -67,6 +67,16 @@ pub(crate) struct PublishArgs {
     pool_size: Option<u16>,
 }
 
+/// Arguments of `burrow tcp`: the shared flags and what the target is told about visitors.
+#[derive(Debug, clap::Args)]
+pub(crate) struct TcpArgs {
+    #[command(flatten)]
+    publish: PublishArgs,
+    /// Send the target a PROXY protocol header (v1 or v2) naming the visitor before its bytes.
+    #[arg(long, value_name = "VERSION", value_parser = checked(tunnels::proxy_version))]
+    proxy_protocol: Option<String>,
+}
+
 /// Arguments of `burrow udp`: the shared flags and how the tunnel treats its flows.
 #[derive(Debug, clap::Args)]
 pub(crate) struct UdpArgs {
@@ -92,6 +102,27 @@ pub(crate) struct UdpArgs {
         conflicts_with_all = ["remote_port", "one_way", "idle_timeout", "max_flows"]
     )]
     to_sink: Option<String>,
+}
+
+/// Arguments of `burrow http`: the shared flags and how the tunnel is reached on the edge.
+#[derive(Debug, clap::Args)]
+pub(crate) struct HttpArgs {
+    #[command(flatten)]
+    publish: PublishArgs,
+    /// Name to answer at, SUBDOMAIN.<domain> (or /SUBDOMAIN/ without a domain); random when
+    /// left out. Clients asking for the same name share its visitors round robin.
+    #[arg(long, value_name = "NAME", value_parser = checked(tunnels::http::label))]
+    subdomain: Option<String>,
+    /// A custom hostname to answer at as well, if the server allows it (repeat for more).
+    #[arg(long, value_name = "HOST", value_parser = checked(fields::hostname))]
+    hostname: Vec<String>,
+    /// A tag: TAG.<subdomain>.<domain> reaches only clients carrying it (repeat for more).
+    #[arg(long, value_name = "TAG", value_parser = checked(tunnels::http::label))]
+    tag: Vec<String>,
+    /// The local service speaks TLS itself: the server's HTTPS listener passes connections
+    /// for this name through, still encrypted.
+    #[arg(long)]
+    tls_passthrough: bool,
 }
 
 /// Arguments of `burrow client`: run the tunnels of a config file.
@@ -147,9 +178,15 @@ pub(crate) fn load(args: &ClientArgs) -> anyhow::Result<ClientPlan> {
 }
 
 /// Converts the flags of `burrow tcp`.
-pub(crate) fn from_tcp(args: &PublishArgs) -> Result<ClientPlan, ConfigError> {
+pub(crate) fn from_tcp(args: &TcpArgs) -> Result<ClientPlan, ConfigError> {
     let tunnel = RawTunnel::from(args);
-    from_flags(RawClient::one_liner(args, tunnel))
+    from_flags(RawClient::one_liner(&args.publish, tunnel))
+}
+
+/// Converts the flags of `burrow http`.
+pub(crate) fn from_http(args: &HttpArgs) -> Result<ClientPlan, ConfigError> {
+    let tunnel = RawTunnel::from(args);
+    from_flags(RawClient::one_liner(&args.publish, tunnel))
 }
 
 /// Converts the flags of `burrow udp`.
@@ -172,7 +209,7 @@ pub(crate) fn check(source: &Source) -> Result<ClientPlan, ConfigError> {
 }
 
 impl From<&PublishArgs> for RawTunnel {
-    /// The TCP tunnel of `burrow tcp`.
+    /// A TCP tunnel with the shared flags alone (the base of every one-liner's tunnel).
     fn from(a: &PublishArgs) -> Self {
         Self {
             local_host: a.local_host.clone().map(|h| Item::flag("--local-host", h)),
@@ -180,6 +217,16 @@ impl From<&PublishArgs> for RawTunnel {
                 .remote_port
                 .map(|p| Item::flag("--remote-port", i64::from(p))),
             ..RawTunnel::new(Item::flag("LOCAL_PORT", i64::from(a.local_port)))
+        }
+    }
+}
+
+impl From<&TcpArgs> for RawTunnel {
+    /// The TCP tunnel of `burrow tcp`, with its PROXY protocol header if asked for.
+    fn from(a: &TcpArgs) -> Self {
+        Self {
+            proxy_protocol: (a.proxy_protocol.clone()).map(|v| Item::flag("--proxy-protocol", v)),
+            ..RawTunnel::from(&a.publish)
         }
     }
 }
@@ -198,6 +245,23 @@ impl From<&UdpArgs> for RawTunnel {
             // The sink's name is the tunnel's name, as `name` is in a file.
             name: a.to_sink.clone().map(|n| Item::flag("--to-sink", n)),
             direction: (a.to_sink.as_ref()).map(|_| Item::flag("--to-sink", TO_SINK.to_owned())),
+            ..RawTunnel::from(&a.publish)
+        }
+    }
+}
+
+impl From<&HttpArgs> for RawTunnel {
+    /// The HTTP tunnel of `burrow http`.
+    fn from(a: &HttpArgs) -> Self {
+        let items = |name, v: &[String]| v.iter().map(|v| Item::flag(name, v.clone())).collect();
+        Self {
+            protocol: Some(Item::flag("burrow http", tunnels::http::HTTP.to_owned())),
+            subdomain: a.subdomain.clone().map(|s| Item::flag("--subdomain", s)),
+            hostnames: items("--hostname", &a.hostname),
+            tags: items("--tag", &a.tag),
+            tls_passthrough: a
+                .tls_passthrough
+                .then(|| Item::flag("--tls-passthrough", true)),
             ..RawTunnel::from(&a.publish)
         }
     }

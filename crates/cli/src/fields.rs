@@ -43,7 +43,7 @@ pub(crate) fn protocol(s: &str) -> Result<Protocol, String> {
         "tcp" => Ok(Protocol::Tcp),
         "udp" => Ok(Protocol::Udp),
         _ => Err(format!(
-            "`{s}` is not a tunnel protocol (write \"tcp\" or \"udp\")"
+            "`{s}` is not a tunnel protocol (write \"tcp\", \"udp\" or \"http\")"
         )),
     }
 }
@@ -300,6 +300,21 @@ pub(crate) fn env_item(var: &'static str) -> Option<Item<String>> {
         value,
         origin: Origin::Flag(var),
     })
+}
+
+/// A DNS name such as a base domain or a custom hostname, returned in canonical form.
+pub(crate) fn hostname(s: &str) -> Result<String, String> {
+    burrow_proto::names::hostname(s.trim()).ok_or_else(|| {
+        format!("`{s}` is not a hostname (labels of a-z, 0-9 and -, joined by dots)")
+    })
+}
+
+/// A hostname an identity may claim: a hostname, or `*.` and a hostname for every name under it.
+pub(crate) fn hostname_pattern(s: &str) -> Result<String, String> {
+    match s.trim().strip_prefix("*.") {
+        Some(base) => hostname(base).map(|b| format!("*.{b}")),
+        None => hostname(s),
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ mod testing;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use client_config::{ClientArgs, PublishArgs, UdpArgs};
+use client_config::{ClientArgs, HttpArgs, TcpArgs, UdpArgs};
 use server_config::ServerArgs;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -72,9 +72,11 @@ enum Command {
     /// Run a server: accept clients and publish their tunnels.
     Server(ServerArgs),
     /// Publish one local TCP port through a server.
-    Tcp(PublishArgs),
+    Tcp(TcpArgs),
     /// Publish one local UDP port (or send events to a UDP address) through a server.
     Udp(UdpArgs),
+    /// Publish one local HTTP service on the server's HTTP edge, by name.
+    Http(HttpArgs),
     /// Run the tunnels of a client config file.
     Client(ClientArgs),
     /// Check a server or client config file and report every problem.
@@ -111,6 +113,10 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Udp(args) => {
             let plan = client_config::from_udp(&args)?;
+            with_runtime(|shutdown| start::client(plan, shutdown))
+        }
+        Command::Http(args) => {
+            let plan = client_config::from_http(&args)?;
             with_runtime(|shutdown| start::client(plan, shutdown))
         }
         Command::Client(args) => {
@@ -198,6 +204,8 @@ mod tests {
             --token-file f --server-fingerprint sha256:abababababababababababababababababababababababababababababababab \
             --known-hosts k --exit-on-disconnect --pool-size 4",
         );
+        ok("burrow tcp 8080 --to example.net --proxy-protocol v1");
+        ok("burrow tcp 8080 --to example.net --proxy-protocol v2");
         ok(
             "burrow udp 53 --to example.net --local-host 192.168.1.255 --remote-port 5353 \
             --name alice --token t --ca ca.pem --known-hosts k --exit-on-disconnect --pool-size 2 \
@@ -232,6 +240,9 @@ mod tests {
             "burrow tcp 80 --to h --one-way",
             "burrow tcp 80 --to h --max-flows 5",
             "burrow tcp 80 --to h --to-sink e",
+            "burrow tcp 80 --to h --proxy-protocol v3",
+            "burrow tcp 80 --to h --proxy-protocol",
+            "burrow udp 53 --to h --proxy-protocol v1",
             "burrow udp 53 --to h --to-sink e --remote-port 5",
             "burrow udp 53 --to h --to-sink e --one-way",
             "burrow udp 53 --to h --to-sink e --idle-timeout 5s",

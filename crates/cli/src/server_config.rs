@@ -6,6 +6,7 @@
 //! `BURROW_STATE_DIR` fill in only what neither the flags nor the file say, so an exported
 //! variable never overrides a file the operator wrote.
 
+mod edge;
 mod sinks;
 
 use crate::diag::{ConfigError, Item, Problems, Source};
@@ -69,6 +70,30 @@ pub(crate) struct ServerArgs {
     /// [[udp_sinks]]).
     #[arg(long = "udp-sink", value_name = "NAME=IP:PORT", value_parser = checked(fields::udp_sink))]
     udp_sink: Vec<String>,
+    /// HTTP edge: address of the plain HTTP listener (e.g. 0.0.0.0:80).
+    #[arg(long, value_name = "ADDR:PORT", value_parser = checked(fields::listen_addr))]
+    http_listen: Option<String>,
+    /// HTTP edge: address of the HTTPS listener (e.g. 0.0.0.0:443): SNI passthrough, and
+    /// termination with --edge-tls-cert.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = checked(fields::listen_addr))]
+    https_listen: Option<String>,
+    /// HTTP edge: a base domain; tunnels answer at NAME.DOMAIN (repeat for more; replaces the
+    /// file's `domains`). Without one, tunnels answer at /NAME/ on the edge's address.
+    #[arg(long, value_name = "DOMAIN", value_parser = checked(fields::hostname))]
+    domain: Vec<String>,
+    /// HTTP edge: PEM certificate chain the HTTPS listener terminates TLS with (e.g. a
+    /// wildcard for the domain).
+    #[arg(long, value_name = "FILE", requires = "edge_tls_key")]
+    edge_tls_cert: Option<PathBuf>,
+    /// HTTP edge: PEM private key of --edge-tls-cert.
+    #[arg(long, value_name = "FILE", requires = "edge_tls_cert")]
+    edge_tls_key: Option<PathBuf>,
+    /// HTTP edge: a visitor must send its request head within this [default: 10s].
+    #[arg(long, value_name = "DUR", value_parser = checked(fields::duration))]
+    http_header_timeout: Option<String>,
+    /// HTTP edge: a target must start answering within this, else 504 [default: 60s].
+    #[arg(long, value_name = "DUR", value_parser = checked(fields::duration))]
+    http_response_timeout: Option<String>,
 }
 
 /// The server's TOML file, as written.
@@ -96,6 +121,15 @@ pub(crate) struct RawServer {
     clients: Vec<RawIdentity>,
     #[serde(default)]
     udp_sinks: Vec<RawUdpSink>,
+    http_listen: Option<Item<String>>,
+    https_listen: Option<Item<String>>,
+    #[serde(default)]
+    domains: Vec<Item<String>>,
+    edge_tls_cert: Option<Item<PathBuf>>,
+    edge_tls_key: Option<Item<PathBuf>>,
+    http_header_timeout: Option<Item<String>>,
+    http_response_timeout: Option<Item<String>>,
+    http_max_header_bytes: Option<Item<i64>>,
 }
 
 /// One `[[clients]]` entry, as written.
@@ -106,6 +140,9 @@ struct RawIdentity {
     token: Option<Item<String>>,
     token_file: Option<Item<PathBuf>>,
     ports: Option<Item<String>>,
+    /// Custom hostnames its HTTP tunnels may answer on (`shop.example.org`, `*.example.org`).
+    #[serde(default)]
+    hostnames: Vec<Item<String>>,
 }
 
 /// Where the server's TLS identity comes from.
@@ -131,6 +168,8 @@ pub(crate) struct ServerPlan {
     pub(crate) tls: Option<TlsSource>,
     /// Runtime config; its `transport` is [`Transport::Plain`] until the identity is loaded.
     pub(crate) config: ServerConfig,
+    /// The HTTP edge's listeners and certificate.
+    pub(crate) edge: edge::EdgePlan,
 }
 
 /// Reads the file (if any), lays the flags over it and converts the result.
@@ -173,6 +212,7 @@ impl RawServer {
         // Sinks are a list: the flags' come after the file's, and a name used twice is an error.
         let flags = a.udp_sink.iter().map(|s| RawUdpSink::from_flag(s));
         self.udp_sinks.extend(flags);
+        self.apply_edge_flags(a);
         // Flags choose the transport as a whole: plain drops the file's TLS files and TLS
         // files drop the file's `insecure_plain`.
         if a.insecure_plain {
@@ -214,11 +254,13 @@ impl RawServer {
         let mut config = ServerConfig::new(auth, Transport::Plain);
         self.tune(&mut config, &mut p);
         config.udp_sinks = sinks::udp_sinks(&self.udp_sinks, &mut p);
+        let edge = self.edge(source, &mut config.http, &mut p);
         p.finish(
             ServerPlan {
                 listen,
                 tls,
                 config,
+                edge,
             },
             source,
         )
@@ -329,8 +371,14 @@ fn identities(raw: &[RawIdentity], source: &Source, p: &mut Problems) -> Vec<Ide
             p.push(item.problem(format!("client `{written}` has no `token` or `token_file`")));
         }
         let ports: Option<PortSet> = p.parse(c.ports.as_ref(), fields::ports);
+        let hostnames = edge::hostnames(&c.hostnames, p);
         if let (Some(name), Some(token)) = (name, token) {
-            out.push(Identity { name, token, ports });
+            out.push(Identity {
+                name,
+                token,
+                ports,
+                hostnames,
+            });
         }
     }
     out

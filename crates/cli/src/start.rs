@@ -19,7 +19,15 @@ pub(crate) async fn server(plan: ServerPlan, shutdown: CancellationToken) -> any
         listen,
         tls,
         mut config,
+        edge,
     } = plan;
+    if let Some((cert, key)) = &edge.tls {
+        let identity = ServerIdentity::from_pem_files(cert, key)
+            .with_context(|| format!("cannot load the edge's certificate {}", cert.display()))?;
+        let mut tls = (*identity.config()).clone();
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.http.terminate = Some(std::sync::Arc::new(tls));
+    }
     let fingerprint = match &tls {
         Some(source) => {
             let identity = load_identity(source)?;
@@ -42,7 +50,29 @@ pub(crate) async fn server(plan: ServerPlan, shutdown: CancellationToken) -> any
         say(&format!("fingerprint {fingerprint}"));
     }
     say(&format!("listening on {local}"));
-    burrow_server::run(config, listener, shutdown).await
+    let http = bind_edge("http", edge.http)?;
+    let https = bind_edge("https", edge.https)?;
+    let listeners = burrow_server::Listeners {
+        control: listener,
+        http,
+        https,
+    };
+    burrow_server::run(config, listeners, shutdown).await
+}
+
+/// Binds one of the HTTP edge's listeners and prints where it listens.
+fn bind_edge(
+    scheme: &str,
+    addr: Option<std::net::SocketAddr>,
+) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let listener = burrow_net::listen(addr)
+        .with_context(|| format!("cannot listen for {scheme} on {addr}"))?;
+    let local = listener
+        .local_addr()
+        .with_context(|| format!("cannot read the address bound for {addr}"))?;
+    say(&format!("{scheme} edge listening on {local}"));
+    Ok(Some(listener))
 }
 
 /// Loads the operator's certificate or the generated identity (generating it the first time).
@@ -86,6 +116,17 @@ fn on_event(event: Event) {
             local,
         } => {
             say(&format!("tunnel {name} ready at {public} -> {local}"));
+        }
+        Event::HttpReady {
+            name,
+            urls,
+            local,
+            client,
+        } => {
+            say(&format!(
+                "tunnel {name} ready at {} -> {local} (client {client})",
+                urls.join(" ")
+            ));
         }
         Event::SinkReady {
             name,

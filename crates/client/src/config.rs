@@ -1,5 +1,6 @@
 //! The client's validated runtime configuration.
 
+pub use crate::proxy_protocol::ProxyProtocol;
 use burrow_proto::auth::Secret;
 pub use burrow_proto::msg::{TunnelKind, UdpOptions};
 use std::sync::Arc;
@@ -37,6 +38,9 @@ pub struct TunnelConfig {
     pub remote_port: Option<u16>,
     /// TCP, or UDP with its flow options.
     pub kind: TunnelKind,
+    /// TCP only: a PROXY protocol header to write to the target before the visitor's bytes,
+    /// naming the visitor as the source and the target's address as the destination.
+    pub proxy_protocol: Option<ProxyProtocol>,
 }
 
 /// Everything the client needs to run.

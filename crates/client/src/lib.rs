@@ -8,11 +8,12 @@
 
 pub mod config;
 mod connect;
+mod proxy_protocol;
 mod session;
 mod streams;
 mod udp;
 
-pub use config::{ClientConfig, Transport, TunnelConfig};
+pub use config::{ClientConfig, ProxyProtocol, Transport, TunnelConfig};
 
 use connect::ConnectError;
 use session::{Context, End};
@@ -41,6 +42,17 @@ pub enum Event {
         public: String,
         /// The local target.
         local: String,
+    },
+    /// An HTTP tunnel is published on the server's edge.
+    HttpReady {
+        /// Tunnel name.
+        name: String,
+        /// Where visitors reach it.
+        urls: Vec<String>,
+        /// The local target.
+        local: String,
+        /// This client's id on the server (`<id>.<name>.<domain>` reaches this client alone).
+        client: String,
     },
     /// An events tunnel is ready: datagrams heard on `local` go to the server's sink `name`.
     SinkReady {
@@ -73,6 +85,7 @@ pub async fn run(
 ) -> Result<(), ClientError> {
     let ctx = Context {
         granted: Mutex::new(vec![None; config.tunnels.len()]),
+        names: Mutex::new(vec![None; config.tunnels.len()]),
         config: Arc::new(config),
         on_event: Box::new(on_event),
         streams: TaskTracker::new(),

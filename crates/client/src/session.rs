@@ -36,6 +36,8 @@ pub(crate) struct Context {
     pub config: Arc<ClientConfig>,
     /// Public port granted to each tunnel (by index), asked for again after a reconnect.
     pub granted: Mutex<Vec<Option<u16>>>,
+    /// Name granted to each HTTP tunnel that let the server choose, asked for again likewise.
+    pub names: Mutex<Vec<Option<String>>>,
     pub on_event: Box<dyn Fn(Event) + Send + Sync>,
     pub streams: TaskTracker,
 }
@@ -48,8 +50,10 @@ struct Session<'a> {
     extra: Arc<Semaphore>,
     /// True until the first session has published every tunnel: refusals are fatal then.
     first: bool,
-    /// Whether each tunnel's current request used a remembered (not configured) port.
+    /// Whether each tunnel's current request used a remembered (not configured) port or name.
     remembered: Vec<bool>,
+    /// This session's id (the client id the server knows it by).
+    session: u64,
 }
 
 /// Runs a session until it ends.
@@ -88,6 +92,7 @@ pub(crate) async fn run(
         extra,
         first,
         remembered: Vec::new(),
+        session,
     };
     let end = match s.publish_all().await {
         Ok(()) => s.run(&mut incoming, shutdown).await,
@@ -106,21 +111,39 @@ impl Session<'_> {
             .lock()
             .map(|g| g.clone())
             .unwrap_or_default();
+        let names = self.ctx.names.lock().map(|g| g.clone()).unwrap_or_default();
         for (i, tunnel) in self.ctx.config.tunnels.iter().enumerate() {
             let remembered = granted.get(i).copied().flatten();
-            self.remembered
-                .push(tunnel.remote_port.is_none() && remembered.is_some());
-            self.request(i, tunnel.remote_port.or(remembered)).await?;
+            let name = names.get(i).cloned().flatten();
+            let (port, kind) = match &tunnel.kind {
+                TunnelKind::Http(options) if options.subdomain.is_none() && name.is_some() => {
+                    self.remembered.push(true);
+                    let mut options = options.clone();
+                    options.subdomain = name;
+                    (None, TunnelKind::Http(options))
+                }
+                _ => {
+                    self.remembered
+                        .push(tunnel.remote_port.is_none() && remembered.is_some());
+                    (tunnel.remote_port.or(remembered), tunnel.kind.clone())
+                }
+            };
+            self.request(i, port, kind).await?;
         }
         Ok(())
     }
 
-    async fn request(&mut self, index: usize, remote_port: Option<u16>) -> Result<(), End> {
+    async fn request(
+        &mut self,
+        index: usize,
+        remote_port: Option<u16>,
+        kind: TunnelKind,
+    ) -> Result<(), End> {
         let tunnel = &self.ctx.config.tunnels[index];
         let req = TunnelRequest {
             id: index as u32,
             name: tunnel.name.clone(),
-            kind: tunnel.kind,
+            kind,
             remote_port,
         };
         self.send(ClientMsg::OpenTunnel(req)).await
@@ -200,8 +223,32 @@ impl Session<'_> {
                 self.dial_extra(count);
                 Ok(())
             }
+            ServerMsg::HttpOpened { id, name, urls } => {
+                self.on_http_opened(id, name, urls);
+                Ok(())
+            }
             ServerMsg::Shutdown => Err(End::Lost("the server is shutting down".into())),
         }
+    }
+
+    fn on_http_opened(&mut self, id: u32, name: String, urls: Vec<String>) {
+        let Some(tunnel) = self.ctx.config.tunnels.get(id as usize) else {
+            return warn!(tunnel = id, "server granted an unknown tunnel");
+        };
+        if let Ok(mut names) = self.ctx.names.lock()
+            && let Some(slot) = names.get_mut(id as usize)
+        {
+            *slot = Some(name);
+        }
+        let host = host_of(&self.ctx.config.server);
+        let urls: Vec<String> = urls.iter().map(|u| fill_host(u, host)).collect();
+        info!(tunnel = %tunnel.name, urls = %urls.join(" "), local = %tunnel.local, "tunnel ready");
+        (self.ctx.on_event)(Event::HttpReady {
+            name: tunnel.name.clone(),
+            urls,
+            local: tunnel.local.clone(),
+            client: format!("{:016x}", self.session),
+        });
     }
 
     fn on_opened(&mut self, id: u32, port: u16) {
@@ -237,11 +284,11 @@ impl Session<'_> {
         let Some(tunnel) = self.ctx.config.tunnels.get(index) else {
             return Ok(());
         };
-        // A remembered port may have been taken after its lease ended: take any port instead.
+        // A remembered port or name may have been taken after its lease ended: take any instead.
         if self.remembered.get(index).copied().unwrap_or(false) {
             self.remembered[index] = false;
-            info!(tunnel = %tunnel.name, "previous port unavailable ({reason}); asking for any port");
-            return self.request(index, None).await;
+            info!(tunnel = %tunnel.name, "previous port or name unavailable ({reason}); asking for any");
+            return self.request(index, None, tunnel.kind.clone()).await;
         }
         let msg = format!("tunnel {} refused: {reason}", tunnel.name);
         if self.first {
@@ -266,6 +313,17 @@ impl Session<'_> {
     }
 }
 
+/// Puts the server's host into an edge URL the server left it out of (path routing, where the
+/// server does not know the name it is reached by): `http://:8080/app/` → `http://host:8080/app/`.
+fn fill_host(url: &str, host: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) if rest.starts_with(':') || rest.starts_with('/') => {
+            format!("{scheme}://{host}{rest}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
 impl From<End> for Result<(), ClientError> {
     fn from(end: End) -> Self {
         match end {
@@ -273,5 +331,23 @@ impl From<End> for Result<(), ClientError> {
             End::Lost(e) => Err(ClientError::Disconnected(e)),
             End::Fatal(e) => Err(ClientError::Fatal(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fill_host;
+
+    #[test]
+    fn edge_urls_get_the_server_host() {
+        assert_eq!(
+            fill_host("http://:8080/app/", "srv"),
+            "http://srv:8080/app/"
+        );
+        assert_eq!(fill_host("http:///app/", "srv"), "http://srv/app/");
+        assert_eq!(
+            fill_host("https://app.example.com", "srv"),
+            "https://app.example.com"
+        );
     }
 }

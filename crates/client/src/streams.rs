@@ -10,6 +10,7 @@
 
 use crate::config::ClientConfig;
 use crate::connect::{self, ConnectError};
+use crate::proxy_protocol::{ProxyProtocol, write_header};
 use burrow_net::{Carrier, read_frame, relay, tune_endpoint};
 use burrow_proto::auth::Secret;
 use burrow_proto::msg::{StreamKind, StreamOpen, Target, TunnelKind};
@@ -116,19 +117,35 @@ async fn run_stream(config: Arc<ClientConfig>, carrier: Carrier, open: StreamOpe
             return warn!("stream to {host}:{port} refused: this client allows no reverse dial");
         }
     };
-    match (open.kind, tunnel.kind) {
+    match (open.kind, &tunnel.kind) {
         (StreamKind::Datagrams, TunnelKind::Udp(options)) => {
-            crate::udp::run(carrier, &tunnel.local, options).await
+            crate::udp::run(carrier, &tunnel.local, *options).await
         }
         (StreamKind::Datagrams, TunnelKind::UdpToSink) => {
             crate::udp::run_to_sink(carrier, &tunnel.local).await
         }
-        _ => run_tcp(&config, carrier, &open, &tunnel.local).await,
+        _ => {
+            run_tcp(
+                &config,
+                carrier,
+                &open,
+                &tunnel.local,
+                tunnel.proxy_protocol,
+            )
+            .await
+        }
     }
 }
 
-/// Connects a TCP stream to its target and relays until both directions finish.
-async fn run_tcp(config: &ClientConfig, mut carrier: Carrier, open: &StreamOpen, local: &str) {
+/// Connects a TCP stream to its target and relays until both directions finish; with `proxy`,
+/// a PROXY protocol header naming the visitor goes to the target first.
+async fn run_tcp(
+    config: &ClientConfig,
+    mut carrier: Carrier,
+    open: &StreamOpen,
+    local: &str,
+    proxy: Option<ProxyProtocol>,
+) {
     if open.kind != StreamKind::Tcp {
         return warn!(target = %local, "a datagram stream for a TCP tunnel; closed");
     }
@@ -141,6 +158,12 @@ async fn run_tcp(config: &ClientConfig, mut carrier: Carrier, open: &StreamOpen,
     };
     let _ = tune_endpoint(&target);
     let mut target = target;
+    if let Some(version) = proxy {
+        let written = write_header(&mut target, version, open.visitor, config.target_timeout);
+        if let Err(e) = written.await {
+            return warn!(target = %local, "cannot send the PROXY header: {e}; stream closed");
+        }
+    }
     match relay(&mut target, &mut carrier).await {
         Ok(r) => {
             let (to_visitor, to_target) = (r.to_carrier, r.from_carrier);

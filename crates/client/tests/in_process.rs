@@ -85,7 +85,7 @@ async fn start(
     let shutdown = CancellationToken::new();
     let (addr, server) = start_server(server_transport, Vec::new(), &shutdown).await;
     let target = match tunnel_kind {
-        TunnelKind::Tcp => echo_target().await,
+        TunnelKind::Tcp | TunnelKind::Http(_) => echo_target().await,
         TunnelKind::Udp(_) | TunnelKind::UdpToSink => udp_echo_target().await,
     };
     let tunnel = TunnelConfig {
@@ -93,6 +93,7 @@ async fn start(
         local: target.to_string(),
         remote_port: None,
         kind: tunnel_kind,
+        proxy_protocol: None,
     };
     let config = client_config(addr, client_transport, tunnel);
     let (tx, events) = mpsc::channel(16);
@@ -248,6 +249,7 @@ async fn events_heard_by_the_client_reach_the_servers_sink() {
         local: local.to_string(),
         remote_port: None,
         kind: TunnelKind::UdpToSink,
+        proxy_protocol: None,
     };
     let config = client_config(addr, burrow_client::Transport::Plain, tunnel);
     let (tx, mut events) = mpsc::channel(16);
@@ -292,6 +294,7 @@ async fn an_unknown_sink_is_refused_on_the_first_connection() {
         local: "127.0.0.1:0".into(),
         remote_port: None,
         kind: TunnelKind::UdpToSink,
+        proxy_protocol: None,
     };
     let config = client_config(addr, burrow_client::Transport::Plain, tunnel);
     let result = tokio::time::timeout(

@@ -74,8 +74,12 @@ fn udp_tunnels_are_checked() {
     let want = [
         "f.toml:6:11: `one_way` applies only to UDP tunnels; add protocol = \"udp\" or remove it",
         "f.toml:10:13: -1 is out of range (1-1048576)",
-        "f.toml:11:1: unknown field `flows`, expected one of `name`, `local_port`, `local_host`, \
-         `remote_port`, `protocol`, `idle_timeout`, `max_flows`, `one_way`, `direction`",
     ];
-    assert_eq!(got, want);
+    assert_eq!(got[..2], want);
+    // The list of known keys that follows is serde's, and grows with every new key.
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert!(
+        got[2].starts_with("f.toml:11:1: unknown field `flows`, expected one of `name`"),
+        "{got:?}"
+    );
 }

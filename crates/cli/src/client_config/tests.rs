@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::testing::{env_set, lines, scratch, source, source_in};
-use burrow_client::TunnelConfig;
+use burrow_client::{ProxyProtocol, TunnelConfig};
 use clap::Parser;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ fn tcp(args: &[&str]) -> Result<ClientPlan, ConfigError> {
     #[derive(Parser)]
     struct Tcp {
         #[command(flatten)]
-        args: PublishArgs,
+        args: TcpArgs,
     }
     let parsed = Tcp::try_parse_from(std::iter::once("tcp").chain(args.iter().copied())).unwrap();
     from_tcp(&parsed.args)
@@ -68,12 +68,14 @@ local_host = "::1"
         local: "127.0.0.1:8080".into(),
         remote_port: Some(8080),
         kind: burrow_client::config::TunnelKind::Tcp,
+        proxy_protocol: None,
     };
     let ssh = TunnelConfig {
         name: "tcp-22".into(),
         local: "[::1]:22".into(),
         remote_port: None,
         kind: burrow_client::config::TunnelKind::Tcp,
+        proxy_protocol: None,
     };
     assert_eq!(c.tunnels, [web, ssh]);
 }
@@ -106,6 +108,7 @@ fn the_one_liner_builds_the_same_config() {
         local: "127.0.0.1:8080".into(),
         remote_port: None,
         kind: burrow_client::config::TunnelKind::Tcp,
+        proxy_protocol: None,
     };
     assert_eq!(c.tunnels, [want]);
     assert!(!c.exit_on_disconnect);
@@ -141,6 +144,7 @@ fn the_one_liner_builds_the_same_config() {
         local: "10.0.0.2:22".into(),
         remote_port: Some(2222),
         kind: burrow_client::config::TunnelKind::Tcp,
+        proxy_protocol: None,
     };
     assert_eq!(c.tunnels, [want]);
 
@@ -254,4 +258,118 @@ fn a_client_needs_a_server_and_tunnels() {
     let got = lines(plan("token = \"t\"\n[[tunnels]]\nlocal_port = 1\n"));
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(got[0].contains("missing field `server`"), "{got:?}");
+}
+
+#[test]
+fn proxy_protocol_is_set_per_tcp_tunnel() {
+    let text = r#"
+server = "h"
+token = "t"
+known_hosts = "/k"
+
+[[tunnels]]
+name = "web"
+local_port = 8080
+proxy_protocol = "v1"
+
+[[tunnels]]
+name = "smtp"
+protocol = "tcp"
+local_port = 25
+proxy_protocol = "v2"
+
+[[tunnels]]
+local_port = 22
+"#;
+    let plan = plan(text).unwrap();
+    let got: Vec<_> = plan
+        .config
+        .tunnels
+        .iter()
+        .map(|t| (t.name.as_str(), t.proxy_protocol))
+        .collect();
+    let want = [
+        ("web", Some(ProxyProtocol::V1)),
+        ("smtp", Some(ProxyProtocol::V2)),
+        ("tcp-22", None),
+    ];
+    assert_eq!(got, want);
+}
+
+#[test]
+fn the_proxy_protocol_flag_builds_the_same_config_as_a_file() {
+    let flags = tcp(&[
+        "8080",
+        "--to",
+        "h",
+        "--token",
+        "t",
+        "--known-hosts",
+        "/k",
+        "--proxy-protocol",
+        "v2",
+    ])
+    .unwrap();
+    let file = "server = \"h\"\ntoken = \"t\"\nknown_hosts = \"/k\"\n\
+                [[tunnels]]\nlocal_port = 8080\nproxy_protocol = \"v2\"\n";
+    let file = plan(file).unwrap();
+    assert_eq!(flags.config.tunnels, file.config.tunnels);
+    let want = TunnelConfig {
+        name: "tcp-8080".into(),
+        local: "127.0.0.1:8080".into(),
+        remote_port: None,
+        kind: burrow_client::config::TunnelKind::Tcp,
+        proxy_protocol: Some(ProxyProtocol::V2),
+    };
+    assert_eq!(flags.config.tunnels, [want]);
+    // Left out, no header is sent.
+    let plain = tcp(&["8080", "--to", "h", "--token", "t", "--insecure-plain"]).unwrap();
+    assert_eq!(plain.config.tunnels[0].proxy_protocol, None);
+}
+
+#[test]
+fn proxy_protocol_misuse_is_reported_at_its_value() {
+    let text = r#"server = "h"
+token = "t"
+
+[[tunnels]]
+local_port = 1
+proxy_protocol = "v3"
+
+[[tunnels]]
+protocol = "udp"
+local_port = 53
+proxy_protocol = "v1"
+
+[[tunnels]]
+name = "events"
+protocol = "udp"
+direction = "to-sink"
+local_port = 9999
+proxy_protocol = "v2"
+
+[[tunnels]]
+protocol = "udp"
+local_port = 54
+proxy_protocol = "V2"
+
+[[tunnels]]
+protocol = "http"
+local_port = 80
+proxy_protocol = "v1"
+"#;
+    let udp_only = "`proxy_protocol` applies only to TCP tunnels (a UDP flow has no stream to \
+                    put a header in front of); remove it";
+    let got = lines(plan(text));
+    let want = [
+        "c.toml:6:18: `v3` is not a PROXY protocol version (write \"v1\" or \"v2\")".to_owned(),
+        format!("c.toml:11:18: {udp_only}"),
+        format!("c.toml:18:18: {udp_only}"),
+        // A bad value is reported as such, whatever the protocol.
+        "c.toml:23:18: `V2` is not a PROXY protocol version (write \"v1\" or \"v2\")".to_owned(),
+        "c.toml:28:18: `proxy_protocol` applies to an HTTP tunnel only with tls_passthrough \
+         (HTTP requests carry the visitor's address in X-Forwarded-For); remove it"
+            .to_owned(),
+    ];
+    assert_eq!(got, want);
 }

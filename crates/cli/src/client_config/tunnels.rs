@@ -10,11 +10,15 @@
 //! with `direction = "to-sink"`, the other way: the client listens on `local_host:local_port` and
 //! delivers every datagram it hears to the server's UDP sink called `name`. Such a tunnel has no
 //! public port, no flows and no replies, so the keys about those are reported there too.
+//!
+//! `proxy_protocol` is the one TCP-only key: a TCP tunnel with it writes a PROXY protocol header
+//! (`v1` or `v2`) to its target before the visitor's bytes. A UDP flow has no stream to put a
+//! header in front of, so a UDP tunnel that sets it is reported.
 
 use crate::diag::{Diagnostic, Item, Origin, Problems};
 use crate::fields;
-use burrow_client::TunnelConfig;
 use burrow_client::config::{TunnelKind, UdpOptions};
+use burrow_client::{ProxyProtocol, TunnelConfig};
 use burrow_proto::msg::Protocol;
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -45,6 +49,18 @@ pub(crate) struct RawTunnel {
     pub(crate) one_way: Option<Item<bool>>,
     /// UDP only: `from-server` (the default) or `to-sink`.
     pub(crate) direction: Option<Item<String>>,
+    /// TCP only: `v1` or `v2`, the PROXY protocol header to send the target.
+    pub(crate) proxy_protocol: Option<Item<String>>,
+    /// HTTP only: the name to answer at (`<subdomain>.<domain>`); random when left out.
+    pub(crate) subdomain: Option<Item<String>>,
+    /// HTTP only: custom hostnames to answer at as well.
+    #[serde(default)]
+    pub(crate) hostnames: Vec<Item<String>>,
+    /// HTTP only: tags (`<tag>.<subdomain>.<domain>` reaches only tunnels carrying the tag).
+    #[serde(default)]
+    pub(crate) tags: Vec<Item<String>>,
+    /// HTTP only: the target speaks TLS; the server routes by SNI and passes it through.
+    pub(crate) tls_passthrough: Option<Item<bool>>,
 }
 
 impl RawTunnel {
@@ -60,6 +76,11 @@ impl RawTunnel {
             max_flows: None,
             one_way: None,
             direction: None,
+            proxy_protocol: None,
+            subdomain: None,
+            hostnames: Vec::new(),
+            tags: Vec::new(),
+            tls_passthrough: None,
         }
     }
 }
@@ -87,6 +108,17 @@ fn direction(s: &str) -> Result<Direction, String> {
     }
 }
 
+/// A PROXY protocol version, as written.
+pub(crate) fn proxy_version(s: &str) -> Result<ProxyProtocol, String> {
+    match s {
+        "v1" => Ok(ProxyProtocol::V1),
+        "v2" => Ok(ProxyProtocol::V2),
+        _ => Err(format!(
+            "`{s}` is not a PROXY protocol version (write \"v1\" or \"v2\")"
+        )),
+    }
+}
+
 /// Converts `[[tunnels]]`, reporting bad values and duplicate names or remote ports.
 pub(crate) fn tunnels(raw: &[RawTunnel], p: &mut Problems) -> Vec<TunnelConfig> {
     if raw.is_empty() {
@@ -105,6 +137,10 @@ struct Seen {
 
 /// Converts one `[[tunnels]]` entry.
 fn tunnel(t: &RawTunnel, seen: &mut Seen, p: &mut Problems) -> Option<TunnelConfig> {
+    if http::is_http(t) {
+        return http::tunnel(t, seen, p);
+    }
+    http::reject_keys(t, p);
     let protocol = match &t.protocol {
         Some(item) => p.parse(Some(item), fields::protocol),
         None => Some(Protocol::Tcp),
@@ -121,13 +157,31 @@ fn tunnel(t: &RawTunnel, seen: &mut Seen, p: &mut Problems) -> Option<TunnelConf
         Some(TunnelKind::UdpToSink) => None,
         _ => remote_port(t, protocol, seen, p),
     };
+    let proxy_protocol = proxy_protocol(t, protocol, p);
     let local = format!("{host}:{}", local_port?);
     Some(TunnelConfig {
         name: name?,
         local,
         remote_port,
         kind: kind?,
+        proxy_protocol,
     })
+}
+
+/// The PROXY protocol header a TCP tunnel sends its target, if any. The value is checked
+/// whatever the protocol; on a UDP tunnel the key itself is the problem.
+fn proxy_protocol(t: &RawTunnel, protocol: Protocol, p: &mut Problems) -> Option<ProxyProtocol> {
+    let item = t.proxy_protocol.as_ref()?;
+    let version = p.parse(Some(item), proxy_version)?;
+    match protocol {
+        Protocol::Tcp => Some(version),
+        Protocol::Udp => {
+            let message = "`proxy_protocol` applies only to TCP tunnels (a UDP flow has no \
+                           stream to put a header in front of); remove it";
+            p.push(item.problem(message));
+            None
+        }
+    }
 }
 
 /// The public port asked for, if any; each (protocol, port) only once per file.
@@ -263,5 +317,6 @@ fn udp_options(t: &RawTunnel, p: &mut Problems) -> UdpOptions {
     options
 }
 
+pub(crate) mod http;
 #[cfg(test)]
 mod tests;

@@ -32,6 +32,7 @@ fn udp_tunnel(name: &str, local: &str, remote_port: Option<u16>, o: UdpOptions) 
         local: local.into(),
         remote_port,
         kind: TunnelKind::Udp(o),
+        proxy_protocol: None,
     }
 }
 
@@ -75,6 +76,7 @@ remote_port = 5353
         local: "127.0.0.1:53".into(),
         remote_port: Some(5353),
         kind: TunnelKind::Tcp,
+        proxy_protocol: None,
     };
     assert_eq!(plan.config.tunnels, [dns, events, tcp]);
     assert_eq!(
@@ -182,7 +184,7 @@ idle_timeout = "0s"
         "c.toml:6:16: `idle_timeout` applies only to UDP tunnels; add protocol = \"udp\" or remove it",
         "c.toml:7:13: `max_flows` applies only to UDP tunnels; add protocol = \"udp\" or remove it",
         "c.toml:8:11: `one_way` applies only to UDP tunnels; add protocol = \"udp\" or remove it",
-        "c.toml:11:12: `quic` is not a tunnel protocol (write \"tcp\" or \"udp\")",
+        "c.toml:11:12: `quic` is not a tunnel protocol (write \"tcp\", \"udp\" or \"http\")",
         "c.toml:13:16: `soon` is not a duration (write e.g. 30s, 500ms, 2m)",
         "c.toml:18:16: idle timeout `1500ms` is not a whole number of seconds (write e.g. 30s or 2m)",
         "c.toml:19:13: 0 is out of range (1-1048576)",
@@ -238,6 +240,7 @@ remote_port = 9999
         local: "0.0.0.0:9999".into(),
         remote_port: None,
         kind: TunnelKind::UdpToSink,
+        proxy_protocol: None,
     };
     let dns = udp_tunnel("dns", "127.0.0.1:53", Some(9999), UdpOptions::default());
     assert_eq!(file.config.tunnels, [events.clone(), dns]);
