@@ -310,13 +310,37 @@ async fn path_prefix_routing_without_a_domain() {
         let report = got.json();
         assert_eq!(report["path"], "/x/y?z=1");
         assert_eq!(report["headers"]["x-forwarded-prefix"], "/app");
-        let tagged = format!("http://127.0.0.1:{}/eu/app/t", edge.http);
+        let tagged = format!("http://127.0.0.1:{}/~eu/app/t", edge.http);
         assert_eq!(curl(&[&tagged]).await.unwrap().json()["path"], "/t");
         // No client carries that tag: the name is there, nothing serves it.
-        let other = format!("http://127.0.0.1:{}/us/app/t", edge.http);
+        let other = format!("http://127.0.0.1:{}/~us/app/t", edge.http);
         assert_eq!(curl(&[&other]).await.unwrap().status, 502);
         let nothing = format!("http://127.0.0.1:{}/nothing/", edge.http);
         assert_eq!(curl(&[&nothing]).await.unwrap().status, 404);
+        // A client id in the tag slot reaches that client.
+        let by_id = format!("http://127.0.0.1:{}/~{}/app/i", edge.http, app.id);
+        assert_eq!(curl(&[&by_id]).await.unwrap().json()["path"], "/i");
+        // Visitors cannot forge where a request came from, and CONNECT is refused.
+        let forged = curl(&[
+            "-H",
+            "X-Forwarded-Prefix: /evil",
+            "-H",
+            "Forwarded: for=1.2.3.4",
+            &tagged,
+        ])
+        .await
+        .unwrap()
+        .json();
+        assert_eq!(forged["headers"]["x-forwarded-prefix"], "/~eu/app");
+        assert!(forged["headers"].get("forwarded").is_none(), "{forged}");
+        let connect = curl(&[
+            "-X",
+            "CONNECT",
+            &format!("http://127.0.0.1:{}/app/", edge.http),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(connect.status, 405);
     })
     .await
 }

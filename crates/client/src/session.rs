@@ -241,7 +241,13 @@ impl Session<'_> {
             *slot = Some(name);
         }
         let host = host_of(&self.ctx.config.server);
-        let urls: Vec<String> = urls.iter().map(|u| fill_host(u, host)).collect();
+        // An IPv6 address goes in brackets in a URL.
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host.to_owned()
+        };
+        let urls: Vec<String> = urls.iter().map(|u| fill_host(u, &host)).collect();
         info!(tunnel = %tunnel.name, urls = %urls.join(" "), local = %tunnel.local, "tunnel ready");
         (self.ctx.on_event)(Event::HttpReady {
             name: tunnel.name.clone(),

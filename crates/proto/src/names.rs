@@ -21,6 +21,15 @@ pub fn hostname(s: &str) -> Option<String> {
     ok.then_some(s)
 }
 
+/// True for a hostname that is an IPv4 address (its last label is all digits) or an IPv6 one.
+pub fn is_ip_literal(host: &str) -> bool {
+    host.contains(':')
+        || host
+            .rsplit('.')
+            .next()
+            .is_some_and(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The host part of a `Host` header or URI authority, canonical: `Example.COM:8080` →
 /// `example.com`, `[::1]:80` → `::1`. `None` when there is nothing usable.
 pub fn host_of_authority(authority: &str) -> Option<String> {
@@ -84,6 +93,12 @@ mod tests {
         );
         assert_eq!(host_of_authority("[::1]:80").as_deref(), Some("::1"));
         assert_eq!(host_of_authority(":80"), None);
+    }
+
+    #[test]
+    fn ip_literals() {
+        assert!(is_ip_literal("203.0.113.5") && is_ip_literal("::1"));
+        assert!(!is_ip_literal("example.com") && !is_ip_literal("1a.example.com"));
     }
 
     #[test]

@@ -186,20 +186,22 @@ impl Registry {
             tunnel,
             tags: options.tags.clone(),
             passthrough: options.tls_passthrough,
+            hostnames: options.hostnames.clone(),
             value: session.clone(),
         };
         self.lock().http.claim(
             &session.identity,
             options.subdomain.as_deref(),
-            &options.hostnames,
             member,
             random_name,
         )
     }
 
+    /// Whether `identity` may answer on `host`. With a shared token anyone may claim any name
+    /// but an IP address (that would capture visitors who reach the edge by its address).
     fn may_claim_hostname(&self, identity: &str, host: &str) -> bool {
         match &self.auth {
-            Auth::SharedToken(_) => true,
+            Auth::SharedToken(_) => !burrow_proto::names::is_ip_literal(host),
             Auth::Identities(ids) => ids.iter().any(|i| {
                 i.name == identity
                     && i.hostnames
@@ -207,6 +209,12 @@ impl Registry {
                         .any(|p| burrow_proto::names::matches_pattern(p, host))
             }),
         }
+    }
+
+    /// True while tunnel `tunnel` of `session` still serves the name (a kept stream to it may
+    /// be reused).
+    pub(crate) fn http_is_member(&self, name: &str, session: u64, tunnel: u32) -> bool {
+        self.lock().http.is_member(name, session, tunnel)
     }
 
     /// Withdraws an HTTP tunnel its client closed.
@@ -222,17 +230,38 @@ impl Registry {
         path: &str,
         passthrough: bool,
     ) -> Result<(Resolved, HttpMember), Miss> {
-        let mut state = self.lock();
-        let by_host = host.and_then(|h| state.http.resolve_host(h, &self.domains));
-        let resolved = match by_host {
-            Some(r) => r,
-            None if self.domains.is_empty() && !passthrough => {
-                state.http.resolve_path(path).ok_or(Miss::Unknown)?
-            }
-            None => return Err(Miss::Unknown),
-        };
-        let member = state.http.pick(&resolved, passthrough)?;
+        let resolved = self.http_resolve(host, path, passthrough)?;
+        let member = self.http_member(&resolved, passthrough)?;
         Ok((resolved, member))
+    }
+
+    /// What a visitor's `host` (or, with no domain configured, its `path`) names.
+    pub(crate) fn http_resolve(
+        &self,
+        host: Option<&str>,
+        path: &str,
+        passthrough: bool,
+    ) -> Result<Resolved, Miss> {
+        let state = self.lock();
+        // Path routing first where it applies, so a custom hostname (say, the edge's own name)
+        // cannot capture the paths of every other tunnel.
+        let by_path = || {
+            (self.domains.is_empty() && !passthrough)
+                .then(|| state.http.resolve_path(path))
+                .flatten()
+        };
+        by_path()
+            .or_else(|| host.and_then(|h| state.http.resolve_host(h, &self.domains)))
+            .ok_or(Miss::Unknown)
+    }
+
+    /// The next member of a resolved group, round robin.
+    pub(crate) fn http_member(
+        &self,
+        resolved: &Resolved,
+        passthrough: bool,
+    ) -> Result<HttpMember, Miss> {
+        self.lock().http.pick(resolved, passthrough)
     }
 
     /// Claims a `protocol` port for a tunnel of `session`; see [`PortTable::claim`].

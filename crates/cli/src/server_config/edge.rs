@@ -69,8 +69,22 @@ impl RawServer {
                 }
             }
         }
-        // Longest first, so `a.b.example.com` is matched before `example.com`.
-        edge.domains.sort_by_key(|d| std::cmp::Reverse(d.len()));
+        // A domain under another would make `a.b.example.com` both name `a` under `b.example.com`
+        // and tag `a` of name `b` under `example.com`: two owners for one address.
+        for d in &self.domains {
+            let Ok(domain) = fields::hostname(&d.value) else {
+                continue;
+            };
+            if let Some(outer) = edge
+                .domains
+                .iter()
+                .find(|o| domain.ends_with(&format!(".{o}")))
+            {
+                p.push(d.problem(format!(
+                    "domain `{domain}` is under domain `{outer}`; give only one of them"
+                )));
+            }
+        }
         let tls = match (&self.edge_tls_cert, &self.edge_tls_key) {
             (Some(cert), Some(key)) => {
                 if self.https_listen.is_none() {
@@ -129,7 +143,7 @@ token = "t"
 state_dir = "/s"
 http_listen = "0.0.0.0:80"
 https_listen = "[::]:443"
-domains = ["Tunnels.Example.com", "example.com"]
+domains = ["Tunnels.Example.com", "example.net"]
 http_header_timeout = "5s"
 http_response_timeout = "2m"
 http_max_header_bytes = 16384
@@ -144,8 +158,7 @@ hostnames = ["shop.example.org", "*.Alice.example.org"]
         assert_eq!(plan.edge.http, Some("0.0.0.0:80".parse().unwrap()));
         assert_eq!(plan.edge.https, Some("[::]:443".parse().unwrap()));
         let http = &plan.config.http;
-        // Canonical, longest first.
-        assert_eq!(http.domains, vec!["tunnels.example.com", "example.com"]);
+        assert_eq!(http.domains, vec!["tunnels.example.com", "example.net"]);
         assert_eq!(http.header_timeout, Duration::from_secs(5));
         assert_eq!(http.response_timeout, Duration::from_secs(120));
         assert_eq!(http.max_header_bytes, 16384);
@@ -162,7 +175,7 @@ hostnames = ["shop.example.org", "*.Alice.example.org"]
     fn edge_problems_are_reported_at_their_values() {
         let text = r#"token = "t"
 state_dir = "/s"
-domains = ["ok.example.com", "bad_domain", "ok.example.com"]
+domains = ["ok.example.com", "bad_domain", "ok.example.com", "example.com"]
 edge_tls_cert = "c.pem"
 http_max_header_bytes = 10
 
@@ -174,9 +187,11 @@ hostnames = ["*.*.example.org"]
         let text = text.replace("token = \"t\"\n", "");
         let got = lines(check(&source("s.toml", &text)));
         let want = [
+            "s.toml:2:12: domain `ok.example.com` is under domain `example.com`; give only one of them",
             "s.toml:2:12: domains are set but neither http_listen nor https_listen is",
             "s.toml:2:30: `bad_domain` is not a hostname (labels of a-z, 0-9 and -, joined by dots)",
             "s.toml:2:44: domain `ok.example.com` is listed twice",
+            "s.toml:2:44: domain `ok.example.com` is under domain `example.com`; give only one of them",
             "s.toml:3:17: give both `edge_tls_cert` and `edge_tls_key`, or neither",
             "s.toml:4:25: 10 is out of range (8192-1048576)",
             "s.toml:9:14: `*.example.org` is not a hostname (labels of a-z, 0-9 and -, joined by dots)",

@@ -68,13 +68,13 @@ pub(crate) struct Access {
 
 /// A response body that writes the access log line when it ends.
 #[derive(Debug)]
-pub(crate) struct Logged<B> {
+pub(crate) struct Logged<B: Body> {
     inner: B,
     down: u64,
     access: Option<Access>,
 }
 
-impl<B> Logged<B> {
+impl<B: Body> Logged<B> {
     pub(crate) fn new(inner: B, access: Access) -> Self {
         Self {
             inner,
@@ -139,10 +139,10 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Logged<B> {
     }
 }
 
-impl<B> Drop for Logged<B> {
+impl<B: Body> Drop for Logged<B> {
     fn drop(&mut self) {
         // An empty body may never be polled; a visitor may leave mid-body.
-        let complete = self.access.as_ref().is_some_and(|_| self.down == 0);
+        let complete = self.inner.is_end_stream();
         self.finish(complete);
     }
 }

@@ -173,12 +173,12 @@ async fn accept_loop(
         };
         let _ = burrow_net::tune_endpoint(&tcp);
         let shared2 = shared.clone();
+        let permit = Arc::new(permit);
         let task = async move {
             match scheme {
-                Scheme::Http => proxy::serve(shared2, tcp, peer, Scheme::Http).await,
-                Scheme::Https => sni::serve(shared2, tcp, peer).await,
+                Scheme::Http => proxy::serve(shared2, tcp, peer, Scheme::Http, permit).await,
+                Scheme::Https => sni::serve(shared2, tcp, peer, permit).await,
             }
-            drop(permit);
         };
         let span = tracing::debug_span!("visitor", visitor = %peer);
         shared.tracker.spawn(task.instrument(span));

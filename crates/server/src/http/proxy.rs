@@ -11,7 +11,6 @@ use super::body::{Access, Counted, Logged};
 use super::routes::Miss;
 use super::{Scheme, routes::Resolved};
 use crate::Shared;
-use crate::registry::HttpMember;
 use burrow_net::write_frame;
 use burrow_proto::msg::{StreamKind, StreamOpen, Target};
 use burrow_proto::names::host_of_authority;
@@ -39,6 +38,8 @@ type Sender = client_http1::SendRequest<UpstreamBody>;
 struct Upstream {
     resolved: Resolved,
     member: (u64, u32),
+    /// Its session: the stream is not reused once the session has ended.
+    session: Arc<crate::registry::SessionHandle>,
     tunnel: String,
     sender: Sender,
 }
@@ -50,33 +51,42 @@ struct Visitor {
     scheme: Scheme,
     /// Taken out while a request uses it, so no lock is held across an await; put back after.
     upstream: Mutex<Option<Upstream>>,
+    permit: Permit,
 }
 
-/// Serves HTTP/1.1 on a plain visitor connection until it closes.
-pub(crate) async fn serve(
+/// The connection-limit permit of a visitor connection, held as long as any part of it runs
+/// (an upgraded connection outlives hyper's connection task).
+pub(crate) type Permit = Arc<tokio::sync::OwnedSemaphorePermit>;
+
+/// The HTTP/2 connection preface a client sends first.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How often an idle HTTP/2 connection is pinged, and how long an answer may take.
+const H2_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Serves HTTP/1.1 on a visitor connection (plain, or TLS without `h2`) until it closes.
+pub(crate) async fn serve<S>(
     shared: Arc<Shared>,
-    tcp: tokio::net::TcpStream,
+    io: S,
     peer: SocketAddr,
     scheme: Scheme,
-) {
+    permit: Permit,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let edge = &shared.config.http;
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(edge.header_timeout)
         .max_buf_size(edge.max_header_bytes.max(8192));
-    let visitor = Arc::new(Visitor {
-        shared: shared.clone(),
-        peer,
-        scheme,
-        upstream: Mutex::new(None),
-    });
+    let visitor = Visitor::new(&shared, peer, scheme, permit);
     let service = hyper::service::service_fn(move |req| {
         let visitor = visitor.clone();
         async move { Ok::<_, Infallible>(visitor.handle(req).await) }
     });
     let conn = builder
-        .serve_connection(TokioIo::new(tcp), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::select! {
         result = conn => if let Err(e) = result { debug!("visitor connection ended: {e}") },
@@ -84,33 +94,35 @@ pub(crate) async fn serve(
     }
 }
 
-/// Serves HTTP/1.1 and HTTP/2 on a TLS-terminated visitor connection until it closes.
-pub(crate) async fn serve_tls<S>(shared: Arc<Shared>, tls: S, peer: SocketAddr)
+/// Serves HTTP/2 on a TLS-terminated visitor connection that chose `h2` by ALPN. The preface
+/// must arrive within the header deadline; after that, pings keep idle connections honest.
+pub(crate) async fn serve_h2<S>(shared: Arc<Shared>, mut tls: S, peer: SocketAddr, permit: Permit)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    use tokio::io::AsyncReadExt;
     let edge = &shared.config.http;
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut preface = [0u8; 24];
+    match tokio::time::timeout(edge.header_timeout, tls.read_exact(&mut preface)).await {
+        Ok(Ok(_)) if &preface == H2_PREFACE => {}
+        Ok(Ok(_)) => return debug!("not an HTTP/2 preface after ALPN h2; closed"),
+        Ok(Err(e)) => return debug!("visitor left before its HTTP/2 preface: {e}"),
+        Err(_) => return debug!("no HTTP/2 preface within {:?}; closed", edge.header_timeout),
+    }
+    let io = super::rewind::Rewind::new(preface.to_vec(), tls);
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
-        .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(edge.header_timeout)
-        .max_buf_size(edge.max_header_bytes.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(H2_KEEPALIVE))
+        .keep_alive_timeout(H2_KEEPALIVE)
+        .max_concurrent_streams(256)
         .max_header_list_size(u32::try_from(edge.max_header_bytes).unwrap_or(u32::MAX));
-    let visitor = Arc::new(Visitor {
-        shared: shared.clone(),
-        peer,
-        scheme: Scheme::Https,
-        upstream: Mutex::new(None),
-    });
+    let visitor = Visitor::new(&shared, peer, Scheme::Https, permit);
     let service = hyper::service::service_fn(move |req| {
         let visitor = visitor.clone();
         async move { Ok::<_, Infallible>(visitor.handle(req).await) }
     });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::select! {
         result = conn => if let Err(e) = result { debug!("visitor connection ended: {e}") },
         _ = shared.shutdown.cancelled() => {}
@@ -126,6 +138,7 @@ enum Refused {
     Timeout(String),
     BadRequest(&'static str),
     HeadTooLarge(usize),
+    Connect,
 }
 
 impl Refused {
@@ -165,6 +178,10 @@ impl Refused {
                     "431 Request Header Fields Too Large\n\nThe request head is over {limit} bytes.\n"
                 ),
             ),
+            Refused::Connect => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "405 Method Not Allowed\n\nThe edge is not a forward proxy: CONNECT is not served.\n".to_owned(),
+            ),
             Refused::BadRequest(why) => (
                 StatusCode::BAD_REQUEST,
                 format!("400 Bad Request\n\n{why}\n"),
@@ -174,6 +191,16 @@ impl Refused {
 }
 
 impl Visitor {
+    fn new(shared: &Arc<Shared>, peer: SocketAddr, scheme: Scheme, permit: Permit) -> Arc<Self> {
+        Arc::new(Visitor {
+            shared: shared.clone(),
+            peer,
+            scheme,
+            upstream: Mutex::new(None),
+            permit,
+        })
+    }
+
     async fn handle(&self, req: Request<Incoming>) -> Response<EdgeBody> {
         let start = Instant::now();
         let up = Arc::new(AtomicU64::new(0));
@@ -193,6 +220,8 @@ impl Visitor {
         let limit = self.shared.config.http.max_header_bytes;
         let result = if head_len(&req) > limit {
             Err(Refused::HeadTooLarge(limit))
+        } else if req.method() == http::Method::CONNECT {
+            Err(Refused::Connect)
         } else {
             self.forward(req, host, up, &mut access).await
         };
@@ -229,8 +258,8 @@ impl Visitor {
     ) -> Result<Response<Incoming>, Refused> {
         let registry = &self.shared.registry;
         let path = req.uri().path().to_owned();
-        let (resolved, member) = match registry.http_pick(host.as_deref(), &path, false) {
-            Ok(found) => found,
+        let resolved = match registry.http_resolve(host.as_deref(), &path, false) {
+            Ok(resolved) => resolved,
             Err(Miss::Unknown) => {
                 return Err(Refused::Unknown(
                     host.unwrap_or_else(|| "this address".into()),
@@ -241,7 +270,8 @@ impl Visitor {
         access.tunnel = resolved.name.clone();
         let upgrade = wants_upgrade(req.headers());
         let visitor_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let upstream = self.upstream_for(&resolved, member).await?;
+        let shown = host.as_deref().unwrap_or(&resolved.name).to_owned();
+        let upstream = self.upstream_for(&resolved, &shown).await?;
         access.client = Some(upstream.member.0);
         let mut upstream = upstream;
         let forwarded = self.rewrite(req, &resolved, upgrade, up)?;
@@ -263,9 +293,11 @@ impl Visitor {
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(visitor_side) = visitor_upgrade {
                 let target_side = hyper::upgrade::on(&mut response);
-                self.shared
-                    .tracker
-                    .spawn(join_upgraded(visitor_side, target_side));
+                self.shared.tracker.spawn(join_upgraded(
+                    visitor_side,
+                    target_side,
+                    self.permit.clone(),
+                ));
             }
         } else if !upgrade {
             // Keep the stream for this connection's next request.
@@ -280,19 +312,25 @@ impl Visitor {
 
     /// The connection's stream to `member`'s target when it has one for the same route,
     /// otherwise a new stream over the member's session.
-    async fn upstream_for(
-        &self,
-        resolved: &Resolved,
-        member: HttpMember,
-    ) -> Result<Upstream, Refused> {
+    async fn upstream_for(&self, resolved: &Resolved, shown: &str) -> Result<Upstream, Refused> {
         let cached = self.upstream.lock().ok().and_then(|mut slot| slot.take());
         if let Some(up) = cached {
-            let alive =
-                !up.sender.is_closed() && self.shared.registry.session(up.member.0).is_some();
-            if alive && up.resolved == *resolved {
+            let alive = !up.sender.is_closed() && !up.session.closed.is_cancelled();
+            if alive
+                && up.resolved == *resolved
+                && self
+                    .shared
+                    .registry
+                    .http_is_member(&resolved.name, up.member.0, up.member.1)
+            {
                 return Ok(up);
             }
         }
+        let member = match self.shared.registry.http_member(resolved, false) {
+            Ok(member) => member,
+            Err(Miss::Unknown) => return Err(Refused::Unknown(shown.to_owned())),
+            Err(Miss::Offline(name)) => return Err(Refused::Offline(name)),
+        };
         let name = resolved.name.clone();
         let session = member.value;
         let wait = self.shared.config.pool_wait;
@@ -327,6 +365,7 @@ impl Visitor {
         Ok(Upstream {
             resolved: resolved.clone(),
             member: (session.id, member.tunnel),
+            session: session.clone(),
             tunnel: name,
             sender,
         })
@@ -371,6 +410,11 @@ impl Visitor {
         let upgrade_value = headers.get(header::UPGRADE).cloned();
         strip_hop_by_hop(headers, false);
         headers.remove(header::EXPECT);
+        // Only the edge says where a request came from; a visitor's own claims go (except the
+        // X-Forwarded-For list, which is appended to as proxies do).
+        for name in [header::FORWARDED, X_FORWARDED_HOST, X_FORWARDED_PREFIX] {
+            headers.remove(name);
+        }
         if upgrade && let Some(value) = upgrade_value {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, value);
@@ -430,7 +474,10 @@ fn head_len<B>(req: &Request<B>) -> usize {
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
-    req.uri().to_string().len() + req.method().as_str().len() + headers
+    let uri = req.uri();
+    let target = uri.path_and_query().map_or(0, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len());
+    target + req.method().as_str().len() + headers
 }
 
 /// True for an HTTP/1.1 request asking to switch protocols.
@@ -477,7 +524,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, switching: bool) {
 }
 
 /// Joins the visitor's and the target's upgraded connections until both sides finish.
-async fn join_upgraded(visitor: hyper::upgrade::OnUpgrade, target: hyper::upgrade::OnUpgrade) {
+async fn join_upgraded(
+    visitor: hyper::upgrade::OnUpgrade,
+    target: hyper::upgrade::OnUpgrade,
+    _permit: Permit,
+) {
     let (visitor, target) = match tokio::try_join!(visitor, target) {
         Ok(both) => both,
         Err(e) => return debug!("upgrade failed: {e}"),

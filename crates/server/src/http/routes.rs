@@ -27,6 +27,9 @@ pub(crate) struct Member<T> {
     pub tags: Vec<String>,
     /// Its target speaks TLS: only the HTTPS listener's passthrough reaches it.
     pub passthrough: bool,
+    /// Custom hostnames it answers on; a hostname stays pointed at the group while a member
+    /// (or the group's lease) holds it.
+    pub hostnames: Vec<String>,
     /// The session's handle.
     pub value: T,
 }
@@ -35,7 +38,12 @@ pub(crate) struct Member<T> {
 struct Group<T> {
     owner: String,
     members: Vec<Member<T>>,
+    /// Every hostname pointed at the group (the union of its members', or the last members'
+    /// while leased).
     hostnames: Vec<String>,
+    /// Some member ever served TLS passthrough: a TLS visitor for this name is never terminated
+    /// by the edge, even while its clients are away.
+    passthrough: bool,
     /// Set while the group has no member: the name is reserved for `owner` until then.
     lease_until: Option<Instant>,
     /// Round-robin position.
@@ -89,7 +97,7 @@ impl<T: Clone> HttpRoutes<T> {
     }
 
     /// Adds `member` to the group called `want` (creating it), or to a fresh name drawn from
-    /// `random` when `want` is `None`, and points `hostnames` at it. Returns the name.
+    /// `random` when `want` is `None`, and points the member's hostnames at it. Returns the name.
     ///
     /// Refused when the name or a hostname belongs to another identity, in use or leased. The
     /// caller has checked that the identity may claim the hostnames.
@@ -97,7 +105,6 @@ impl<T: Clone> HttpRoutes<T> {
         &mut self,
         identity: &str,
         want: Option<&str>,
-        hostnames: &[String],
         member: Member<T>,
         mut random: impl FnMut() -> String,
     ) -> Result<String, Refusal> {
@@ -115,7 +122,7 @@ impl<T: Clone> HttpRoutes<T> {
         {
             return Err(Refusal::NameTaken(name));
         }
-        for host in hostnames {
+        for host in &member.hostnames {
             if self.hostnames.get(host).is_some_and(|n| *n != name) {
                 return Err(Refusal::NameTaken(host.clone()));
             }
@@ -124,20 +131,23 @@ impl<T: Clone> HttpRoutes<T> {
             owner: identity.to_owned(),
             members: Vec::new(),
             hostnames: Vec::new(),
+            passthrough: false,
             lease_until: None,
             next: 0,
         });
         group.lease_until = None;
+        group.passthrough |= member.passthrough;
         group
             .members
             .retain(|m| (m.session, m.tunnel) != (member.session, member.tunnel));
-        group.members.push(member);
-        for host in hostnames {
+        for host in &member.hostnames {
             if !group.hostnames.contains(host) {
                 group.hostnames.push(host.clone());
             }
             self.hostnames.insert(host.clone(), name.clone());
         }
+        group.members.push(member);
+        self.reconcile_hostnames(&name);
         Ok(name)
     }
 
@@ -154,19 +164,53 @@ impl<T: Clone> HttpRoutes<T> {
 
     fn remove_members(&mut self, gone: impl Fn(&Member<T>) -> bool, until: Option<Instant>) {
         let mut freed = Vec::new();
+        let mut shrunk = Vec::new();
         for (name, group) in &mut self.groups {
             let before = group.members.len();
             group.members.retain(|m| !gone(m));
-            if group.members.is_empty() && before > 0 {
-                match until {
-                    Some(until) => group.lease_until = Some(until),
-                    None => freed.push(name.clone()),
-                }
+            if group.members.len() == before {
+                continue;
+            }
+            match (group.members.is_empty(), until) {
+                (true, Some(until)) => group.lease_until = Some(until),
+                (true, None) => freed.push(name.clone()),
+                (false, _) => shrunk.push(name.clone()),
             }
         }
         for name in freed {
             self.free(&name);
         }
+        for name in shrunk {
+            self.reconcile_hostnames(&name);
+        }
+    }
+
+    /// Points exactly the hostnames of a live group's members at it, releasing the rest.
+    fn reconcile_hostnames(&mut self, name: &str) {
+        let Some(group) = self.groups.get_mut(name) else {
+            return;
+        };
+        let held: Vec<String> = group
+            .members
+            .iter()
+            .flat_map(|m| m.hostnames.iter().cloned())
+            .collect();
+        let (kept, dropped): (Vec<String>, Vec<String>) =
+            group.hostnames.drain(..).partition(|h| held.contains(h));
+        group.hostnames = kept;
+        for host in dropped {
+            self.hostnames.remove(&host);
+        }
+    }
+
+    /// True while tunnel `tunnel` of `session` is a member of the group called `name` (a kept
+    /// stream to it may be reused).
+    pub(crate) fn is_member(&self, name: &str, session: u64, tunnel: u32) -> bool {
+        self.groups.get(name).is_some_and(|g| {
+            g.members
+                .iter()
+                .any(|m| (m.session, m.tunnel) == (session, tunnel))
+        })
     }
 
     /// Frees names whose lease ended by `now`; returns them.
@@ -224,23 +268,23 @@ impl<T: Clone> HttpRoutes<T> {
         })
     }
 
-    /// Resolves a request path when the edge has no domain: `/<name>/…` or `/<tag>/<name>/…`;
-    /// a name wins over a tag when both read.
+    /// Resolves a request path when the edge has no domain: `/<name>/…`, or `/~<tag>/<name>/…`
+    /// for a tag or client id (a name never starts with `~`, so the two cannot be confused).
     pub(crate) fn resolve_path(&self, path: &str) -> Option<Resolved> {
         let mut segments = path.strip_prefix('/')?.splitn(3, '/');
         let first = segments.next().filter(|s| !s.is_empty())?;
-        if self.groups.contains_key(first) {
-            return Some(Resolved {
+        let Some(tag) = first.strip_prefix('~') else {
+            return self.groups.contains_key(first).then(|| Resolved {
                 name: first.to_owned(),
                 selector: Selector::Any,
                 prefix_len: 1 + first.len(),
             });
-        }
-        let second = segments.next().filter(|s| self.groups.contains_key(*s))?;
+        };
+        let name = segments.next().filter(|s| self.groups.contains_key(*s))?;
         Some(Resolved {
-            name: second.to_owned(),
-            selector: Selector::Tag(first.to_owned()),
-            prefix_len: 2 + first.len() + second.len(),
+            name: name.to_owned(),
+            selector: Selector::Tag(tag.to_owned()),
+            prefix_len: 2 + first.len() + name.len(),
         })
     }
 
@@ -252,6 +296,10 @@ impl<T: Clone> HttpRoutes<T> {
         passthrough: bool,
     ) -> Result<Member<T>, Miss> {
         let group = self.groups.get_mut(&resolved.name).ok_or(Miss::Unknown)?;
+        if passthrough && !group.passthrough {
+            // Not a passthrough name: the HTTPS listener may terminate TLS for it.
+            return Err(Miss::Unknown);
+        }
         let matches = |m: &&Member<T>| {
             m.passthrough == passthrough
                 && match &resolved.selector {
@@ -286,8 +334,14 @@ mod tests {
             tunnel,
             tags: tags.iter().map(|t| t.to_string()).collect(),
             passthrough: false,
+            hostnames: Vec::new(),
             value: session,
         }
+    }
+
+    fn hosted(mut m: Member<u64>, hosts: &[String]) -> Member<u64> {
+        m.hostnames = hosts.to_vec();
+        m
     }
 
     fn no_random() -> String {
@@ -307,7 +361,7 @@ mod tests {
     fn same_identity_forms_a_group_served_round_robin() {
         let mut t = HttpRoutes::new();
         for s in 1..=3 {
-            t.claim("alice", Some("app"), &[], member(s, 0, &[]), no_random)
+            t.claim("alice", Some("app"), member(s, 0, &[]), no_random)
                 .unwrap();
         }
         let picks: Vec<u64> = (0..6)
@@ -320,14 +374,24 @@ mod tests {
     fn another_identity_cannot_take_a_name_or_hostname() {
         let mut t = HttpRoutes::new();
         let hosts = vec!["shop.example.org".to_string()];
-        t.claim("alice", Some("app"), &hosts, member(1, 0, &[]), no_random)
-            .unwrap();
+        t.claim(
+            "alice",
+            Some("app"),
+            hosted(member(1, 0, &[]), &hosts),
+            no_random,
+        )
+        .unwrap();
         assert_eq!(
-            t.claim("bob", Some("app"), &[], member(2, 0, &[]), no_random),
+            t.claim("bob", Some("app"), member(2, 0, &[]), no_random),
             Err(Refusal::NameTaken("app".into()))
         );
         assert_eq!(
-            t.claim("bob", Some("other"), &hosts, member(2, 0, &[]), no_random),
+            t.claim(
+                "bob",
+                Some("other"),
+                hosted(member(2, 0, &[]), &hosts),
+                no_random
+            ),
             Err(Refusal::NameTaken("shop.example.org".into()))
         );
         // The refused claim left nothing behind.
@@ -338,11 +402,11 @@ mod tests {
     #[test]
     fn random_names_skip_taken_ones() {
         let mut t = HttpRoutes::new();
-        t.claim("alice", Some("aaaa"), &[], member(1, 0, &[]), no_random)
+        t.claim("alice", Some("aaaa"), member(1, 0, &[]), no_random)
             .unwrap();
         let mut draws = vec!["bbbb".to_string(), "aaaa".to_string()];
         let name = t
-            .claim("bob", None, &[], member(2, 0, &[]), || draws.pop().unwrap())
+            .claim("bob", None, member(2, 0, &[]), || draws.pop().unwrap())
             .unwrap();
         assert_eq!(name, "bbbb");
     }
@@ -350,9 +414,9 @@ mod tests {
     #[test]
     fn tags_and_client_ids_select_members() {
         let mut t = HttpRoutes::new();
-        t.claim("a", Some("app"), &[], member(0x11, 0, &["eu"]), no_random)
+        t.claim("a", Some("app"), member(0x11, 0, &["eu"]), no_random)
             .unwrap();
-        t.claim("a", Some("app"), &[], member(0x22, 0, &["us"]), no_random)
+        t.claim("a", Some("app"), member(0x22, 0, &["us"]), no_random)
             .unwrap();
         for _ in 0..3 {
             assert_eq!(pick(&mut t, "eu.app.example.com"), Ok(0x11));
@@ -370,9 +434,9 @@ mod tests {
     fn a_lost_member_leaves_at_once_and_the_name_is_leased() {
         let mut t = HttpRoutes::new();
         let now = Instant::now();
-        t.claim("alice", Some("app"), &[], member(1, 0, &[]), no_random)
+        t.claim("alice", Some("app"), member(1, 0, &[]), no_random)
             .unwrap();
-        t.claim("alice", Some("app"), &[], member(2, 0, &[]), no_random)
+        t.claim("alice", Some("app"), member(2, 0, &[]), no_random)
             .unwrap();
         t.end_session(1, Some(now + Duration::from_secs(30)));
         for _ in 0..3 {
@@ -385,12 +449,12 @@ mod tests {
         );
         // Leased: only its owner may come back for it.
         assert!(
-            t.claim("bob", Some("app"), &[], member(3, 0, &[]), no_random)
+            t.claim("bob", Some("app"), member(3, 0, &[]), no_random)
                 .is_err()
         );
         assert!(t.expire(now + Duration::from_secs(29)).is_empty());
         assert_eq!(t.expire(now + Duration::from_secs(30)), vec!["app"]);
-        t.claim("bob", Some("app"), &[], member(3, 0, &[]), no_random)
+        t.claim("bob", Some("app"), member(3, 0, &[]), no_random)
             .unwrap();
     }
 
@@ -398,15 +462,25 @@ mod tests {
     fn the_owner_takes_a_leased_name_back_with_its_hostnames() {
         let mut t = HttpRoutes::new();
         let hosts = vec!["shop.example.org".to_string()];
-        t.claim("alice", Some("app"), &hosts, member(1, 0, &[]), no_random)
-            .unwrap();
+        t.claim(
+            "alice",
+            Some("app"),
+            hosted(member(1, 0, &[]), &hosts),
+            no_random,
+        )
+        .unwrap();
         t.end_session(1, Some(Instant::now() + Duration::from_secs(30)));
         assert_eq!(
             pick(&mut t, "shop.example.org"),
             Err(Miss::Offline("app".into()))
         );
-        t.claim("alice", Some("app"), &hosts, member(5, 0, &[]), no_random)
-            .unwrap();
+        t.claim(
+            "alice",
+            Some("app"),
+            hosted(member(5, 0, &[]), &hosts),
+            no_random,
+        )
+        .unwrap();
         assert_eq!(pick(&mut t, "shop.example.org"), Ok(5));
         // A leased group is not expired once it has members again.
         assert!(
@@ -419,9 +493,14 @@ mod tests {
     fn goodbye_and_closing_free_names_at_once() {
         let mut t = HttpRoutes::new();
         let hosts = vec!["shop.example.org".to_string()];
-        t.claim("alice", Some("app"), &hosts, member(1, 0, &[]), no_random)
-            .unwrap();
-        t.claim("alice", Some("web"), &[], member(1, 1, &[]), no_random)
+        t.claim(
+            "alice",
+            Some("app"),
+            hosted(member(1, 0, &[]), &hosts),
+            no_random,
+        )
+        .unwrap();
+        t.claim("alice", Some("web"), member(1, 1, &[]), no_random)
             .unwrap();
         t.leave(1, 1);
         assert_eq!(pick(&mut t, "web.example.com"), Err(Miss::Unknown));
@@ -435,7 +514,7 @@ mod tests {
         let mut t = HttpRoutes::new();
         let mut tls = member(1, 0, &[]);
         tls.passthrough = true;
-        t.claim("a", Some("app"), &[], tls, no_random).unwrap();
+        t.claim("a", Some("app"), tls, no_random).unwrap();
         assert_eq!(
             pick(&mut t, "app.example.com"),
             Err(Miss::Offline("app".into()))
@@ -447,16 +526,115 @@ mod tests {
     #[test]
     fn paths_resolve_names_then_tags() {
         let mut t = HttpRoutes::new();
-        t.claim("a", Some("app"), &[], member(1, 0, &["eu"]), no_random)
+        t.claim("a", Some("app"), member(1, 0, &["eu"]), no_random)
             .unwrap();
         let r = t.resolve_path("/app/index.html").unwrap();
         assert_eq!((r.name.as_str(), r.prefix_len), ("app", 4));
         assert_eq!(r.selector, Selector::Any);
-        let r = t.resolve_path("/eu/app/x?y").unwrap();
-        assert_eq!((r.name.as_str(), r.prefix_len), ("app", 7));
+        let r = t.resolve_path("/~eu/app/x?y").unwrap();
+        assert_eq!((r.name.as_str(), r.prefix_len), ("app", 8));
         assert_eq!(r.selector, Selector::Tag("eu".into()));
         assert_eq!(t.resolve_path("/app").unwrap().prefix_len, 4);
         assert!(t.resolve_path("/nope/x").is_none());
+        // Without the `~`, a first segment is always a name, never a tag.
+        assert!(t.resolve_path("/eu/app/x").is_none());
         assert!(t.resolve_path("/").is_none());
+    }
+}
+
+#[cfg(test)]
+mod more_tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn member(session: u64, tunnel: u32, hosts: &[&str], passthrough: bool) -> Member<u64> {
+        Member {
+            session,
+            tunnel,
+            tags: Vec::new(),
+            passthrough,
+            hostnames: hosts.iter().map(|h| h.to_string()).collect(),
+            value: session,
+        }
+    }
+
+    #[test]
+    fn hostnames_follow_the_members_that_hold_them() {
+        let mut t = HttpRoutes::new();
+        let none = || -> String { unreachable!() };
+        t.claim("a", Some("app"), member(1, 0, &[], false), none)
+            .unwrap();
+        for round in 0..3 {
+            let host = format!("h{round}.example.org");
+            t.claim("a", Some("app"), member(1, 1, &[&host], false), none)
+                .unwrap();
+            assert!(t.resolve_host(&host, &[]).is_some());
+            t.leave(1, 1);
+            // Gone with its member: nothing piles up while the group lives on.
+            assert!(t.resolve_host(&host, &[]).is_none(), "{host}");
+        }
+        assert_eq!(t.hostnames.len(), 0);
+    }
+
+    #[test]
+    fn a_leased_groups_hostnames_wait_for_its_owner_then_follow_the_new_members() {
+        let mut t = HttpRoutes::new();
+        let none = || -> String { unreachable!() };
+        t.claim(
+            "a",
+            Some("app"),
+            member(1, 0, &["x.org", "y.org"], false),
+            none,
+        )
+        .unwrap();
+        t.end_session(1, Some(Instant::now() + Duration::from_secs(30)));
+        assert!(
+            t.resolve_host("y.org", &[]).is_some(),
+            "kept during the lease"
+        );
+        t.claim("a", Some("app"), member(2, 0, &["x.org"], false), none)
+            .unwrap();
+        assert!(t.resolve_host("x.org", &[]).is_some());
+        assert!(
+            t.resolve_host("y.org", &[]).is_none(),
+            "no member holds it any more"
+        );
+    }
+
+    #[test]
+    fn a_passthrough_name_stays_passthrough_while_its_clients_are_away() {
+        let mut t = HttpRoutes::new();
+        let none = || -> String { unreachable!() };
+        t.claim("a", Some("tls"), member(1, 0, &[], true), none)
+            .unwrap();
+        t.claim("a", Some("web"), member(1, 1, &[], false), none)
+            .unwrap();
+        t.end_session(1, Some(Instant::now() + Duration::from_secs(30)));
+        let tls = t
+            .resolve_host("tls.example.com", &["example.com".into()])
+            .unwrap();
+        assert_eq!(
+            t.pick(&tls, true).map(|m| m.value),
+            Err(Miss::Offline("tls".into()))
+        );
+        // A name that never passed TLS through may be terminated by the edge.
+        let web = t
+            .resolve_host("web.example.com", &["example.com".into()])
+            .unwrap();
+        assert_eq!(t.pick(&web, true).map(|m| m.value), Err(Miss::Unknown));
+    }
+
+    #[test]
+    fn membership_is_checked_for_kept_streams() {
+        let mut t = HttpRoutes::new();
+        let none = || -> String { unreachable!() };
+        t.claim("a", Some("app"), member(1, 0, &[], false), none)
+            .unwrap();
+        assert!(t.is_member("app", 1, 0));
+        t.leave(1, 0);
+        t.claim("b", Some("app"), member(2, 0, &[], false), none)
+            .unwrap();
+        assert!(!t.is_member("app", 1, 0));
+        assert!(t.is_member("app", 2, 0));
     }
 }

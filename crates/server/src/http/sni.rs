@@ -8,6 +8,7 @@
 
 use super::proxy;
 use super::rewind::Rewind;
+use super::routes::Miss;
 use crate::Shared;
 use burrow_net::tls::rustls::server::Acceptor;
 use burrow_net::{relay, write_frame};
@@ -56,7 +57,7 @@ async fn read_hello(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<H
                 let name = accepted
                     .client_hello()
                     .server_name()
-                    .map(str::to_ascii_lowercase);
+                    .and_then(burrow_proto::names::hostname);
                 return Ok(Hello::Tls(name));
             }
             Ok(None) => continue,
@@ -66,7 +67,12 @@ async fn read_hello(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<H
 }
 
 /// Serves one HTTPS visitor connection.
-pub(crate) async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr) {
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    permit: proxy::Permit,
+) {
     let mut buf = Vec::new();
     let deadline = shared.config.http.header_timeout;
     let hello = match tokio::time::timeout(deadline, read_hello(&mut tcp, &mut buf)).await {
@@ -78,10 +84,17 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketA
         Hello::Tls(name) => name,
         Hello::NotTls => return debug!("not TLS on the HTTPS listener; closed"),
     };
-    if let Some(name) = &server_name
-        && let Ok((resolved, member)) = shared.registry.http_pick(Some(name), "/", true)
-    {
-        return passthrough(&shared, tcp, peer, buf, &resolved.name, member).await;
+    if let Some(name) = &server_name {
+        match shared.registry.http_pick(Some(name), "/", true) {
+            Ok((resolved, member)) => {
+                return passthrough(&shared, tcp, peer, buf, &resolved.name, member).await;
+            }
+            // A passthrough name whose clients are away: never decrypted here, closed.
+            Err(Miss::Offline(name)) => {
+                return info!(tunnel = %name, "passthrough tunnel offline; connection closed");
+            }
+            Err(Miss::Unknown) => {}
+        }
     }
     let Some(config) = shared.config.http.terminate.clone() else {
         let name = server_name.as_deref().unwrap_or("(none)");
@@ -89,7 +102,14 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketA
     };
     let acceptor = burrow_net::tls::tokio_rustls::TlsAcceptor::from(config);
     match tokio::time::timeout(deadline, acceptor.accept(Rewind::new(buf, tcp))).await {
-        Ok(Ok(tls)) => proxy::serve_tls(shared, tls, peer).await,
+        Ok(Ok(tls)) => {
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            if h2 {
+                proxy::serve_h2(shared, tls, peer, permit).await
+            } else {
+                proxy::serve(shared, tls, peer, super::Scheme::Https, permit).await
+            }
+        }
         Ok(Err(e)) => debug!("TLS handshake failed: {e}"),
         Err(_) => debug!("TLS handshake not finished within {deadline:?}"),
     }
