@@ -48,6 +48,11 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
     }
 }
 
+/// True when the access log (`burrow::access` at info) is on.
+pub(crate) fn access_log_on() -> bool {
+    tracing::enabled!(target: "burrow::access", tracing::Level::INFO)
+}
+
 /// What the access log says about one request; written once, when its response body ends (or
 /// is dropped unfinished).
 #[derive(Debug)]
@@ -75,11 +80,11 @@ pub(crate) struct Logged<B: Body> {
 }
 
 impl<B: Body> Logged<B> {
-    pub(crate) fn new(inner: B, access: Access) -> Self {
+    pub(crate) fn new(inner: B, access: Option<Access>) -> Self {
         Self {
             inner,
             down: 0,
-            access: Some(access),
+            access,
         }
     }
 

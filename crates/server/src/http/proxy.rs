@@ -36,6 +36,8 @@ type Sender = client_http1::SendRequest<UpstreamBody>;
 
 /// The upstream stream a visitor connection is using, and what it was picked for.
 struct Upstream {
+    /// The visitor's host it was picked for (`None` with path routing, which is per request).
+    host: Option<String>,
     resolved: Resolved,
     member: (u64, u32),
     /// Its session: the stream is not reused once the session has ended.
@@ -52,6 +54,8 @@ struct Visitor {
     /// Taken out while a request uses it, so no lock is held across an await; put back after.
     upstream: Mutex<Option<Upstream>>,
     permit: Permit,
+    /// The visitor's IP address as X-Forwarded-For carries it, formatted once.
+    ip: HeaderValue,
 }
 
 /// The connection-limit permit of a visitor connection, held as long as any part of it runs
@@ -198,6 +202,8 @@ impl Visitor {
             scheme,
             upstream: Mutex::new(None),
             permit,
+            ip: HeaderValue::from_str(&peer.ip().to_canonical().to_string())
+                .unwrap_or(HeaderValue::from_static("unknown")),
         })
     }
 
@@ -205,7 +211,9 @@ impl Visitor {
         let start = Instant::now();
         let up = Arc::new(AtomicU64::new(0));
         let host = request_host(&req);
-        let mut access = Access {
+        // Built only when the access log is on: its strings cost more than the rest of a
+        // request's bookkeeping.
+        let mut access = super::body::access_log_on().then(|| Access {
             start,
             visitor: self.peer,
             method: req.method().to_string(),
@@ -216,7 +224,7 @@ impl Visitor {
             first_byte: Default::default(),
             tunnel: "-".into(),
             client: None,
-        };
+        });
         let limit = self.shared.config.http.max_header_bytes;
         let result = if head_len(&req) > limit {
             Err(Refused::HeadTooLarge(limit))
@@ -225,7 +233,9 @@ impl Visitor {
         } else {
             self.forward(req, host, up, &mut access).await
         };
-        access.first_byte = start.elapsed();
+        if let Some(access) = access.as_mut() {
+            access.first_byte = start.elapsed();
+        }
         let response = match result {
             Ok(response) => response.map(Either::Left),
             Err(refused) => {
@@ -245,7 +255,9 @@ impl Visitor {
                 response
             }
         };
-        access.status = response.status().as_u16();
+        if let Some(access) = access.as_mut() {
+            access.status = response.status().as_u16();
+        }
         response.map(|body| Logged::new(body, access))
     }
 
@@ -254,11 +266,14 @@ impl Visitor {
         mut req: Request<Incoming>,
         host: Option<String>,
         up: Arc<AtomicU64>,
-        access: &mut Access,
+        access: &mut Option<Access>,
     ) -> Result<Response<Incoming>, Refused> {
         let registry = &self.shared.registry;
-        let path = req.uri().path().to_owned();
-        let resolved = match registry.http_resolve(host.as_deref(), &path, false) {
+        let resolved = match self.kept_route(host.as_deref()) {
+            Some(resolved) => Ok(resolved),
+            None => registry.http_resolve(host.as_deref(), req.uri().path(), false),
+        };
+        let resolved = match resolved {
             Ok(resolved) => resolved,
             Err(Miss::Unknown) => {
                 return Err(Refused::Unknown(
@@ -267,12 +282,16 @@ impl Visitor {
             }
             Err(Miss::Offline(name)) => return Err(Refused::Offline(name)),
         };
-        access.tunnel = resolved.name.clone();
+        if let Some(access) = access.as_mut() {
+            access.tunnel = resolved.name.clone();
+        }
         let upgrade = wants_upgrade(req.headers());
         let visitor_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let shown = host.as_deref().unwrap_or(&resolved.name).to_owned();
         let upstream = self.upstream_for(&resolved, &shown).await?;
-        access.client = Some(upstream.member.0);
+        if let Some(access) = access.as_mut() {
+            access.client = Some(upstream.member.0);
+        }
         let mut upstream = upstream;
         let forwarded = self.rewrite(req, &resolved, upgrade, up)?;
         let name = upstream.tunnel.clone();
@@ -300,7 +319,9 @@ impl Visitor {
                 ));
             }
         } else if !upgrade {
-            // Keep the stream for this connection's next request.
+            // Keep the stream for this connection's next request; a host route is kept with it
+            // (checked again against the group's members each time it is reused).
+            upstream.host = host.filter(|_| resolved.prefix_len == 0);
             if let Ok(mut slot) = self.upstream.lock() {
                 *slot = Some(upstream);
             }
@@ -308,6 +329,14 @@ impl Visitor {
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         strip_hop_by_hop(response.headers_mut(), switching);
         Ok(response)
+    }
+
+    /// The route of the kept stream when this request is for the same host.
+    fn kept_route(&self, host: Option<&str>) -> Option<Resolved> {
+        let host = host?;
+        let slot = self.upstream.lock().ok()?;
+        let up = slot.as_ref()?;
+        (up.host.as_deref() == Some(host)).then(|| up.resolved.clone())
     }
 
     /// The connection's stream to `member`'s target when it has one for the same route,
@@ -363,6 +392,7 @@ impl Visitor {
             shared.active_streams.fetch_sub(1, Ordering::Relaxed);
         });
         Ok(Upstream {
+            host: None,
             resolved: resolved.clone(),
             member: (session.id, member.tunnel),
             session: session.clone(),
@@ -425,12 +455,15 @@ impl Visitor {
             headers.insert(header::HOST, value.clone());
             headers.insert(X_FORWARDED_HOST, value);
         }
-        let ip = self.peer.ip().to_canonical().to_string();
         let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(earlier) => format!("{earlier}, {ip}"),
-            None => ip,
+            Some(earlier) => HeaderValue::from_str(&format!(
+                "{earlier}, {}",
+                self.ip.to_str().unwrap_or_default()
+            ))
+            .ok(),
+            None => Some(self.ip.clone()),
         };
-        if let Ok(value) = HeaderValue::from_str(&xff) {
+        if let Some(value) = xff {
             headers.insert(X_FORWARDED_FOR, value);
         }
         headers.insert(
@@ -494,6 +527,10 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1 and those the `Connection` header names;
 /// for a `101` answer, `Connection` and `Upgrade` stay (they are the answer).
 fn strip_hop_by_hop(headers: &mut HeaderMap, switching: bool) {
+    // Most messages have none of them: one pass over the names, no hashing, is enough then.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -521,6 +558,22 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, switching: bool) {
         headers.remove(header::CONNECTION);
         headers.remove(header::UPGRADE);
     }
+}
+
+/// True for the hop-by-hop header names that are always removed (and `Connection`/`Upgrade`).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
+        header::CONNECTION,
+        header::UPGRADE,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+    ]
+    .contains(name)
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
 }
 
 /// Joins the visitor's and the target's upgraded connections until both sides finish.
