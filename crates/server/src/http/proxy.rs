@@ -527,36 +527,27 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1 and those the `Connection` header names;
 /// for a `101` answer, `Connection` and `Upgrade` stay (they are the answer).
 fn strip_hop_by_hop(headers: &mut HeaderMap, switching: bool) {
-    // Most messages have none of them: one pass over the names, no hashing, is enough then.
-    if !headers.keys().any(is_hop_by_hop) {
+    // One pass over the names, no hashing; most messages carry one of these at most.
+    let present: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| is_hop_by_hop(k))
+        .cloned()
+        .collect();
+    if present.is_empty() {
         return;
     }
-    let named: Vec<HeaderName> = headers
+    let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .collect();
-    for name in named {
-        if !(switching && name == header::UPGRADE) {
+    for name in listed.iter().chain(&present) {
+        let answer = name == header::CONNECTION || name == header::UPGRADE;
+        if !(switching && answer) {
             headers.remove(name);
         }
-    }
-    for name in [
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::PROXY_AUTHORIZATION,
-        header::PROXY_AUTHENTICATE,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-    ] {
-        headers.remove(name);
-    }
-    if !switching {
-        headers.remove(header::CONNECTION);
-        headers.remove(header::UPGRADE);
     }
 }
 
