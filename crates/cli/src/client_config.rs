@@ -123,6 +123,10 @@ pub(crate) struct HttpArgs {
     /// for this name through, still encrypted.
     #[arg(long)]
     tls_passthrough: bool,
+    /// Check this often that the local service accepts connections, and take this client out
+    /// of the name's group while it does not [default: off].
+    #[arg(long, value_name = "DUR", value_parser = checked(tunnels::http::health_check))]
+    health_check: Option<String>,
 }
 
 /// Arguments of `burrow client`: run the tunnels of a config file.
@@ -262,6 +266,10 @@ impl From<&HttpArgs> for RawTunnel {
             tls_passthrough: a
                 .tls_passthrough
                 .then(|| Item::flag("--tls-passthrough", true)),
+            health_check: a
+                .health_check
+                .clone()
+                .map(|d| Item::flag("--health-check", d)),
             ..RawTunnel::from(&a.publish)
         }
     }

@@ -516,6 +516,45 @@ async fn round_robin_over_three_clients_and_one_leaving() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_client_whose_target_fails_its_health_check_leaves_the_group() {
+    bounded(60, async {
+        let dir = TestDir::new("http-health");
+        let edge = Edge::start(&dir, &["--domain", "example.com"]).await;
+        let (a, port_a) = target("A", None).await;
+        let (b, port_b) = target("B", None).await;
+        let check = ["--subdomain", "app", "--health-check", "300ms"];
+        let _ca = HttpClient::start(&dir, &edge, port_a, &check).await;
+        let cb = HttpClient::start(&dir, &edge, port_b, &check).await;
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for _ in 0..6 {
+            *seen
+                .entry(get(&edge, "app.example.com", "/").await.id())
+                .or_default() += 1;
+        }
+        assert_eq!(seen.len(), 2, "both serve while healthy: {seen:?}");
+        // B's service stops; its client stays connected, but its health check fails.
+        drop(b);
+        edge.server
+            .proc
+            .wait_stderr("B reported unhealthy", |l| {
+                l.contains("HTTP tunnel unhealthy") && l.contains(&cb.id)
+            })
+            .await;
+        for _ in 0..8 {
+            let got = get(&edge, "app.example.com", "/").await;
+            assert_eq!(
+                (got.status, got.id()),
+                (200, "A".to_owned()),
+                "{}",
+                got.body
+            );
+        }
+        drop(a);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sni_passthrough_to_a_tls_target() {
     bounded(60, async {
         let dir = TestDir::new("http-sni");

@@ -41,6 +41,9 @@ pub struct TunnelConfig {
     /// TCP only: a PROXY protocol header to write to the target before the visitor's bytes,
     /// naming the visitor as the source and the target's address as the destination.
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// HTTP only: check that the local target accepts a TCP connection this often, and have
+    /// the server leave this client out of the name's group while it does not.
+    pub health_check: Option<Duration>,
 }
 
 /// Everything the client needs to run.

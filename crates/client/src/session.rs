@@ -19,6 +19,11 @@ use tracing::{debug, info, warn};
 /// keeps at most 256 idle data connections per session).
 const MAX_EXTRA_SLOTS: usize = 192;
 const INCOMING_QUEUE: usize = 64;
+/// Health-check changes waiting for the control stream (one task per tunnel sends at most one
+/// change per check, and waits when this is full).
+const HEALTH_QUEUE: usize = 16;
+/// Longest a health check waits for the target to accept a connection.
+const HEALTH_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How a session ended.
 #[derive(Debug)]
@@ -94,8 +99,23 @@ pub(crate) async fn run(
         remembered: Vec::new(),
         session,
     };
+    let (health_tx, mut health) = mpsc::channel(HEALTH_QUEUE);
+    for (i, tunnel) in ctx.config.tunnels.iter().enumerate() {
+        if let (TunnelKind::Http(_), Some(every)) = (&tunnel.kind, tunnel.health_check) {
+            let closed = s.pool.closed.clone();
+            let local = tunnel.local.clone();
+            tokio::spawn(check_health(
+                i as u32,
+                local,
+                every,
+                health_tx.clone(),
+                closed,
+            ));
+        }
+    }
+    drop(health_tx);
     let end = match s.publish_all().await {
-        Ok(()) => s.run(&mut incoming, shutdown).await,
+        Ok(()) => s.run(&mut incoming, &mut health, shutdown).await,
         Err(end) => end,
     };
     s.pool.closed.cancel();
@@ -152,6 +172,7 @@ impl Session<'_> {
     async fn run(
         &mut self,
         incoming: &mut mpsc::Receiver<Result<ServerMsg, FrameIo>>,
+        health: &mut mpsc::Receiver<(u32, bool)>,
         shutdown: &CancellationToken,
     ) -> End {
         loop {
@@ -171,6 +192,7 @@ impl Session<'_> {
             let step = tokio::select! {
                 _ = shutdown.cancelled() => Err(self.goodbye().await),
                 msg = incoming.recv() => self.on_message(msg).await,
+                Some((id, healthy)) = health.recv() => self.on_health(id, healthy).await,
                 _ = sleep_until(next_beat) => Ok(()),
             };
             if let Err(end) = step {
@@ -229,6 +251,17 @@ impl Session<'_> {
             }
             ServerMsg::Shutdown => Err(End::Lost("the server is shutting down".into())),
         }
+    }
+
+    async fn on_health(&mut self, id: u32, healthy: bool) -> Result<(), End> {
+        if let Some(tunnel) = self.ctx.config.tunnels.get(id as usize) {
+            if healthy {
+                info!(tunnel = %tunnel.name, local = %tunnel.local, "target healthy again");
+            } else {
+                warn!(tunnel = %tunnel.name, local = %tunnel.local, "target failed its health check; visitors go to the other clients of this name");
+            }
+        }
+        self.send(ClientMsg::TunnelHealth { id, healthy }).await
     }
 
     fn on_http_opened(&mut self, id: u32, name: String, urls: Vec<String>) {
@@ -315,6 +348,37 @@ impl Session<'_> {
                 pool.slot(Some(crate::streams::EXTRA_IDLE)).await;
                 drop(permit);
             });
+        }
+    }
+}
+
+/// Checks every `every` that `local` accepts a TCP connection and reports each change of the
+/// answer (starting from healthy) until the session ends.
+async fn check_health(
+    id: u32,
+    local: String,
+    every: std::time::Duration,
+    changes: mpsc::Sender<(u32, bool)>,
+    closed: CancellationToken,
+) {
+    let mut healthy = true;
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = closed.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let wait = every.min(HEALTH_CONNECT_TIMEOUT);
+        let answers = matches!(
+            timeout(wait, tokio::net::TcpStream::connect(&local)).await,
+            Ok(Ok(_))
+        );
+        if answers != healthy {
+            healthy = answers;
+            if changes.send((id, healthy)).await.is_err() {
+                return;
+            }
         }
     }
 }

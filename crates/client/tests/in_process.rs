@@ -94,6 +94,7 @@ async fn start(
         remote_port: None,
         kind: tunnel_kind,
         proxy_protocol: None,
+        health_check: None,
     };
     let config = client_config(addr, client_transport, tunnel);
     let (tx, events) = mpsc::channel(16);
@@ -250,6 +251,7 @@ async fn events_heard_by_the_client_reach_the_servers_sink() {
         remote_port: None,
         kind: TunnelKind::UdpToSink,
         proxy_protocol: None,
+        health_check: None,
     };
     let config = client_config(addr, burrow_client::Transport::Plain, tunnel);
     let (tx, mut events) = mpsc::channel(16);
@@ -295,6 +297,7 @@ async fn an_unknown_sink_is_refused_on_the_first_connection() {
         remote_port: None,
         kind: TunnelKind::UdpToSink,
         proxy_protocol: None,
+        health_check: None,
     };
     let config = client_config(addr, burrow_client::Transport::Plain, tunnel);
     let result = tokio::time::timeout(

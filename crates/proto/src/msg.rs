@@ -231,6 +231,14 @@ pub enum ClientMsg {
     },
     /// The client is leaving on purpose: release its leases at once.
     Goodbye,
+    /// The client's health check of a tunnel's local target changed: an unhealthy HTTP tunnel
+    /// gets no visitors until it is healthy again.
+    TunnelHealth {
+        /// The tunnel's id.
+        id: u32,
+        /// Whether the target answers.
+        healthy: bool,
+    },
 }
 
 /// Messages from server to client on the control stream.

@@ -187,6 +187,7 @@ impl Registry {
             tags: options.tags.clone(),
             passthrough: options.tls_passthrough,
             hostnames: options.hostnames.clone(),
+            healthy: true,
             value: session.clone(),
         };
         self.lock().http.claim(
@@ -215,6 +216,11 @@ impl Registry {
     /// be reused).
     pub(crate) fn http_is_member(&self, name: &str, session: u64, tunnel: u32) -> bool {
         self.lock().http.is_member(name, session, tunnel)
+    }
+
+    /// Records the client's health check of one of its HTTP tunnels.
+    pub(crate) fn http_set_health(&self, session: u64, tunnel: u32, healthy: bool) -> bool {
+        self.lock().http.set_health(session, tunnel, healthy)
     }
 
     /// Withdraws an HTTP tunnel its client closed.

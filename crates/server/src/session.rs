@@ -206,6 +206,19 @@ impl Session {
                 Ok(())
             }
             ClientMsg::Goodbye => Err(End::Goodbye),
+            ClientMsg::TunnelHealth { id, healthy } => {
+                if let Some(name) = self.http.get(&id) {
+                    self.shared
+                        .registry
+                        .http_set_health(self.handle.id, id, healthy);
+                    if healthy {
+                        info!(tunnel = id, %name, "HTTP tunnel healthy again; back in its group");
+                    } else {
+                        warn!(tunnel = id, %name, "HTTP tunnel unhealthy; out of its group until it recovers");
+                    }
+                }
+                Ok(())
+            }
         }
     }
 

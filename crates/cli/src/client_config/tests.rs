@@ -69,6 +69,7 @@ local_host = "::1"
         remote_port: Some(8080),
         kind: burrow_client::config::TunnelKind::Tcp,
         proxy_protocol: None,
+        health_check: None,
     };
     let ssh = TunnelConfig {
         name: "tcp-22".into(),
@@ -76,6 +77,7 @@ local_host = "::1"
         remote_port: None,
         kind: burrow_client::config::TunnelKind::Tcp,
         proxy_protocol: None,
+        health_check: None,
     };
     assert_eq!(c.tunnels, [web, ssh]);
 }
@@ -109,6 +111,7 @@ fn the_one_liner_builds_the_same_config() {
         remote_port: None,
         kind: burrow_client::config::TunnelKind::Tcp,
         proxy_protocol: None,
+        health_check: None,
     };
     assert_eq!(c.tunnels, [want]);
     assert!(!c.exit_on_disconnect);
@@ -145,6 +148,7 @@ fn the_one_liner_builds_the_same_config() {
         remote_port: Some(2222),
         kind: burrow_client::config::TunnelKind::Tcp,
         proxy_protocol: None,
+        health_check: None,
     };
     assert_eq!(c.tunnels, [want]);
 
@@ -320,6 +324,7 @@ fn the_proxy_protocol_flag_builds_the_same_config_as_a_file() {
         remote_port: None,
         kind: burrow_client::config::TunnelKind::Tcp,
         proxy_protocol: Some(ProxyProtocol::V2),
+        health_check: None,
     };
     assert_eq!(flags.config.tunnels, [want]);
     // Left out, no header is sent.

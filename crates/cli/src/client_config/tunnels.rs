@@ -61,6 +61,8 @@ pub(crate) struct RawTunnel {
     pub(crate) tags: Vec<Item<String>>,
     /// HTTP only: the target speaks TLS; the server routes by SNI and passes it through.
     pub(crate) tls_passthrough: Option<Item<bool>>,
+    /// HTTP only: how often to check that the target accepts connections (`off` by default).
+    pub(crate) health_check: Option<Item<String>>,
 }
 
 impl RawTunnel {
@@ -77,6 +79,7 @@ impl RawTunnel {
             one_way: None,
             direction: None,
             proxy_protocol: None,
+            health_check: None,
             subdomain: None,
             hostnames: Vec::new(),
             tags: Vec::new(),
@@ -165,6 +168,7 @@ fn tunnel(t: &RawTunnel, seen: &mut Seen, p: &mut Problems) -> Option<TunnelConf
         remote_port,
         kind: kind?,
         proxy_protocol,
+        health_check: None,
     })
 }
 

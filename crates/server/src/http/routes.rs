@@ -30,6 +30,8 @@ pub(crate) struct Member<T> {
     /// Custom hostnames it answers on; a hostname stays pointed at the group while a member
     /// (or the group's lease) holds it.
     pub hostnames: Vec<String>,
+    /// False while its client reports that the target fails its health check: not picked.
+    pub healthy: bool,
     /// The session's handle.
     pub value: T,
 }
@@ -203,14 +205,28 @@ impl<T: Clone> HttpRoutes<T> {
         }
     }
 
-    /// True while tunnel `tunnel` of `session` is a member of the group called `name` (a kept
-    /// stream to it may be reused).
+    /// True while tunnel `tunnel` of `session` is a healthy member of the group called `name`
+    /// (a kept stream to it may be reused).
     pub(crate) fn is_member(&self, name: &str, session: u64, tunnel: u32) -> bool {
         self.groups.get(name).is_some_and(|g| {
             g.members
                 .iter()
-                .any(|m| (m.session, m.tunnel) == (session, tunnel))
+                .any(|m| (m.session, m.tunnel) == (session, tunnel) && m.healthy)
         })
+    }
+
+    /// Records a member's health check; returns false when no such member exists.
+    pub(crate) fn set_health(&mut self, session: u64, tunnel: u32, healthy: bool) -> bool {
+        let mut found = false;
+        for group in self.groups.values_mut() {
+            for m in &mut group.members {
+                if (m.session, m.tunnel) == (session, tunnel) {
+                    m.healthy = healthy;
+                    found = true;
+                }
+            }
+        }
+        found
     }
 
     /// Frees names whose lease ended by `now`; returns them.
@@ -301,7 +317,8 @@ impl<T: Clone> HttpRoutes<T> {
             return Err(Miss::Unknown);
         }
         let matches = |m: &&Member<T>| {
-            m.passthrough == passthrough
+            m.healthy
+                && m.passthrough == passthrough
                 && match &resolved.selector {
                     Selector::Any => true,
                     Selector::Tag(t) => m.tags.contains(t) || format!("{:016x}", m.session) == *t,
@@ -335,6 +352,7 @@ mod tests {
             tags: tags.iter().map(|t| t.to_string()).collect(),
             passthrough: false,
             hostnames: Vec::new(),
+            healthy: true,
             value: session,
         }
     }
@@ -554,6 +572,7 @@ mod more_tests {
             tags: Vec::new(),
             passthrough,
             hostnames: hosts.iter().map(|h| h.to_string()).collect(),
+            healthy: true,
             value: session,
         }
     }
@@ -622,6 +641,35 @@ mod more_tests {
             .resolve_host("web.example.com", &["example.com".into()])
             .unwrap();
         assert_eq!(t.pick(&web, true).map(|m| m.value), Err(Miss::Unknown));
+    }
+
+    #[test]
+    fn an_unhealthy_member_is_skipped_until_it_recovers() {
+        let mut t = HttpRoutes::new();
+        let none = || -> String { unreachable!() };
+        t.claim("a", Some("app"), member(1, 0, &[], false), none)
+            .unwrap();
+        t.claim("a", Some("app"), member(2, 0, &[], false), none)
+            .unwrap();
+        let app = t
+            .resolve_host("app.example.com", &["example.com".into()])
+            .unwrap();
+        assert!(t.set_health(1, 0, false));
+        assert!(
+            !t.is_member("app", 1, 0),
+            "a kept stream to it is not reused"
+        );
+        for _ in 0..4 {
+            assert_eq!(t.pick(&app, false).map(|m| m.value), Ok(2));
+        }
+        t.set_health(2, 0, false);
+        assert_eq!(
+            t.pick(&app, false).map(|m| m.value),
+            Err(Miss::Offline("app".into()))
+        );
+        t.set_health(1, 0, true);
+        assert_eq!(t.pick(&app, false).map(|m| m.value), Ok(1));
+        assert!(!t.set_health(9, 0, true), "no such member");
     }
 
     #[test]

@@ -67,6 +67,7 @@ pub(super) fn tunnel(t: &RawTunnel, seen: &mut Seen, p: &mut Problems) -> Option
         remote_port: None,
         kind: TunnelKind::Http(options),
         proxy_protocol,
+        health_check: p.parse(t.health_check.as_ref(), health_check).flatten(),
     })
 }
 
@@ -80,10 +81,26 @@ pub(super) fn reject_keys(t: &RawTunnel, p: &mut Problems) {
             "tls_passthrough",
             t.tls_passthrough.as_ref().map(|i| &i.origin),
         ),
+        ("health_check", t.health_check.as_ref().map(|i| &i.origin)),
     ];
     let message =
         |key| format!("`{key}` applies only to HTTP tunnels; add protocol = \"http\" or remove it");
     report(p, keys, message);
+}
+
+/// Most often a health check may run.
+const MIN_HEALTH_CHECK: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// A health-check interval: a duration, or `off`.
+pub(crate) fn health_check(s: &str) -> Result<Option<std::time::Duration>, String> {
+    if s.trim() == "off" {
+        return Ok(None);
+    }
+    let d = fields::duration(s)?;
+    if d < MIN_HEALTH_CHECK {
+        return Err(format!("health check interval `{s}` is shorter than 200ms"));
+    }
+    Ok(Some(d))
 }
 
 /// A subdomain or tag: one DNS label, lower-cased.
@@ -136,7 +153,7 @@ mod tests {
     fn http_tunnels_convert() {
         let text = format!(
             "{BASE}[[tunnels]]\nprotocol = \"http\"\nlocal_port = 3000\nsubdomain = \"App\"\n\
-             hostnames = [\"Shop.example.org\"]\ntags = [\"eu\"]\n\
+             hostnames = [\"Shop.example.org\"]\ntags = [\"eu\"]\nhealth_check = \"2s\"\n\
              [[tunnels]]\nname = \"tls\"\nprotocol = \"http\"\nlocal_port = 8443\ntls_passthrough = true\n\
              proxy_protocol = \"v2\"\n"
         );
@@ -159,6 +176,8 @@ mod tests {
         };
         assert_eq!(t[1].kind, TunnelKind::Http(want));
         assert_eq!(t[0].proxy_protocol, None);
+        assert_eq!(t[0].health_check, Some(std::time::Duration::from_secs(2)));
+        assert_eq!(t[1].health_check, None, "off unless asked for");
         assert_eq!(
             t[1].proxy_protocol,
             Some(burrow_client::config::ProxyProtocol::V2)
@@ -222,5 +241,9 @@ mod tests {
         assert_eq!(plan.config.tunnels[0].kind, TunnelKind::Http(want));
         let bad = Http::try_parse_from(["http", "1", "--to", "h", "--subdomain", "a.b"]);
         assert!(bad.is_err(), "a dotted subdomain is not one label");
+        let bad = Http::try_parse_from(["http", "1", "--to", "h", "--health-check", "10ms"]);
+        assert!(bad.is_err(), "a health check more often than every 200ms");
+        let off = Http::try_parse_from(["http", "1", "--to", "h", "--health-check", "off"]);
+        assert!(off.is_ok());
     }
 }

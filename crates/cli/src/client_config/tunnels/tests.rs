@@ -33,6 +33,7 @@ fn udp_tunnel(name: &str, local: &str, remote_port: Option<u16>, o: UdpOptions) 
         remote_port,
         kind: TunnelKind::Udp(o),
         proxy_protocol: None,
+        health_check: None,
     }
 }
 
@@ -77,6 +78,7 @@ remote_port = 5353
         remote_port: Some(5353),
         kind: TunnelKind::Tcp,
         proxy_protocol: None,
+        health_check: None,
     };
     assert_eq!(plan.config.tunnels, [dns, events, tcp]);
     assert_eq!(
@@ -241,6 +243,7 @@ remote_port = 9999
         remote_port: None,
         kind: TunnelKind::UdpToSink,
         proxy_protocol: None,
+        health_check: None,
     };
     let dns = udp_tunnel("dns", "127.0.0.1:53", Some(9999), UdpOptions::default());
     assert_eq!(file.config.tunnels, [events.clone(), dns]);
