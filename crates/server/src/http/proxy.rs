@@ -36,6 +36,8 @@ type Sender = client_http1::SendRequest<UpstreamBody>;
 
 /// The upstream stream a visitor connection is using, and what it was picked for.
 struct Upstream {
+    /// It carried an earlier request of this connection.
+    reused: bool,
     /// The visitor's host it was picked for (`None` with path routing, which is per request).
     host: Option<String>,
     resolved: Resolved,
@@ -288,22 +290,28 @@ impl Visitor {
         let upgrade = wants_upgrade(req.headers());
         let visitor_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let shown = host.as_deref().unwrap_or(&resolved.name).to_owned();
-        let upstream = self.upstream_for(&resolved, &shown).await?;
-        if let Some(access) = access.as_mut() {
-            access.client = Some(upstream.member.0);
-        }
-        let mut upstream = upstream;
+        let mut upstream = self.upstream_for(&resolved, &shown, false).await?;
         let forwarded = self.rewrite(req, &resolved, upgrade, up)?;
         let name = upstream.tunnel.clone();
         let timeout = self.shared.config.http.response_timeout;
-        let sent = tokio::time::timeout(timeout, async {
-            upstream.sender.ready().await?;
-            upstream.sender.send_request(forwarded).await
-        })
-        .await;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut sent =
+            tokio::time::timeout_at(deadline, send(&mut upstream.sender, forwarded)).await;
+        if upstream.reused {
+            if let Ok(Sent::Unsent(request, e)) = sent {
+                // The kept stream was closed (by the target, between two requests) before this
+                // request went out: it is safe to send it once more on a fresh stream.
+                debug!(tunnel = %name, "kept stream closed ({e}); sending on a fresh one");
+                upstream = self.upstream_for(&resolved, &shown, true).await?;
+                sent = tokio::time::timeout_at(deadline, send(&mut upstream.sender, request)).await;
+            }
+        }
+        if let Some(access) = access.as_mut() {
+            access.client = Some(upstream.member.0);
+        }
         let mut response = match sent {
-            Ok(Ok(response)) => response,
-            Ok(Err(e)) => {
+            Ok(Sent::Answered(response)) => response,
+            Ok(Sent::Unsent(_, e) | Sent::Failed(e)) => {
                 debug!(tunnel = %name, "upstream failed: {e}");
                 return Err(Refused::Unreachable(name));
             }
@@ -341,9 +349,14 @@ impl Visitor {
 
     /// The connection's stream to `member`'s target when it has one for the same route,
     /// otherwise a new stream over the member's session.
-    async fn upstream_for(&self, resolved: &Resolved, shown: &str) -> Result<Upstream, Refused> {
+    async fn upstream_for(
+        &self,
+        resolved: &Resolved,
+        shown: &str,
+        fresh: bool,
+    ) -> Result<Upstream, Refused> {
         let cached = self.upstream.lock().ok().and_then(|mut slot| slot.take());
-        if let Some(up) = cached {
+        if let Some(mut up) = cached.filter(|_| !fresh) {
             let alive = !up.sender.is_closed() && !up.session.closed.is_cancelled();
             if alive
                 && up.resolved == *resolved
@@ -352,6 +365,7 @@ impl Visitor {
                     .registry
                     .http_is_member(&resolved.name, up.member.0, up.member.1)
             {
+                up.reused = true;
                 return Ok(up);
             }
         }
@@ -392,6 +406,7 @@ impl Visitor {
             shared.active_streams.fetch_sub(1, Ordering::Relaxed);
         });
         Ok(Upstream {
+            reused: false,
             host: None,
             resolved: resolved.clone(),
             member: (session.id, member.tunnel),
@@ -435,8 +450,12 @@ impl Visitor {
         parts.uri = stripped
             .parse::<Uri>()
             .map_err(|_| Refused::BadRequest("the request target is not a valid path"))?;
+        let from_h2 = parts.version == http::Version::HTTP_2;
         parts.version = http::Version::HTTP_11;
         let headers = &mut parts.headers;
+        if from_h2 {
+            join_cookies(headers);
+        }
         let upgrade_value = headers.get(header::UPGRADE).cloned();
         strip_hop_by_hop(headers, false);
         headers.remove(header::EXPECT);
@@ -483,6 +502,30 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+
+/// What became of a request sent on an upstream stream.
+enum Sent {
+    /// The target answered.
+    Answered(Response<Incoming>),
+    /// The stream was closed before the request went out; here it is back.
+    Unsent(Request<UpstreamBody>, hyper::Error),
+    /// The request went out (or partly) and the stream failed.
+    Failed(hyper::Error),
+}
+
+/// Sends a request on an upstream stream, getting it back if the stream turns out closed first.
+async fn send(sender: &mut Sender, request: Request<UpstreamBody>) -> Sent {
+    if let Err(e) = sender.ready().await {
+        return Sent::Unsent(request, e);
+    }
+    match sender.try_send_request(request).await {
+        Ok(response) => Sent::Answered(response),
+        Err(mut e) => match e.take_message() {
+            Some(request) => Sent::Unsent(request, e.into_error()),
+            None => Sent::Failed(e.into_error()),
+        },
+    }
+}
 
 /// The visitor's host: the URI's authority (HTTP/2, absolute-form) or the `Host` header.
 fn request_host<B>(req: &Request<B>) -> Option<String> {
@@ -551,6 +594,22 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, switching: bool) {
     }
 }
 
+/// HTTP/2 may split `Cookie` into one field per cookie; HTTP/1.1 wants them in one field,
+/// joined with `; ` (RFC 9113 §8.2.3).
+fn join_cookies(headers: &mut HeaderMap) {
+    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let joined: Vec<&[u8]> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    if let Ok(value) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
 /// True for the hop-by-hop header names that are always removed (and `Connection`/`Upgrade`).
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     [
@@ -607,6 +666,16 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key(header::ACCEPT));
+    }
+
+    #[test]
+    fn split_cookies_are_joined_for_http1() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        join_cookies(&mut h);
+        assert_eq!(h.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(h[header::COOKIE], "a=1; b=2");
     }
 
     #[test]
