@@ -8,7 +8,7 @@
 mod common;
 
 use common::data::Pattern;
-use common::{Proc, Server, TestDir, bounded, one_liner_args};
+use common::{Proc, Server, TestDir, any_line_has, bounded, one_liner_args};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -83,8 +83,8 @@ impl Edge {
 
 /// A running `burrow http` with its tunnel ready.
 struct HttpClient {
-    /// Kept so the client runs as long as the test holds it.
-    _proc: Proc,
+    /// The process; it runs as long as the test holds it.
+    proc: Proc,
     urls: Vec<String>,
     id: String,
 }
@@ -112,7 +112,7 @@ impl HttpClient {
             .unwrap_or_else(|| panic!("no client id in {line:?}"))
             .to_owned();
         HttpClient {
-            _proc: proc,
+            proc,
             urls: urls.split(' ').map(str::to_owned).collect(),
             id,
         }
@@ -394,6 +394,65 @@ token = "tb"
             out.dump("bob")
         );
         assert_eq!(get(&edge, "blog.example.org", "/").await.status, 404);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_is_leased_to_its_identity_while_its_client_is_away() {
+    bounded(60, async {
+        let dir = TestDir::new("http-lease");
+        let config = dir.write(
+            "server.toml",
+            r#"
+domains = ["example.com"]
+lease_grace = "30s"
+
+[[clients]]
+name = "alice"
+token = "ta"
+
+[[clients]]
+name = "bob"
+token = "tb"
+"#,
+        );
+        let edge = Edge::start(&dir, &["--config", &config]).await;
+        let (_a, port) = target("A", None).await;
+        let args = |name: &str, token: &str| {
+            let mut args = one_liner_args("http", &dir, &edge.server, port, token, &[]);
+            args.extend([
+                "--name".into(),
+                name.into(),
+                "--subdomain".into(),
+                "app".into(),
+            ]);
+            args
+        };
+        let mut alice = HttpClient::start_args(&dir, args("alice", "ta")).await;
+        assert_eq!(get(&edge, "app.example.com", "/").await.id(), "A");
+        alice.proc.kill9().await;
+        edge.server
+            .proc
+            .wait_stderr("alice's carrier lost", |l| l.contains("carrier lost"))
+            .await;
+
+        // While alice is away, her name is hers: bob is refused, visitors get a 502.
+        let mut bob = Proc::spawn("bob", &dir, &args("bob", "tb"));
+        let stderr = bob.expect_exit_1().await;
+        assert!(
+            any_line_has(&stderr, &["burrow: error:", "taken"]),
+            "bob was not refused alice's leased name:\n{}",
+            bob.dump()
+        );
+        assert_eq!(get(&edge, "app.example.com", "/").await.status, 502);
+
+        let back = HttpClient::start_args(&dir, args("alice", "ta")).await;
+        assert_eq!(
+            back.urls,
+            vec![format!("http://app.example.com:{}", edge.http)]
+        );
+        assert_eq!(get(&edge, "app.example.com", "/").await.id(), "A");
     })
     .await
 }
