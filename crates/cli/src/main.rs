@@ -70,7 +70,7 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a server: accept clients and publish their tunnels.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Publish one local TCP port through a server.
     Tcp(TcpArgs),
     /// Publish one local UDP port (or send events to a UDP address) through a server.

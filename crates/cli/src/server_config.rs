@@ -6,6 +6,7 @@
 //! `BURROW_STATE_DIR` fill in only what neither the flags nor the file say, so an exported
 //! variable never overrides a file the operator wrote.
 
+mod admin;
 mod edge;
 mod sinks;
 
@@ -94,6 +95,13 @@ pub(crate) struct ServerArgs {
     /// HTTP edge: a target must start answering within this, else 504 [default: 60s].
     #[arg(long, value_name = "DUR", value_parser = checked(fields::duration))]
     http_response_timeout: Option<String>,
+    /// Admin API (JSON, Prometheus /metrics): address to listen on, e.g. 127.0.0.1:7780. Off
+    /// loopback it needs an admin token.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = checked(fields::listen_addr))]
+    admin_listen: Option<String>,
+    /// File holding the admin API's bearer token.
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
 }
 
 /// The server's TOML file, as written.
@@ -130,6 +138,9 @@ pub(crate) struct RawServer {
     http_header_timeout: Option<Item<String>>,
     http_response_timeout: Option<Item<String>>,
     http_max_header_bytes: Option<Item<i64>>,
+    admin_listen: Option<Item<String>>,
+    admin_token: Option<Item<String>>,
+    admin_token_file: Option<Item<PathBuf>>,
 }
 
 /// One `[[clients]]` entry, as written.
@@ -170,6 +181,8 @@ pub(crate) struct ServerPlan {
     pub(crate) config: ServerConfig,
     /// The HTTP edge's listeners and certificate.
     pub(crate) edge: edge::EdgePlan,
+    /// The admin API's listener.
+    pub(crate) admin: Option<SocketAddr>,
 }
 
 /// Reads the file (if any), lays the flags over it and converts the result.
@@ -213,6 +226,7 @@ impl RawServer {
         let flags = a.udp_sink.iter().map(|s| RawUdpSink::from_flag(s));
         self.udp_sinks.extend(flags);
         self.apply_edge_flags(a);
+        self.apply_admin_flags(a);
         // Flags choose the transport as a whole: plain drops the file's TLS files and TLS
         // files drop the file's `insecure_plain`.
         if a.insecure_plain {
@@ -255,12 +269,14 @@ impl RawServer {
         self.tune(&mut config, &mut p);
         config.udp_sinks = sinks::udp_sinks(&self.udp_sinks, &mut p);
         let edge = self.edge(source, &mut config.http, &mut p);
+        let admin = self.admin(source, &mut config, &mut p);
         p.finish(
             ServerPlan {
                 listen,
                 tls,
                 config,
                 edge,
+                admin,
             },
             source,
         )

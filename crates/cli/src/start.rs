@@ -20,6 +20,7 @@ pub(crate) async fn server(plan: ServerPlan, shutdown: CancellationToken) -> any
         tls,
         mut config,
         edge,
+        admin,
     } = plan;
     if let Some((cert, key)) = &edge.tls {
         let identity = ServerIdentity::from_pem_files(cert, key)
@@ -50,28 +51,31 @@ pub(crate) async fn server(plan: ServerPlan, shutdown: CancellationToken) -> any
         say(&format!("fingerprint {fingerprint}"));
     }
     say(&format!("listening on {local}"));
-    let http = bind_edge("http", edge.http)?;
-    let https = bind_edge("https", edge.https)?;
+    let http = bind_extra("http edge", edge.http)?;
+    let https = bind_extra("https edge", edge.https)?;
+    let admin = bind_extra("admin", admin)?;
     let listeners = burrow_server::Listeners {
         control: listener,
         http,
         https,
+        admin,
     };
     burrow_server::run(config, listeners, shutdown).await
 }
 
-/// Binds one of the HTTP edge's listeners and prints where it listens.
-fn bind_edge(
-    scheme: &str,
+/// Binds one of the optional listeners (the HTTP edge's, the admin API's) and prints where it
+/// listens, as `<what> listening on <addr>`.
+fn bind_extra(
+    what: &str,
     addr: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<Option<tokio::net::TcpListener>> {
     let Some(addr) = addr else { return Ok(None) };
     let listener = burrow_net::listen(addr)
-        .with_context(|| format!("cannot listen for {scheme} on {addr}"))?;
+        .with_context(|| format!("cannot listen for the {what} on {addr}"))?;
     let local = listener
         .local_addr()
         .with_context(|| format!("cannot read the address bound for {addr}"))?;
-    say(&format!("{scheme} edge listening on {local}"));
+    say(&format!("{what} listening on {local}"));
     Ok(Some(listener))
 }
 

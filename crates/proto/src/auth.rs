@@ -82,6 +82,11 @@ pub fn data_proof(secret: &Secret, session: u64, server: &Bytes32) -> Bytes32 {
     )
 }
 
+/// Compares two secrets in constant time (different lengths never match).
+pub fn secrets_match(a: &[u8], b: &[u8]) -> bool {
+    constant_time::verify_slices_are_equal(a, b).is_ok()
+}
+
 /// Compares two proofs in constant time.
 pub fn proofs_match(a: &Bytes32, b: &Bytes32) -> bool {
     constant_time::verify_slices_are_equal(a, b).is_ok()

@@ -176,6 +176,8 @@ pub struct ServerConfig {
     pub udp_sinks: Vec<UdpSink>,
     /// The HTTP edge's settings (used when an HTTP or HTTPS listener is given to [`crate::run`]).
     pub http: HttpEdge,
+    /// Bearer token the admin API requires (all routes but `/health`); `None`: no token.
+    pub admin_token: Option<Secret>,
 }
 
 /// The HTTP and HTTPS edge: one public port each, many named tunnels behind them.
@@ -255,6 +257,7 @@ impl ServerConfig {
             udp_sinks: Vec::new(),
             max_udp_flows: 16_384,
             http: HttpEdge::default(),
+            admin_token: None,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! its own task at once; the TLS handshake, preface, challenge and hello happen there under one
 //! deadline, and the number of connections in that phase is capped.
 
+mod admin;
 pub mod config;
 mod handshake;
 mod http;
@@ -67,6 +68,8 @@ pub struct Listeners {
     pub http: Option<TcpListener>,
     /// The HTTP edge's TLS listener (e.g. `:443`): SNI passthrough, or termination.
     pub https: Option<TcpListener>,
+    /// The admin API's listener (JSON and Prometheus metrics).
+    pub admin: Option<TcpListener>,
 }
 
 impl From<TcpListener> for Listeners {
@@ -75,6 +78,7 @@ impl From<TcpListener> for Listeners {
             control,
             http: None,
             https: None,
+            admin: None,
         }
     }
 }
@@ -90,6 +94,7 @@ pub async fn run(
         control,
         http,
         https,
+        admin,
     } = listeners.into();
     let port_of = |l: &Option<TcpListener>| {
         l.as_ref()
@@ -103,6 +108,9 @@ pub async fn run(
     let unauthenticated = Arc::new(Semaphore::new(config.max_unauthenticated));
     let shared = Arc::new(Shared::new(config, shutdown.clone(), edge));
     http::spawn(&shared, http, https);
+    if let Some(admin) = admin {
+        admin::spawn(&shared, admin);
+    }
     info!(ports = %shared.config.ports, free = shared.registry.free_ports(burrow_proto::msg::Protocol::Tcp), "server ready");
     loop {
         let accepted = tokio::select! {

@@ -69,6 +69,22 @@ impl PortTable {
             .count()
     }
 
+    /// Every endpoint in use or leased, with its identity and hold, in port order.
+    pub fn entries(&self) -> Vec<(Endpoint, String, Hold)> {
+        let mut all: Vec<(Endpoint, String, Hold)> = self
+            .entries
+            .iter()
+            .map(|(&endpoint, e)| (endpoint, e.identity.clone(), e.hold))
+            .collect();
+        all.sort_by_key(|(endpoint, _, _)| *endpoint);
+        all
+    }
+
+    /// The public range.
+    pub fn range(&self) -> &PortSet {
+        &self.range
+    }
+
     /// The holder of an endpoint, if any.
     pub fn hold(&self, endpoint: Endpoint) -> Option<Hold> {
         self.entries.get(&endpoint).map(|e| e.hold)

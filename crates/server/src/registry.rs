@@ -32,6 +32,16 @@ pub(crate) struct SessionHandle {
     pub control: mpsc::Sender<ServerMsg>,
     /// Cancelled when the session ends.
     pub closed: CancellationToken,
+    /// Where its control connection comes from.
+    pub peer: std::net::SocketAddr,
+    /// When it was established.
+    pub since: std::time::SystemTime,
+    /// `tls` or `plain`.
+    pub carrier: &'static str,
+    /// Last heartbeat round trip, in microseconds (0 before the first).
+    pub rtt_us: std::sync::atomic::AtomicU64,
+    /// Set by an operator's disconnect: 1 keeps the client's leases, 2 releases them.
+    pub kicked: std::sync::atomic::AtomicU8,
 }
 
 impl SessionHandle {
@@ -333,6 +343,29 @@ impl Registry {
             state.ports.release(endpoint);
             close_tunnel(&mut state, endpoint);
         }
+    }
+
+    /// Every live session.
+    pub(crate) fn sessions(&self) -> Vec<Arc<SessionHandle>> {
+        let mut all: Vec<Arc<SessionHandle>> = self.lock().sessions.values().cloned().collect();
+        all.sort_by_key(|s| s.since);
+        all
+    }
+
+    /// The port table's endpoints and the edge's names, as one consistent snapshot.
+    pub(crate) fn tunnels(
+        &self,
+    ) -> (
+        Vec<(Endpoint, String, crate::ports::Hold)>,
+        Vec<crate::http::routes::NameInfo>,
+    ) {
+        let state = self.lock();
+        (state.ports.entries(), state.http.names())
+    }
+
+    /// The public port range.
+    pub(crate) fn port_range(&self) -> PortSet {
+        self.lock().ports.range().clone()
     }
 
     /// Free ports in the public range for `protocol` (for spreading clients across servers).

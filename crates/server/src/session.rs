@@ -37,6 +37,10 @@ enum End {
     Goodbye,
     Silent(std::time::Duration),
     Closed(String),
+    /// An operator disconnected the client (admin API); `keep` leases its ports and names.
+    Kicked {
+        keep: bool,
+    },
 }
 
 struct Session {
@@ -73,6 +77,11 @@ pub(crate) async fn run(
         pool: DataPool::new(shared.config.max_idle_data),
         control,
         closed: shared.shutdown.child_token(),
+        peer,
+        since: std::time::SystemTime::now(),
+        carrier: carrier.kind(),
+        rtt_us: Default::default(),
+        kicked: Default::default(),
     });
     let span = tracing::info_span!("session", session = %format_args!("{id:016x}"), client = %handle.identity);
     serve(shared, carrier, handle, outgoing, peer)
@@ -181,6 +190,10 @@ impl Session {
             ClientMsg::Ping { seq } => self.send(ServerMsg::Pong { seq }).await,
             ClientMsg::Pong { seq } => {
                 if let Some(rtt) = self.liveness.on_pong(seq, now) {
+                    let micros = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
+                    self.handle
+                        .rtt_us
+                        .store(micros, std::sync::atomic::Ordering::Relaxed);
                     debug!(rtt_ms = rtt.as_secs_f64() * 1e3, "heartbeat");
                 }
                 Ok(())
@@ -391,7 +404,17 @@ impl Session {
         handle.closed.cancel();
         handle.pool.clear();
         let grace = shared.config.lease_grace;
-        let keep = !matches!(end, End::Goodbye | End::Shutdown);
+        let kicked = handle.kicked.load(std::sync::atomic::Ordering::Relaxed);
+        let end = match (end, kicked) {
+            (End::Shutdown, 1) => End::Kicked { keep: true },
+            (End::Shutdown, 2) => End::Kicked { keep: false },
+            (end, _) => end,
+        };
+        let keep = match end {
+            End::Goodbye | End::Shutdown => false,
+            End::Kicked { keep } => keep,
+            _ => true,
+        };
         let until = keep.then(|| Instant::now().into_std() + grace);
         let clients = shared.registry.end_session(handle.id, until);
         match &end {
@@ -402,8 +425,17 @@ impl Session {
             End::Closed(why) => info!(clients, "carrier lost: {why}; ports leased for {grace:?}"),
             End::Goodbye => info!(clients, "session closed by the client"),
             End::Shutdown => info!(clients, "session closed: server shutting down"),
+            End::Kicked { keep } => warn!(
+                clients,
+                "session closed by the operator; {}",
+                if *keep {
+                    "ports and names leased"
+                } else {
+                    "ports and names released"
+                }
+            ),
         }
-        if matches!(end, End::Shutdown) {
+        if matches!(end, End::Shutdown | End::Kicked { .. }) {
             // Tell the client to come back later; best effort, bounded.
             shared.tracker.spawn(async move {
                 let _ = timeout(
@@ -442,4 +474,4 @@ pub(crate) fn printable(name: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -82,6 +82,26 @@ pub(crate) enum Miss {
     Offline(String),
 }
 
+/// A name as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct NameInfo {
+    pub name: String,
+    pub owner: String,
+    pub hostnames: Vec<String>,
+    pub leased: bool,
+    pub members: Vec<MemberInfo>,
+}
+
+/// A member of a name's group as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct MemberInfo {
+    pub client: String,
+    pub tunnel: u32,
+    pub tags: Vec<String>,
+    pub passthrough: bool,
+    pub healthy: bool,
+}
+
 /// The edge's names.
 #[derive(Debug)]
 pub(crate) struct HttpRoutes<T> {
@@ -255,6 +275,33 @@ impl<T: Clone> HttpRoutes<T> {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.groups.len()
+    }
+
+    /// Every name, for the admin API: owner, hostnames, members, and whether it is leased.
+    pub(crate) fn names(&self) -> Vec<NameInfo> {
+        let mut all: Vec<NameInfo> = self
+            .groups
+            .iter()
+            .map(|(name, g)| NameInfo {
+                name: name.clone(),
+                owner: g.owner.clone(),
+                hostnames: g.hostnames.clone(),
+                leased: g.lease_until.is_some(),
+                members: g
+                    .members
+                    .iter()
+                    .map(|m| MemberInfo {
+                        client: format!("{:016x}", m.session),
+                        tunnel: m.tunnel,
+                        tags: m.tags.clone(),
+                        passthrough: m.passthrough,
+                        healthy: m.healthy,
+                    })
+                    .collect(),
+            })
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
     }
 
     /// Resolves a visitor's host against the custom hostnames and the base `domains`:

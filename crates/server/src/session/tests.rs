@@ -19,7 +19,8 @@ fn free_port() -> u16 {
 }
 
 /// A server with a one-port public range and a session on a pipe; returns the client end.
-async fn session_with_tunnel() -> (Arc<Shared>, DuplexStream, u64, tokio::task::JoinHandle<()>) {
+pub(crate) async fn session_with_tunnel()
+-> (Arc<Shared>, DuplexStream, u64, tokio::task::JoinHandle<()>) {
     let mut config = ServerConfig::new(Auth::SharedToken(Secret::new("t")), Transport::Plain);
     let port = free_port();
     config.ports = PortSet::range(port, port);

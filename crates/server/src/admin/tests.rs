@@ -1,0 +1,157 @@
+//! Every admin route and its errors, answered from a real registry without a socket.
+//!
+//! This module is compiled only under #[cfg(test)] (declared so in its parent).
+
+use super::*;
+use crate::session::tests::session_with_tunnel;
+use http_body_util::BodyExt;
+
+async fn call(
+    shared: &Shared,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+) -> (StatusCode, String) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let response = route(shared, &req.body(()).unwrap());
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+async fn json_of(shared: &Shared, uri: &str) -> Value {
+    let (status, body) = call(shared, "GET", uri, None).await;
+    assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn health_ready_clients_tunnels_and_ports() {
+    let (shared, _client, session, _task) = session_with_tunnel().await;
+    let id = format!("{session:016x}");
+    assert_eq!(json_of(&shared, "/health").await["status"], "ok");
+    assert_eq!(json_of(&shared, "/ready").await["status"], "ready");
+
+    let clients = json_of(&shared, "/clients").await;
+    assert_eq!(clients.as_array().unwrap().len(), 1);
+    let c = &clients[0];
+    assert_eq!(
+        (c["id"].as_str(), c["identity"].as_str()),
+        (Some(id.as_str()), Some("alice"))
+    );
+    assert_eq!(c["address"], "127.0.0.1:1");
+    assert_eq!(c["carrier"], "memory");
+    assert_eq!(c["ports"][0]["protocol"], "tcp");
+    assert_eq!(json_of(&shared, &format!("/clients/{id}")).await["id"], id);
+    assert_eq!(json_of(&shared, "/clients?identity=bob").await, json!([]));
+    assert_eq!(
+        json_of(&shared, "/clients?tags=eu").await,
+        json!([]),
+        "no HTTP tunnel, no tag"
+    );
+
+    let tunnels = json_of(&shared, "/tunnels").await;
+    assert_eq!(tunnels["ports"][0]["state"], "in_use");
+    assert_eq!(tunnels["ports"][0]["client"], id);
+    assert_eq!(tunnels["http"], json!([]));
+
+    let ports = json_of(&shared, "/ports").await;
+    assert_eq!(
+        (ports["size"].as_u64(), ports["free"]["tcp"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(ports["free"]["udp"], 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_are_prometheus_text() {
+    let (shared, _client, _session, _task) = session_with_tunnel().await;
+    let (status, text) = call(&shared, "GET", "/metrics", None).await;
+    assert_eq!(status, StatusCode::OK);
+    // Every sample line is `name{labels} number`, and each family has HELP and TYPE.
+    let mut samples = std::collections::HashMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (name, value) = line.rsplit_once(' ').unwrap();
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("not a number: {line}"));
+        samples.insert(name.to_owned(), value);
+    }
+    assert_eq!(samples["burrow_sessions"], 1.0);
+    assert_eq!(samples["burrow_public_ports{state=\"in_use\"}"], 1.0);
+    assert_eq!(samples["burrow_free_ports{protocol=\"tcp\"}"], 0.0);
+    assert_eq!(samples["burrow_streams_active"], 0.0);
+    for family in [
+        "burrow_sessions",
+        "burrow_streams_total",
+        "burrow_http_members",
+    ] {
+        assert!(text.contains(&format!("# TYPE {family} ")), "{family}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn disconnecting_a_client_keeps_or_releases_its_leases() {
+    for (query, free_after) in [("", 0), ("?leases=release", 1)] {
+        let (shared, _client, session, task) = session_with_tunnel().await;
+        let id = format!("{session:016x}");
+        let (status, body) = call(&shared, "DELETE", &format!("/clients/{id}{query}"), None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        task.await.unwrap();
+        assert!(shared.registry.session(session).is_none());
+        assert_eq!(
+            shared.registry.free_ports(Protocol::Tcp),
+            free_after,
+            "{query:?}"
+        );
+        let (status, _) = call(&shared, "DELETE", &format!("/clients/{id}"), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn errors_and_the_bearer_token() {
+    let (shared, _client, _session, _task) = session_with_tunnel().await;
+    for (method, uri, want) in [
+        ("GET", "/nope", StatusCode::NOT_FOUND),
+        ("GET", "/clients/zz", StatusCode::NOT_FOUND),
+        ("GET", "/clients/0000000000000001", StatusCode::NOT_FOUND),
+        ("POST", "/clients", StatusCode::METHOD_NOT_ALLOWED),
+        ("DELETE", "/tunnels", StatusCode::METHOD_NOT_ALLOWED),
+    ] {
+        let (status, body) = call(&shared, method, uri, None).await;
+        assert_eq!(status, want, "{method} {uri}: {body}");
+        assert!(body.contains("\"error\""), "{body}");
+    }
+
+    // With a token: /health stays open, everything else wants it.
+    let mut config = shared.config.clone();
+    config.admin_token = Some(burrow_proto::auth::Secret::new("s3cret"));
+    let guarded = Shared::new(
+        config,
+        tokio_util::sync::CancellationToken::new(),
+        Default::default(),
+    );
+    assert_eq!(
+        call(&guarded, "GET", "/health", None).await.0,
+        StatusCode::OK
+    );
+    for token in [None, Some("wrong"), Some("s3cre")] {
+        assert_eq!(
+            call(&guarded, "GET", "/ports", token).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        call(&guarded, "GET", "/ports", Some("s3cret")).await.0,
+        StatusCode::OK
+    );
+    guarded.shutdown.cancel();
+    assert_eq!(
+        call(&guarded, "GET", "/ready", Some("s3cret")).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
