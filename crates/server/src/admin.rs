@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, UNIX_EPOCH};
 use tokio::net::TcpListener;
-use tracing::{Instrument, debug, info, warn};
+use tracing::{Instrument, debug, info};
 
 /// A request must arrive whole within this.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,19 +35,7 @@ pub(crate) fn spawn(shared: &Arc<Shared>, listener: TcpListener) {
 
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let accepted = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    while let Some((tcp, peer)) = crate::accept(&listener, &shared.shutdown).await {
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             debug!(%peer, "admin connection dropped: {MAX_CONNECTIONS} already open");
             continue;

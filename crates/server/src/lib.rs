@@ -139,6 +139,27 @@ pub async fn run(
     Ok(())
 }
 
+/// Accepts the next connection, or `None` once `stop` is cancelled. A failed accept (out of
+/// descriptors and the like) is logged and followed by a short pause instead of a spin.
+async fn accept(
+    listener: &TcpListener,
+    stop: &CancellationToken,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return None,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok(accepted) => return Some(accepted),
+            Err(e) => {
+                warn!("accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 /// Waits for open streams to finish, at most the shutdown grace period.
 async fn drain(shared: &Shared) {
     use std::sync::atomic::Ordering;

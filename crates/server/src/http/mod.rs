@@ -154,19 +154,7 @@ async fn accept_loop(
     scheme: Scheme,
     limit: Arc<Semaphore>,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                warn!("accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    while let Some((tcp, peer)) = crate::accept(&listener, &shared.shutdown).await {
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             warn!(visitor = %peer, "connection dropped: {} edge connections open", shared.config.http.max_connections);
             continue;
