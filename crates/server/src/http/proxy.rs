@@ -341,6 +341,10 @@ impl Visitor {
 
     /// The route of the kept stream when this request is for the same host.
     fn kept_route(&self, host: Option<&str>) -> Option<Resolved> {
+        // Without a domain each request's path is routed first, so nothing is kept by host.
+        if self.shared.config.http.domains.is_empty() {
+            return None;
+        }
         let host = host?;
         let slot = self.upstream.lock().ok()?;
         let up = slot.as_ref()?;
