@@ -20,6 +20,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tracing::{Instrument, debug, info};
 
+/// The API's OpenAPI 3 description, served at `/openapi.json`.
+const OPENAPI: &str = include_str!("admin/openapi.json");
+
 /// A request must arrive whole within this.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Admin connections at once; more are closed at accept.
@@ -65,6 +68,14 @@ pub(crate) fn route<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes
     let method = req.method();
     if path == "/health" && method == Method::GET {
         return json_response(StatusCode::OK, json!({"status": "ok"}));
+    }
+    if path == "/openapi.json" && method == Method::GET {
+        let mut response = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        return response;
     }
     if let Some(token) = &shared.config.admin_token {
         let given = req

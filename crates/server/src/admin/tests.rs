@@ -67,6 +67,45 @@ async fn health_ready_clients_tunnels_and_ports() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_openapi_document_describes_every_route() {
+    let (shared, _client, session, _task) = session_with_tunnel().await;
+    let spec = json_of(&shared, "/openapi.json").await;
+    assert_eq!(spec["openapi"], "3.0.3");
+    let paths = spec["paths"].as_object().unwrap();
+    let id = format!("{session:016x}");
+    // Every documented GET answers (not 404/405), and every answering route is documented.
+    for (path, ops) in paths {
+        let concrete = path.replace("{id}", &id);
+        for method in ops
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|m| *m != "parameters")
+        {
+            if method == "delete" {
+                continue; // exercised in its own test
+            }
+            let (status, body) = call(&shared, &method.to_uppercase(), &concrete, None).await;
+            assert_eq!(status, StatusCode::OK, "{method} {path}: {body}");
+        }
+    }
+    for path in [
+        "/health",
+        "/ready",
+        "/clients",
+        "/clients/{id}",
+        "/tunnels",
+        "/ports",
+        "/metrics",
+    ] {
+        assert!(
+            paths.contains_key(path),
+            "{path} is not in the OpenAPI document"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn metrics_are_prometheus_text() {
     let (shared, _client, _session, _task) = session_with_tunnel().await;
     let (status, text) = call(&shared, "GET", "/metrics", None).await;
