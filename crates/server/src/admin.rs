@@ -119,10 +119,16 @@ fn ready(shared: &Shared) -> Response<Full<Bytes>> {
     }
 }
 
-/// One client (session) and what it publishes.
-fn client_json(shared: &Shared, s: &crate::registry::SessionHandle) -> Value {
+/// The registry's ports and names, read once per request.
+type Snapshot = (
+    Vec<(crate::ports::Endpoint, String, Hold)>,
+    Vec<crate::http::routes::NameInfo>,
+);
+
+/// One client (session) and what it publishes, out of `snapshot`.
+fn client_json(snapshot: &Snapshot, s: &crate::registry::SessionHandle) -> Value {
     let id = format!("{:016x}", s.id);
-    let (ports, names) = shared.registry.tunnels();
+    let (ports, names) = snapshot;
     let ports: Vec<Value> = ports
         .iter()
         .filter(|(_, _, hold)| *hold == Hold::InUse { session: s.id })
@@ -165,12 +171,13 @@ fn clients(shared: &Shared, query: &str) -> Value {
     };
     let tags: Vec<&str> = param("tags").map_or(Vec::new(), |t| t.split(',').collect());
     let identity = param("identity");
+    let snapshot = shared.registry.tunnels();
     let all: Vec<Value> = shared
         .registry
         .sessions()
         .iter()
         .filter(|s| identity.is_none_or(|i| s.identity == i))
-        .map(|s| client_json(shared, s))
+        .map(|s| client_json(&snapshot, s))
         .filter(|c| {
             tags.iter().all(|t| {
                 c["http"].as_array().is_some_and(|h| {
@@ -192,7 +199,7 @@ fn find_session(shared: &Shared, id: &str) -> Option<Arc<crate::registry::Sessio
 }
 
 fn client(shared: &Shared, id: &str) -> Option<Value> {
-    find_session(shared, id).map(|s| client_json(shared, &s))
+    find_session(shared, id).map(|s| client_json(&shared.registry.tunnels(), &s))
 }
 
 /// `DELETE /clients/{id}[?leases=release]`: ends the client's session; its ports and names are

@@ -9,15 +9,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-/// A body passed through unchanged while its data bytes are added to a shared counter.
+/// A body passed through unchanged while its data bytes are added to a shared counter (when
+/// there is one: only the access log reads it).
 #[derive(Debug)]
 pub(crate) struct Counted<B> {
     inner: B,
-    bytes: Arc<AtomicU64>,
+    bytes: Option<Arc<AtomicU64>>,
 }
 
 impl<B> Counted<B> {
-    pub(crate) fn new(inner: B, bytes: Arc<AtomicU64>) -> Self {
+    pub(crate) fn new(inner: B, bytes: Option<Arc<AtomicU64>>) -> Self {
         Self { inner, bytes }
     }
 }
@@ -33,8 +34,9 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
+            && let Some(bytes) = &self.bytes
         {
-            self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+            bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         }
         polled
     }

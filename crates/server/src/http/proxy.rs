@@ -211,11 +211,11 @@ impl Visitor {
 
     async fn handle(&self, req: Request<Incoming>) -> Response<EdgeBody> {
         let start = Instant::now();
-        let up = Arc::new(AtomicU64::new(0));
         let host = request_host(&req);
-        // Built only when the access log is on: its strings cost more than the rest of a
-        // request's bookkeeping.
-        let mut access = super::body::access_log_on().then(|| Access {
+        // Built only when the access log is on: its strings (and the upload counter) cost more
+        // than the rest of a request's bookkeeping.
+        let up = super::body::access_log_on().then(|| Arc::new(AtomicU64::new(0)));
+        let mut access = up.as_ref().map(|up| Access {
             start,
             visitor: self.peer,
             method: req.method().to_string(),
@@ -267,7 +267,7 @@ impl Visitor {
         &self,
         mut req: Request<Incoming>,
         host: Option<String>,
-        up: Arc<AtomicU64>,
+        up: Option<Arc<AtomicU64>>,
         access: &mut Option<Access>,
     ) -> Result<Response<Incoming>, Refused> {
         let registry = &self.shared.registry;
@@ -427,7 +427,7 @@ impl Visitor {
         req: Request<Incoming>,
         resolved: &Resolved,
         upgrade: bool,
-        up: Arc<AtomicU64>,
+        up: Option<Arc<AtomicU64>>,
     ) -> Result<Request<UpstreamBody>, Refused> {
         let (mut parts, body) = req.into_parts();
         let authority = parts

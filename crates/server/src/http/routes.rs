@@ -363,12 +363,17 @@ impl<T: Clone> HttpRoutes<T> {
             // Not a passthrough name: the HTTPS listener may terminate TLS for it.
             return Err(Miss::Unknown);
         }
+        // A tag slot of 16 hex digits may name one client; read it once, not per member.
+        let client_id = match &resolved.selector {
+            Selector::Tag(t) if t.len() == 16 => u64::from_str_radix(t, 16).ok(),
+            _ => None,
+        };
         let matches = |m: &&Member<T>| {
             m.healthy
                 && m.passthrough == passthrough
                 && match &resolved.selector {
                     Selector::Any => true,
-                    Selector::Tag(t) => m.tags.contains(t) || format!("{:016x}", m.session) == *t,
+                    Selector::Tag(t) => m.tags.contains(t) || client_id == Some(m.session),
                 }
         };
         let count = group.members.iter().filter(matches).count();
