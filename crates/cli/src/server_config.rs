@@ -67,6 +67,10 @@ pub(crate) struct ServerArgs {
     /// Silence after which a carrier is declared lost [default: 7s].
     #[arg(long, value_name = "DUR", value_parser = checked(fields::duration))]
     dead_after: Option<String>,
+    /// Ask sessions older than this to reconnect once their streams finish, e.g. 2h (for
+    /// rolling updates behind one address) [default: no limit].
+    #[arg(long, value_name = "DUR", value_parser = checked(fields::duration))]
+    max_session_lifetime: Option<String>,
     /// A UDP sink clients may send events to, NAME=IP:PORT (repeat for more; adds to the file's
     /// [[udp_sinks]]).
     #[arg(long = "udp-sink", value_name = "NAME=IP:PORT", value_parser = checked(fields::udp_sink))]
@@ -125,6 +129,7 @@ pub(crate) struct RawServer {
     max_unauthenticated: Option<Item<i64>>,
     max_sessions: Option<Item<i64>>,
     shutdown_grace: Option<Item<String>>,
+    max_session_lifetime: Option<Item<String>>,
     #[serde(default)]
     clients: Vec<RawIdentity>,
     #[serde(default)]
@@ -222,6 +227,10 @@ impl RawServer {
             text("--heartbeat-interval", &a.heartbeat_interval),
         );
         set(&mut self.dead_after, text("--dead-after", &a.dead_after));
+        set(
+            &mut self.max_session_lifetime,
+            text("--max-session-lifetime", &a.max_session_lifetime),
+        );
         // Sinks are a list: the flags' come after the file's, and a name used twice is an error.
         let flags = a.udp_sink.iter().map(|s| RawUdpSink::from_flag(s));
         self.udp_sinks.extend(flags);
@@ -299,6 +308,9 @@ impl RawServer {
             (&self.shutdown_grace, &mut c.shutdown_grace, true),
         ];
         fields::durations(p, timers);
+        let mut lifetime = std::time::Duration::ZERO;
+        fields::durations(p, [(&self.max_session_lifetime, &mut lifetime, false)]);
+        c.max_session_lifetime = self.max_session_lifetime.as_ref().map(|_| lifetime);
         let heartbeat = (&self.heartbeat_interval, c.heartbeat_interval);
         fields::liveness(p, heartbeat, (&self.dead_after, c.dead_after));
         let limits = [

@@ -2,7 +2,7 @@
 //!
 //! A client that outlives a server crash and reconnects on its own, graceful shutdown of the
 //! server (SIGTERM) and the client (SIGINT) while a stream is mid-transfer, and
-//! `--exit-on-disconnect`.
+//! `--exit-on-disconnect`, and a session reconnecting at the server's maximum lifetime.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -36,6 +36,41 @@ async fn client_reconnects_to_a_restarted_server() {
         );
         let port = client.wait_ready_nth(2, Duration::from_secs(45)).await;
         assert_echo(port, b"after the restart").await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_past_its_lifetime_reconnects_and_keeps_its_port() {
+    bounded(60, async {
+        let dir = TestDir::new("lifetime");
+        let block = ports(4).arg();
+        let args = [
+            "--token",
+            "t",
+            "--ports",
+            &block,
+            "--max-session-lifetime",
+            "2s",
+        ];
+        let server = Server::start(&dir, &args).await;
+        let echo = echo_target().await;
+        let client = Client::start_tcp(&dir, &server, echo, "t", &[]).await;
+        assert_echo(client.port, b"first session").await;
+        server
+            .proc
+            .wait_stderr("the lifetime's end", |l| {
+                l.contains("session closed at its maximum lifetime")
+            })
+            .await;
+        let port = client.wait_ready_nth(2, Duration::from_secs(30)).await;
+        assert_eq!(port, client.port, "the port was not kept for the client");
+        assert!(
+            any_line_has(&client.proc.output().stderr, &["maximum lifetime"]),
+            "the client did not say why it reconnected:\n{}",
+            client.proc.dump()
+        );
+        assert_echo(port, b"second session").await;
     })
     .await
 }

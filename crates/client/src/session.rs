@@ -250,6 +250,9 @@ impl Session<'_> {
                 Ok(())
             }
             ServerMsg::Shutdown => Err(End::Lost("the server is shutting down".into())),
+            ServerMsg::Reconnect => Err(End::Lost(
+                "the server asked for a reconnect: the session reached its maximum lifetime".into(),
+            )),
         }
     }
 

@@ -284,6 +284,9 @@ pub enum ServerMsg {
         /// Where visitors reach it, e.g. `http://name.example.com`.
         urls: Vec<String>,
     },
+    /// The session reached the server's maximum lifetime: reconnect now (to this server or
+    /// another behind the same address); the session's ports and names are leased meanwhile.
+    Reconnect,
 }
 
 /// What a stream carries; chosen by the tunnel it belongs to.

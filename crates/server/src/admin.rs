@@ -6,18 +6,24 @@
 //! (the CLI refuses a listener off loopback without one).
 
 use crate::Shared;
+use crate::metrics::TunnelStats;
 use crate::ports::Hold;
-use burrow_proto::msg::Protocol;
+use crate::registry::PortInfo;
+use crate::session::OPERATOR_PING;
+use burrow_proto::msg::{Protocol, ServerMsg};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
+use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 use tracing::{Instrument, debug, info};
 
 /// The API's OpenAPI 3 description, served at `/openapi.json`.
@@ -27,6 +33,10 @@ const OPENAPI: &str = include_str!("admin/openapi.json");
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Admin connections at once; more are closed at accept.
 const MAX_CONNECTIONS: usize = 64;
+/// How long `POST /clients/{id}/ping` waits for the client's answer.
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// Operator pings in flight to one client at once.
+const MAX_PINGS: usize = 8;
 
 /// Starts serving the admin API on `listener`.
 pub(crate) fn spawn(shared: &Arc<Shared>, listener: TcpListener) {
@@ -46,8 +56,8 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         let shared2 = shared.clone();
         shared.tracker.spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let response = route(&shared2, &req);
-                async move { Ok::<_, Infallible>(response) }
+                let shared = shared2.clone();
+                async move { Ok::<_, Infallible>(route(&shared, &req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -61,8 +71,8 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
-/// Answers one admin request.
-pub(crate) fn route<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes>> {
+/// Answers one admin request. Only `POST /clients/{id}/ping` awaits (its pong).
+pub(crate) async fn route<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     let query = req.uri().query().unwrap_or("");
     let method = req.method();
@@ -97,6 +107,7 @@ pub(crate) fn route<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes
             None => error(StatusCode::NOT_FOUND, "no such client"),
         },
         (&Method::DELETE, ["clients", id]) => disconnect(shared, id, query),
+        (&Method::POST, ["clients", id, "ping"]) => ping(shared, id).await,
         (&Method::GET, ["tunnels"]) => json_response(StatusCode::OK, tunnels(shared)),
         (&Method::GET, ["ports"]) => json_response(StatusCode::OK, ports(shared)),
         (&Method::GET, ["metrics"]) => metrics(shared),
@@ -120,10 +131,7 @@ fn ready(shared: &Shared) -> Response<Full<Bytes>> {
 }
 
 /// The registry's ports and names, read once per request.
-type Snapshot = (
-    Vec<(crate::ports::Endpoint, String, Hold)>,
-    Vec<crate::http::routes::NameInfo>,
-);
+type Snapshot = (Vec<PortInfo>, Vec<crate::http::routes::NameInfo>);
 
 /// One client (session) and what it publishes, out of `snapshot`.
 fn client_json(snapshot: &Snapshot, s: &crate::registry::SessionHandle) -> Value {
@@ -131,8 +139,8 @@ fn client_json(snapshot: &Snapshot, s: &crate::registry::SessionHandle) -> Value
     let (ports, names) = snapshot;
     let ports: Vec<Value> = ports
         .iter()
-        .filter(|(_, _, hold)| *hold == Hold::InUse { session: s.id })
-        .map(|((protocol, port), _, _)| json!({"protocol": protocol.to_string(), "port": port}))
+        .filter(|p| p.hold == Hold::InUse { session: s.id })
+        .map(|p| json!({"protocol": p.endpoint.0.to_string(), "port": p.endpoint.1}))
         .collect();
     let names: Vec<Value> = names
         .iter()
@@ -155,6 +163,7 @@ fn client_json(snapshot: &Snapshot, s: &crate::registry::SessionHandle) -> Value
         "connected_since_unix": since,
         "carrier": s.carrier,
         "rtt_ms": (rtt_us > 0).then(|| rtt_us as f64 / 1e3),
+        "streams_active": s.streams.load(Ordering::Relaxed),
         "ports": ports,
         "http": names,
     })
@@ -193,6 +202,46 @@ fn clients(shared: &Shared, query: &str) -> Value {
     Value::Array(all)
 }
 
+/// `POST /clients/{id}/ping`: a heartbeat sent now; answers with its round trip.
+async fn ping(shared: &Shared, id: &str) -> Response<Full<Bytes>> {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let Some(session) = find_session(shared, id) else {
+        return error(StatusCode::NOT_FOUND, "no such client");
+    };
+    let seq = OPERATOR_PING | NEXT.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = oneshot::channel();
+    {
+        let Ok(mut pings) = session.pings.lock() else {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "ping table unavailable");
+        };
+        if pings.len() >= MAX_PINGS {
+            return error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many pings in flight to this client",
+            );
+        }
+        pings.insert(seq, tx);
+    }
+    let started = Instant::now();
+    let sent = session.control.try_send(ServerMsg::Ping { seq }).is_ok();
+    let answered = sent
+        && tokio::select! {
+            pong = tokio::time::timeout(PING_TIMEOUT, rx) => matches!(pong, Ok(Ok(()))),
+            _ = session.closed.cancelled() => false,
+        };
+    if !answered {
+        if let Ok(mut pings) = session.pings.lock() {
+            pings.remove(&seq);
+        }
+        return error(
+            StatusCode::GATEWAY_TIMEOUT,
+            &format!("the client did not answer within {PING_TIMEOUT:?}"),
+        );
+    }
+    let rtt_ms = started.elapsed().as_secs_f64() * 1e3;
+    json_response(StatusCode::OK, json!({"id": id, "rtt_ms": rtt_ms}))
+}
+
 fn find_session(shared: &Shared, id: &str) -> Option<Arc<crate::registry::SessionHandle>> {
     let id = u64::from_str_radix(id, 16).ok()?;
     shared.registry.session(id)
@@ -220,21 +269,40 @@ fn disconnect(shared: &Shared, id: &str, query: &str) -> Response<Full<Bytes>> {
     )
 }
 
-/// `GET /tunnels`: every public port (in use or leased) and every HTTP name.
+/// `GET /tunnels`: every public port (in use or leased) and every HTTP name, with traffic.
 fn tunnels(shared: &Shared) -> Value {
     let (ports, names) = shared.registry.tunnels();
     let ports: Vec<Value> = ports
         .iter()
-        .map(|((protocol, port), identity, hold)| {
-            let (state, client) = match hold {
+        .map(|p| {
+            let (state, client) = match p.hold {
                 Hold::InUse { session } => ("in_use", Some(format!("{session:016x}"))),
                 Hold::Leased { .. } => ("leased", None),
             };
-            json!({"protocol": protocol.to_string(), "port": port, "identity": identity,
-                   "state": state, "client": client})
+            let mut entry = json!({"protocol": p.endpoint.0.to_string(), "port": p.endpoint.1,
+                   "identity": p.identity, "state": state, "client": client});
+            if let Some(stats) = &p.stats {
+                merge(&mut entry, stats.json());
+            }
+            entry
+        })
+        .collect();
+    let names: Vec<Value> = names
+        .iter()
+        .map(|n| {
+            let mut entry = json!(n);
+            merge(&mut entry, n.stats.json());
+            entry
         })
         .collect();
     json!({"ports": ports, "http": names})
+}
+
+/// Adds the fields of the object `extra` to the object `into`.
+fn merge(into: &mut Value, extra: Value) {
+    if let (Value::Object(into), Value::Object(extra)) = (into, extra) {
+        into.extend(extra);
+    }
 }
 
 /// `GET /ports`: the public range and how many ports of it are free, per protocol.
@@ -250,92 +318,195 @@ fn ports(shared: &Shared) -> Value {
     })
 }
 
-/// `GET /metrics`: Prometheus text exposition. No label carries a visitor or client address.
+/// `GET /metrics`: Prometheus (OpenMetrics) text. No label carries a visitor or client
+/// address; tunnels are labelled by their public port or HTTP name and identity.
 fn metrics(shared: &Shared) -> Response<Full<Bytes>> {
-    let sessions = shared.registry.sessions();
-    let (ports, names) = shared.registry.tunnels();
-    let in_use = ports
-        .iter()
-        .filter(|(_, _, h)| matches!(h, Hold::InUse { .. }))
-        .count();
-    let members: usize = names.iter().map(|n| n.members.len()).sum();
-    let unhealthy: usize = names
-        .iter()
-        .flat_map(|n| &n.members)
-        .filter(|m| !m.healthy)
-        .count();
-    let streams_total = shared.next_stream.load(Ordering::Relaxed).saturating_sub(1);
-    let streams_active = shared.active_streams.load(Ordering::Relaxed);
-    let mut out = String::new();
-    let mut family = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-        for (labels, value) in samples {
-            out.push_str(&format!("{name}{labels} {value}\n"));
-        }
-    };
-    family(
-        "burrow_sessions",
-        "gauge",
-        "Client sessions connected.",
-        &[("", sessions.len() as f64)],
-    );
-    family(
-        "burrow_public_ports",
-        "gauge",
-        "Public ports by state.",
-        &[
-            ("{state=\"in_use\"}", in_use as f64),
-            ("{state=\"leased\"}", (ports.len() - in_use) as f64),
-        ],
-    );
-    family(
-        "burrow_free_ports",
-        "gauge",
-        "Free ports of the public range, per protocol.",
-        &[
-            (
-                "{protocol=\"tcp\"}",
-                shared.registry.free_ports(Protocol::Tcp) as f64,
-            ),
-            (
-                "{protocol=\"udp\"}",
-                shared.registry.free_ports(Protocol::Udp) as f64,
-            ),
-        ],
-    );
-    family(
-        "burrow_http_names",
-        "gauge",
-        "Names on the HTTP edge (in use or leased).",
-        &[("", names.len() as f64)],
-    );
-    family(
-        "burrow_http_members",
-        "gauge",
-        "HTTP tunnels serving names, by health.",
-        &[
-            ("{healthy=\"true\"}", (members - unhealthy) as f64),
-            ("{healthy=\"false\"}", unhealthy as f64),
-        ],
-    );
-    family(
-        "burrow_streams_active",
-        "gauge",
-        "Visitor streams open now.",
-        &[("", streams_active as f64)],
-    );
-    family(
-        "burrow_streams_total",
-        "counter",
-        "Visitor streams opened since start.",
-        &[("", streams_total as f64)],
-    );
-    let mut response = Response::new(Full::new(Bytes::from(out)));
+    let live = live_metrics(shared);
+    let mut response = Response::new(Full::new(Bytes::from(shared.metrics.render(&live))));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
     response
+}
+
+/// Labels of one series, built at scrape time.
+type Labels = Vec<(&'static str, String)>;
+
+/// The families read from the registry at scrape time: sessions, ports, names, streams and
+/// every tunnel's traffic.
+fn live_metrics(shared: &Shared) -> Registry {
+    let sessions = shared.registry.sessions();
+    let (ports, names) = shared.registry.tunnels();
+    let mut registry = Registry::default();
+    let gauge = |registry: &mut Registry, name: &str, help: &str, samples: &[(Labels, i64)]| {
+        if let [(labels, value)] = samples
+            && labels.is_empty()
+        {
+            let gauge = Gauge::<i64>::default();
+            gauge.set(*value);
+            return registry.register(name, help, gauge);
+        }
+        let family = Family::<Labels, Gauge>::default();
+        for (labels, value) in samples {
+            family.get_or_create(labels).set(*value);
+        }
+        registry.register(name, help, family);
+    };
+    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    let in_use = ports
+        .iter()
+        .filter(|p| matches!(p.hold, Hold::InUse { .. }))
+        .count();
+    let members: Vec<_> = names.iter().flat_map(|n| &n.members).collect();
+    let unhealthy = members.iter().filter(|m| !m.healthy).count();
+    let free = |p: Protocol| count(shared.registry.free_ports(p));
+    gauge(
+        &mut registry,
+        "burrow_sessions",
+        "Client sessions connected",
+        &[(vec![], count(sessions.len()))],
+    );
+    gauge(
+        &mut registry,
+        "burrow_public_ports",
+        "Public ports by state",
+        &[
+            (vec![("state", "in_use".into())], count(in_use)),
+            (
+                vec![("state", "leased".into())],
+                count(ports.len() - in_use),
+            ),
+        ],
+    );
+    gauge(
+        &mut registry,
+        "burrow_free_ports",
+        "Free ports of the public range, per protocol",
+        &[
+            (vec![("protocol", "tcp".into())], free(Protocol::Tcp)),
+            (vec![("protocol", "udp".into())], free(Protocol::Udp)),
+        ],
+    );
+    gauge(
+        &mut registry,
+        "burrow_http_names",
+        "Names on the HTTP edge (in use or leased)",
+        &[(vec![], count(names.len()))],
+    );
+    gauge(
+        &mut registry,
+        "burrow_http_members",
+        "HTTP tunnels serving names, by health",
+        &[
+            (
+                vec![("healthy", "true".into())],
+                count(members.len() - unhealthy),
+            ),
+            (vec![("healthy", "false".into())], count(unhealthy)),
+        ],
+    );
+    let active = shared.active_streams.load(Ordering::Relaxed);
+    gauge(
+        &mut registry,
+        "burrow_streams_active",
+        "Visitor streams open now",
+        &[(vec![], count(active))],
+    );
+    let total = Counter::<u64>::default();
+    total.inc_by(shared.next_stream.load(Ordering::Relaxed).saturating_sub(1));
+    registry.register(
+        "burrow_streams",
+        "Visitor streams opened since start",
+        total,
+    );
+    let tunnels = ports
+        .iter()
+        .filter_map(|p| {
+            let labels = vec![
+                ("tunnel", format!("{}/{}", p.endpoint.0, p.endpoint.1)),
+                ("identity", p.identity.clone()),
+            ];
+            Some((labels, p.endpoint.0 == Protocol::Udp, p.stats.clone()?))
+        })
+        .chain(names.iter().map(|n| {
+            (
+                vec![
+                    ("tunnel", format!("http/{}", n.name)),
+                    ("identity", n.owner.clone()),
+                ],
+                false,
+                n.stats.clone(),
+            )
+        }));
+    tunnel_metrics(&mut registry, tunnels);
+    registry
+}
+
+/// Per-tunnel families: bytes by direction, streams, errors and (UDP tunnels) dropped
+/// datagrams.
+fn tunnel_metrics(
+    registry: &mut Registry,
+    tunnels: impl Iterator<Item = (Labels, bool, std::sync::Arc<TunnelStats>)>,
+) {
+    let bytes = Family::<Labels, Counter>::default();
+    let streams = Family::<Labels, Counter>::default();
+    let active = Family::<Labels, Gauge>::default();
+    let errors = Family::<Labels, Counter>::default();
+    let dropped = Family::<Labels, Counter>::default();
+    let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    for (labels, datagrams, stats) in tunnels {
+        let with = |key: &'static str, value: &str| {
+            let mut l = labels.clone();
+            l.push((key, value.to_owned()));
+            l
+        };
+        bytes
+            .get_or_create(&with("direction", "in"))
+            .inc_by(get(&stats.bytes_in));
+        bytes
+            .get_or_create(&with("direction", "out"))
+            .inc_by(get(&stats.bytes_out));
+        streams
+            .get_or_create(&labels)
+            .inc_by(get(&stats.streams_total));
+        let open = stats.streams_active.load(Ordering::Relaxed);
+        active
+            .get_or_create(&labels)
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
+        errors.get_or_create(&labels).inc_by(get(&stats.errors));
+        if !datagrams {
+            continue;
+        }
+        let d = &stats.datagrams;
+        dropped
+            .get_or_create(&with("reason", "queue_full"))
+            .inc_by(get(&d.dropped_full));
+        dropped
+            .get_or_create(&with("reason", "no_flow"))
+            .inc_by(get(&d.dropped_flow));
+    }
+    registry.register(
+        "burrow_tunnel_bytes",
+        "Bytes through a tunnel: in (toward the client's target) and out (toward visitors)",
+        bytes,
+    );
+    registry.register(
+        "burrow_tunnel_streams",
+        "Streams a tunnel opened (UDP: flows)",
+        streams,
+    );
+    registry.register(
+        "burrow_tunnel_streams_active",
+        "Streams of a tunnel open now (UDP: flows)",
+        active,
+    );
+    registry.register(
+        "burrow_tunnel_errors",
+        "Visitors a tunnel could not serve",
+        errors,
+    );
+    registry.register("burrow_datagrams_dropped", "Datagrams a UDP tunnel dropped: carrier queue full, or no flow (unknown, expired, over the cap)", dropped);
 }
 
 fn json_response(status: StatusCode, body: Value) -> Response<Full<Bytes>> {

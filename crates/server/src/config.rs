@@ -178,6 +178,10 @@ pub struct ServerConfig {
     pub http: HttpEdge,
     /// Bearer token the admin API requires (all routes but `/health`); `None`: no token.
     pub admin_token: Option<Secret>,
+    /// Sessions older than this are asked to reconnect once their streams finish (at most
+    /// `shutdown_grace` later), keeping their ports and names leased meanwhile: clients move to
+    /// another server behind the same address in a rolling update. `None`: no limit.
+    pub max_session_lifetime: Option<Duration>,
 }
 
 /// The HTTP and HTTPS edge: one public port each, many named tunnels behind them.
@@ -258,6 +262,7 @@ impl ServerConfig {
             max_udp_flows: 16_384,
             http: HttpEdge::default(),
             admin_token: None,
+            max_session_lifetime: None,
         }
     }
 }

@@ -9,6 +9,7 @@ mod admin;
 pub mod config;
 mod handshake;
 mod http;
+mod metrics;
 mod pool;
 pub mod ports;
 mod registry;
@@ -39,7 +40,10 @@ struct Shared {
     shutdown: CancellationToken,
     tracker: TaskTracker,
     next_stream: AtomicU64,
-    active_streams: AtomicUsize,
+    /// Visitor streams open now, over every session.
+    active_streams: Arc<AtomicUsize>,
+    /// Event counters and latencies for `/metrics`.
+    metrics: metrics::Metrics,
     /// The HTTP edge's listeners, as tunnels see them.
     edge: http::EdgePorts,
 }
@@ -53,7 +57,8 @@ impl Shared {
             shutdown,
             tracker: TaskTracker::new(),
             next_stream: AtomicU64::new(1),
-            active_streams: AtomicUsize::new(0),
+            active_streams: Arc::default(),
+            metrics: metrics::Metrics::new(),
         }
     }
 }
@@ -185,6 +190,7 @@ async fn serve_connection(
 ) {
     let _ = tune_carrier(&tcp);
     let deadline = shared.config.handshake_timeout;
+    let started = std::time::Instant::now();
     let outcome = tokio::select! {
         _ = shared.shutdown.cancelled() => return,
         outcome = timeout(deadline, handshake(&shared, tcp)) => outcome,
@@ -193,11 +199,17 @@ async fn serve_connection(
     let (carrier, verdict) = match outcome {
         Ok(Ok(done)) => done,
         Ok(Err(why)) if why.is::<PeerLeft>() => return debug!(%peer, "{why}"),
-        Ok(Err(why)) => return warn!(%peer, "connection refused: {why}"),
+        Ok(Err(why)) => {
+            shared.metrics.auth_failure(failure_reason(&why));
+            return warn!(%peer, "connection refused: {why}");
+        }
         Err(_) => {
+            shared.metrics.auth_failure(metrics::AuthFailure::Timeout);
             return warn!(%peer, "connection closed: handshake not finished within {deadline:?}");
         }
     };
+    let data = matches!(verdict, Verdict::Data { .. });
+    shared.metrics.handshake(data, started.elapsed());
     match verdict {
         Verdict::Control { identity, secret } => {
             session::run(shared, carrier, identity, secret, peer).await
@@ -221,6 +233,21 @@ async fn handshake(shared: &Shared, tcp: TcpStream) -> anyhow::Result<(Carrier, 
         other => other?,
     };
     Ok((carrier, verdict))
+}
+
+/// Why a handshake failed, as the metric counts it.
+fn failure_reason(why: &anyhow::Error) -> metrics::AuthFailure {
+    use handshake::Failure;
+    use metrics::AuthFailure;
+    match why.downcast_ref::<Failure>() {
+        Some(Failure::Auth(_)) => AuthFailure::BadCredentials,
+        Some(Failure::UnknownSession(_)) => AuthFailure::UnknownSession,
+        Some(Failure::Version(_)) => AuthFailure::Version,
+        Some(Failure::Foreign(_)) => AuthFailure::NotBurrow,
+        Some(Failure::Malformed(_) | Failure::Io(_)) => AuthFailure::Malformed,
+        // Everything else failed before the burrow handshake began: in TLS.
+        None => AuthFailure::Tls,
+    }
 }
 
 /// A peer that hung up before finishing the handshake: routine (a client stopping while it

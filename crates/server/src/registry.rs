@@ -7,6 +7,7 @@
 use crate::config::{Auth, PortSet, ServerConfig};
 use crate::handshake::Authority;
 use crate::http::routes::{HttpRoutes, Member, Miss, Resolved};
+use crate::metrics::TunnelStats;
 use crate::pool::DataPool;
 use crate::ports::{Claim, Endpoint, PortTable};
 use burrow_proto::auth::Secret;
@@ -42,6 +43,10 @@ pub(crate) struct SessionHandle {
     pub rtt_us: std::sync::atomic::AtomicU64,
     /// Set by an operator's disconnect: 1 keeps the client's leases, 2 releases them.
     pub kicked: std::sync::atomic::AtomicU8,
+    /// Visitor streams of this session open now.
+    pub streams: Arc<std::sync::atomic::AtomicUsize>,
+    /// Operator pings waiting for their pong, by sequence number.
+    pub pings: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<()>>>,
 }
 
 impl SessionHandle {
@@ -66,6 +71,19 @@ struct TunnelEntry {
     route: watch::Sender<Route>,
     /// Cancelling it closes the public listener.
     listener: CancellationToken,
+    /// Its traffic.
+    stats: Arc<TunnelStats>,
+}
+
+/// A public port as the admin API shows it.
+#[derive(Debug)]
+pub(crate) struct PortInfo {
+    pub endpoint: Endpoint,
+    /// The identity holding it.
+    pub identity: String,
+    pub hold: crate::ports::Hold,
+    /// Its traffic, while a listener serves it.
+    pub stats: Option<Arc<TunnelStats>>,
 }
 
 #[derive(Debug)]
@@ -306,22 +324,29 @@ impl Registry {
     }
 
     /// Records the socket of a newly bound tunnel and routes it to `session`; returns the
-    /// receiver the socket's task watches.
+    /// receiver the socket's task watches, and the tunnel's counters.
     pub(crate) fn publish(
         &self,
         endpoint: Endpoint,
         route: Route,
         listener: CancellationToken,
-    ) -> watch::Receiver<Route> {
+    ) -> (watch::Receiver<Route>, Arc<TunnelStats>) {
         let (tx, rx) = watch::channel(route);
+        let stats = Arc::new(TunnelStats::default());
         self.lock().tunnels.insert(
             endpoint,
             TunnelEntry {
                 route: tx,
                 listener,
+                stats: stats.clone(),
             },
         );
-        rx
+        (rx, stats)
+    }
+
+    /// The traffic counters of the HTTP name `name`.
+    pub(crate) fn http_stats(&self, name: &str) -> Option<Arc<TunnelStats>> {
+        self.lock().http.stats(name)
     }
 
     /// Routes an existing tunnel (a lease taken back, or a stale session's endpoint) to a new
@@ -353,14 +378,20 @@ impl Registry {
     }
 
     /// The port table's endpoints and the edge's names, as one consistent snapshot.
-    pub(crate) fn tunnels(
-        &self,
-    ) -> (
-        Vec<(Endpoint, String, crate::ports::Hold)>,
-        Vec<crate::http::routes::NameInfo>,
-    ) {
+    pub(crate) fn tunnels(&self) -> (Vec<PortInfo>, Vec<crate::http::routes::NameInfo>) {
         let state = self.lock();
-        (state.ports.entries(), state.http.names())
+        let ports = state
+            .ports
+            .entries()
+            .into_iter()
+            .map(|(endpoint, identity, hold)| PortInfo {
+                endpoint,
+                identity,
+                hold,
+                stats: state.tunnels.get(&endpoint).map(|t| t.stats.clone()),
+            })
+            .collect();
+        (ports, state.http.names())
     }
 
     /// The public port range.

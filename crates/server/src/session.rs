@@ -29,6 +29,11 @@ use tracing::{Instrument, debug, info, warn};
 const CONTROL_QUEUE: usize = 64;
 /// Attempts at finding a bindable port when the client lets the server choose.
 const BIND_ATTEMPTS: usize = 32;
+/// Heartbeats with this bit set in their sequence number were asked for by an operator (the
+/// admin API's ping); the session's own heartbeats count up from 1 and never reach it.
+pub(crate) const OPERATOR_PING: u64 = 1 << 63;
+/// How often a session past its lifetime looks whether its streams have finished.
+const DRAIN_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Why a session ended.
 #[derive(Debug)]
@@ -41,6 +46,9 @@ enum End {
     Kicked {
         keep: bool,
     },
+    /// The session reached the maximum lifetime and its streams finished (or the grace ran
+    /// out): the client is asked to reconnect, its ports and names leased meanwhile.
+    Expired,
 }
 
 struct Session {
@@ -54,6 +62,10 @@ struct Session {
     sinks: HashMap<u32, CancellationToken>,
     /// Client tunnel id → the name of an HTTP tunnel.
     http: HashMap<u32, String>,
+    /// When the session next looks at its lifetime (`None`: no limit).
+    lifetime_check: Option<Instant>,
+    /// Set once the lifetime is over: the latest moment to end, streams finished or not.
+    drain_until: Option<Instant>,
 }
 
 /// Runs a session on an authenticated control carrier until it ends.
@@ -82,6 +94,8 @@ pub(crate) async fn run(
         carrier: carrier.kind(),
         rtt_us: Default::default(),
         kicked: Default::default(),
+        streams: Default::default(),
+        pings: Default::default(),
     });
     let span = tracing::info_span!("session", session = %format_args!("{id:016x}"), client = %handle.identity);
     serve(shared, carrier, handle, outgoing, peer)
@@ -125,6 +139,8 @@ async fn serve(
         tunnels: HashMap::new(),
         sinks: HashMap::new(),
         http: HashMap::new(),
+        lifetime_check: cfg.max_session_lifetime.map(|d| Instant::now() + d),
+        drain_until: None,
     };
     let end = session.run(incoming, outgoing).await;
     reader.abort();
@@ -149,11 +165,13 @@ impl Session {
                 }
                 Action::Dead => return End::Silent(self.shared.config.dead_after),
             };
+            let lifetime = self.lifetime_check;
             let step = tokio::select! {
                 _ = self.handle.closed.cancelled() => Err(End::Shutdown),
                 msg = incoming.recv() => self.on_incoming(msg).await,
                 Some(msg) = outgoing.recv() => self.send(msg).await,
                 _ = sleep_until(next_beat) => Ok(()),
+                _ = sleep_until(lifetime.unwrap_or(next_beat)), if lifetime.is_some() => self.on_lifetime(),
             };
             if let Err(end) = step {
                 return end;
@@ -188,8 +206,21 @@ impl Session {
         self.liveness.on_frame(now);
         match msg {
             ClientMsg::Ping { seq } => self.send(ServerMsg::Pong { seq }).await,
+            ClientMsg::Pong { seq } if seq & OPERATOR_PING != 0 => {
+                let waiter = self
+                    .handle
+                    .pings
+                    .lock()
+                    .ok()
+                    .and_then(|mut p| p.remove(&seq));
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(());
+                }
+                Ok(())
+            }
             ClientMsg::Pong { seq } => {
                 if let Some(rtt) = self.liveness.on_pong(seq, now) {
+                    self.shared.metrics.carrier_rtt(rtt);
                     let micros = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
                     self.handle
                         .rtt_us
@@ -233,6 +264,26 @@ impl Session {
                 Ok(())
             }
         }
+    }
+
+    /// The session is past its maximum lifetime: it ends once its streams have finished, or
+    /// when the shutdown grace period is over.
+    fn on_lifetime(&mut self) -> Result<(), End> {
+        let now = Instant::now();
+        let grace = self.shared.config.shutdown_grace;
+        let drain_until = *self.drain_until.get_or_insert_with(|| {
+            info!("session reached its maximum lifetime; the client will be asked to reconnect once its streams finish (at most {grace:?})");
+            now + grace
+        });
+        let streams = self
+            .handle
+            .streams
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if streams == 0 || now >= drain_until {
+            return Err(End::Expired);
+        }
+        self.lifetime_check = Some(now + DRAIN_CHECK);
+        Ok(())
     }
 
     async fn open_tunnel(&mut self, req: TunnelRequest) -> ServerMsg {
@@ -412,6 +463,7 @@ impl Session {
         };
         let keep = match end {
             End::Goodbye | End::Shutdown => false,
+            End::Expired => true,
             End::Kicked { keep } => keep,
             _ => true,
         };
@@ -425,6 +477,10 @@ impl Session {
             End::Closed(why) => info!(clients, "carrier lost: {why}; ports leased for {grace:?}"),
             End::Goodbye => info!(clients, "session closed by the client"),
             End::Shutdown => info!(clients, "session closed: server shutting down"),
+            End::Expired => info!(
+                clients,
+                "session closed at its maximum lifetime; the client was asked to reconnect; ports and names leased for {grace:?}"
+            ),
             End::Kicked { keep } => warn!(
                 clients,
                 "session closed by the operator; {}",
@@ -435,12 +491,17 @@ impl Session {
                 }
             ),
         }
-        if matches!(end, End::Shutdown | End::Kicked { .. }) {
-            // Tell the client to come back later; best effort, bounded.
+        let farewell = match end {
+            End::Shutdown | End::Kicked { .. } => Some(ServerMsg::Shutdown),
+            End::Expired => Some(ServerMsg::Reconnect),
+            _ => None,
+        };
+        if let Some(farewell) = farewell {
+            // Tell the client to come back (later, or now); best effort, bounded.
             shared.tracker.spawn(async move {
                 let _ = timeout(
                     std::time::Duration::from_secs(1),
-                    write_frame(&mut writer, &ServerMsg::Shutdown),
+                    write_frame(&mut writer, &farewell),
                 )
                 .await;
             });

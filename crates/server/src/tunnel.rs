@@ -5,7 +5,8 @@
 //! an idle data connection from the session's pool, sends the stream header, and relays.
 
 use crate::Shared;
-use crate::registry::Route;
+use crate::metrics::{OpenStream, TunnelStats, VisitorKind};
+use crate::registry::{Route, SessionHandle};
 use burrow_net::{relay, tune_endpoint, write_frame};
 use burrow_proto::msg::{Protocol, Refusal, StreamKind, StreamOpen, Target};
 use std::net::SocketAddr;
@@ -33,19 +34,20 @@ pub(crate) fn bind_refusal(port: u16, err: &std::io::Error) -> Refusal {
 /// Registers a bound listener and starts accepting visitors on it.
 pub(crate) fn publish(shared: &Arc<Shared>, listener: TcpListener, port: u16, route: Route) {
     let closed = shared.shutdown.child_token();
-    let routes = shared
+    let (routes, stats) = shared
         .registry
         .publish((Protocol::Tcp, port), route, closed.clone());
     let span = tracing::info_span!("tunnel", port);
     shared
         .tracker
-        .spawn(accept_loop(shared.clone(), listener, routes, closed).instrument(span));
+        .spawn(accept_loop(shared.clone(), listener, routes, stats, closed).instrument(span));
 }
 
 async fn accept_loop(
     shared: Arc<Shared>,
     listener: TcpListener,
     routes: watch::Receiver<Route>,
+    stats: Arc<TunnelStats>,
     closed: CancellationToken,
 ) {
     loop {
@@ -57,9 +59,14 @@ async fn accept_loop(
             Ok((stream, peer)) => {
                 let stream_id = shared.next_stream.fetch_add(1, Ordering::Relaxed);
                 let span = tracing::debug_span!("stream", stream = stream_id, visitor = %peer);
-                shared.tracker.spawn(
-                    visit(shared.clone(), stream, peer, stream_id, routes.clone()).instrument(span),
-                );
+                let visitor = Visitor {
+                    peer,
+                    stream: stream_id,
+                    stats: stats.clone(),
+                };
+                shared
+                    .tracker
+                    .spawn(visit(shared.clone(), stream, visitor, routes.clone()).instrument(span));
             }
             // Out of descriptors and the like: pause instead of spinning.
             Err(e) => {
@@ -70,41 +77,54 @@ async fn accept_loop(
     }
 }
 
+/// A visitor of a TCP tunnel, as its task knows it.
+struct Visitor {
+    peer: SocketAddr,
+    stream: u64,
+    stats: Arc<TunnelStats>,
+}
+
 /// Serves one visitor from accept to close.
 async fn visit(
     shared: Arc<Shared>,
-    mut visitor: TcpStream,
-    peer: SocketAddr,
-    stream: u64,
+    mut socket: TcpStream,
+    visitor: Visitor,
     mut routes: watch::Receiver<Route>,
 ) {
-    let _ = tune_endpoint(&visitor);
+    let _ = tune_endpoint(&socket);
+    let arrived = std::time::Instant::now();
     let deadline = Instant::now() + shared.config.pool_wait;
     let Some((session, tunnel, mut carrier)) = find_carrier(&mut routes, Some(deadline)).await
     else {
+        visitor.stats.error();
         return warn!(
             "visitor closed: no data connection within {:?}",
             shared.config.pool_wait
         );
     };
     let open = StreamOpen {
-        stream,
+        stream: visitor.stream,
         kind: StreamKind::Tcp,
         target: Target::Tunnel(tunnel),
-        visitor: Some(peer),
+        visitor: Some(visitor.peer),
     };
     if let Err(e) = write_frame(&mut carrier, &open).await {
-        return warn!(session = %format_args!("{session:016x}"), "visitor closed: data connection failed: {e}");
+        visitor.stats.error();
+        return warn!(session = %format_args!("{:016x}", session.id), "visitor closed: data connection failed: {e}");
     }
-    let active = shared.active_streams.fetch_add(1, Ordering::Relaxed) + 1;
-    debug!(streams = active, "stream open");
-    let result = relay(&mut visitor, &mut carrier).await;
-    let active = shared.active_streams.fetch_sub(1, Ordering::Relaxed) - 1;
+    shared
+        .metrics
+        .stream_opened(VisitorKind::Tcp, arrived.elapsed());
+    let open = OpenStream::new(&shared.active_streams, &session.streams, &visitor.stats);
+    debug!("stream open");
+    let result = relay(&mut socket, &mut carrier).await;
+    drop(open);
     match result {
         Ok(r) => {
-            debug!(streams = active, up = r.to_carrier, down = r.from_carrier, path = %r.path, "stream closed")
+            visitor.stats.add_bytes(r.to_carrier, r.from_carrier);
+            debug!(up = r.to_carrier, down = r.from_carrier, path = %r.path, "stream closed")
         }
-        Err(e) => debug!(streams = active, "stream ended: {e}"),
+        Err(e) => debug!("stream ended: {e}"),
     }
 }
 
@@ -114,7 +134,7 @@ async fn visit(
 pub(crate) async fn find_carrier(
     routes: &mut watch::Receiver<Route>,
     deadline: Option<Instant>,
-) -> Option<(u64, u32, burrow_net::Carrier)> {
+) -> Option<(Arc<SessionHandle>, u32, burrow_net::Carrier)> {
     let expired = async {
         match deadline {
             Some(d) => tokio::time::sleep_until(d).await,
@@ -132,7 +152,7 @@ pub(crate) async fn find_carrier(
             continue;
         };
         tokio::select! {
-            carrier = session.take_data() => return Some((session.id, tunnel, carrier)),
+            carrier = session.take_data() => return Some((session.clone(), tunnel, carrier)),
             _ = session.closed.cancelled() => info!("session ended while a visitor waited"),
             _ = &mut expired => return None,
         }

@@ -11,6 +11,7 @@ use super::body::{Access, Counted, Logged};
 use super::routes::Miss;
 use super::{Scheme, routes::Resolved};
 use crate::Shared;
+use crate::metrics::{CountedIo, OpenStream, TunnelStats, VisitorKind};
 use burrow_net::write_frame;
 use burrow_proto::msg::{StreamKind, StreamOpen, Target};
 use burrow_proto::names::host_of_authority;
@@ -45,6 +46,8 @@ struct Upstream {
     /// Its session: the stream is not reused once the session has ended.
     session: Arc<crate::registry::SessionHandle>,
     tunnel: String,
+    /// The name's traffic counters.
+    stats: Arc<TunnelStats>,
     sender: Sender,
 }
 
@@ -313,9 +316,13 @@ impl Visitor {
             Ok(Sent::Answered(response)) => response,
             Ok(Sent::Unsent(_, e) | Sent::Failed(e)) => {
                 debug!(tunnel = %name, "upstream failed: {e}");
+                upstream.stats.error();
                 return Err(Refused::Unreachable(name));
             }
-            Err(_) => return Err(Refused::Timeout(name)),
+            Err(_) => {
+                upstream.stats.error();
+                return Err(Refused::Timeout(name));
+            }
         };
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(visitor_side) = visitor_upgrade {
@@ -380,34 +387,26 @@ impl Visitor {
         };
         let name = resolved.name.clone();
         let session = member.value;
-        let wait = self.shared.config.pool_wait;
-        let carrier = tokio::select! {
-            c = tokio::time::timeout(wait, session.take_data()) => c.map_err(|_| Refused::NoStream(name.clone()))?,
-            _ = session.closed.cancelled() => return Err(Refused::Offline(name)),
-        };
-        let mut carrier = carrier;
-        let stream = self.shared.next_stream.fetch_add(1, Ordering::Relaxed);
-        let open = StreamOpen {
-            stream,
-            kind: StreamKind::Tcp,
-            target: Target::Tunnel(member.tunnel),
-            visitor: Some(self.peer),
-        };
-        if let Err(e) = write_frame(&mut carrier, &open).await {
-            warn!(tunnel = %name, "data connection failed: {e}");
-            return Err(Refused::NoStream(name));
-        }
+        let stats = self.shared.registry.http_stats(&name).unwrap_or_default();
+        let opened = self.open_stream(&session, member.tunnel, &stats).await;
+        let carrier = opened.inspect_err(|_| stats.error()).map_err(|e| match e {
+            None => Refused::Offline(name.clone()),
+            Some(e) => {
+                warn!(tunnel = %name, "visitor refused: {e}");
+                Refused::NoStream(name.clone())
+            }
+        })?;
         let (sender, conn) = client_http1::Builder::new()
             .handshake(TokioIo::new(carrier))
             .await
             .map_err(|_| Refused::Unreachable(name.clone()))?;
         let shared = self.shared.clone();
+        let open = OpenStream::new(&shared.active_streams, &session.streams, &stats);
         self.shared.tracker.spawn(async move {
-            shared.active_streams.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = conn.with_upgrades().await {
                 debug!("upstream connection ended: {e}");
             }
-            shared.active_streams.fetch_sub(1, Ordering::Relaxed);
+            drop(open);
         });
         Ok(Upstream {
             reused: false,
@@ -416,8 +415,40 @@ impl Visitor {
             member: (session.id, member.tunnel),
             session: session.clone(),
             tunnel: name,
+            stats,
             sender,
         })
+    }
+
+    /// A new stream to tunnel `tunnel` of `session`, counted in `stats`; `None` when the
+    /// session ended meanwhile.
+    async fn open_stream(
+        &self,
+        session: &crate::registry::SessionHandle,
+        tunnel: u32,
+        stats: &Arc<TunnelStats>,
+    ) -> Result<CountedIo<burrow_net::Carrier>, Option<String>> {
+        let arrived = std::time::Instant::now();
+        let wait = self.shared.config.pool_wait;
+        let mut carrier = tokio::select! {
+            c = tokio::time::timeout(wait, session.take_data()) => c.map_err(|_| {
+                Some(format!("no data connection within {wait:?}"))
+            })?,
+            _ = session.closed.cancelled() => return Err(None),
+        };
+        let open = StreamOpen {
+            stream: self.shared.next_stream.fetch_add(1, Ordering::Relaxed),
+            kind: StreamKind::Tcp,
+            target: Target::Tunnel(tunnel),
+            visitor: Some(self.peer),
+        };
+        write_frame(&mut carrier, &open)
+            .await
+            .map_err(|e| Some(format!("data connection failed: {e}")))?;
+        self.shared
+            .metrics
+            .stream_opened(VisitorKind::Http, arrived.elapsed());
+        Ok(CountedIo::new(carrier, stats.clone()))
     }
 
     /// The request as the target gets it: origin-form URI (prefix stripped in path routing),

@@ -12,8 +12,10 @@
 //! goodbye or closed the tunnel frees it at once. The table is pure (values of `T` stand for a
 //! session's handle) so every rule is tested without sockets.
 
+use crate::metrics::TunnelStats;
 use burrow_proto::msg::Refusal;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// One tunnel serving a name.
@@ -50,6 +52,8 @@ struct Group<T> {
     lease_until: Option<Instant>,
     /// Round-robin position.
     next: usize,
+    /// Traffic of every member, for the admin API.
+    stats: Arc<TunnelStats>,
 }
 
 /// Which members of a group a visitor asked for.
@@ -90,6 +94,8 @@ pub(crate) struct NameInfo {
     pub hostnames: Vec<String>,
     pub leased: bool,
     pub members: Vec<MemberInfo>,
+    #[serde(skip)]
+    pub stats: Arc<TunnelStats>,
 }
 
 /// A member of a name's group as the admin API shows it.
@@ -156,6 +162,7 @@ impl<T: Clone> HttpRoutes<T> {
             passthrough: false,
             lease_until: None,
             next: 0,
+            stats: Arc::default(),
         });
         group.lease_until = None;
         group.passthrough |= member.passthrough;
@@ -277,6 +284,11 @@ impl<T: Clone> HttpRoutes<T> {
         self.groups.len()
     }
 
+    /// The traffic counters of the group called `name`.
+    pub(crate) fn stats(&self, name: &str) -> Option<Arc<TunnelStats>> {
+        self.groups.get(name).map(|g| g.stats.clone())
+    }
+
     /// Every name, for the admin API: owner, hostnames, members, and whether it is leased.
     pub(crate) fn names(&self) -> Vec<NameInfo> {
         let mut all: Vec<NameInfo> = self
@@ -298,6 +310,7 @@ impl<T: Clone> HttpRoutes<T> {
                         healthy: m.healthy,
                     })
                     .collect(),
+                stats: g.stats.clone(),
             })
             .collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));

@@ -10,6 +10,7 @@ use super::proxy;
 use super::rewind::Rewind;
 use super::routes::Miss;
 use crate::Shared;
+use crate::metrics::{OpenStream, VisitorKind};
 use burrow_net::tls::rustls::server::Acceptor;
 use burrow_net::{relay, write_frame};
 use burrow_proto::msg::{StreamKind, StreamOpen, Target};
@@ -125,12 +126,12 @@ async fn passthrough(
     member: crate::registry::HttpMember,
 ) {
     let session = member.value;
+    let stats = shared.registry.http_stats(name).unwrap_or_default();
+    let arrived = std::time::Instant::now();
     let wait = shared.config.pool_wait;
-    let mut carrier = match tokio::time::timeout(wait, session.take_data()).await {
-        Ok(c) => c,
-        Err(_) => {
-            return warn!(tunnel = %name, "visitor closed: no data connection within {wait:?}");
-        }
+    let Ok(mut carrier) = tokio::time::timeout(wait, session.take_data()).await else {
+        stats.error();
+        return warn!(tunnel = %name, "visitor closed: no data connection within {wait:?}");
     };
     let open = StreamOpen {
         stream: shared.next_stream.fetch_add(1, Ordering::Relaxed),
@@ -138,15 +139,23 @@ async fn passthrough(
         target: Target::Tunnel(member.tunnel),
         visitor: Some(peer),
     };
-    if let Err(e) = write_frame(&mut carrier, &open).await {
+    let sent = match write_frame(&mut carrier, &open).await {
+        Ok(()) => carrier.write_all(&hello).await,
+        Err(e) => Err(std::io::Error::other(e)),
+    };
+    if let Err(e) = sent {
+        stats.error();
         return warn!(tunnel = %name, "visitor closed: data connection failed: {e}");
     }
-    if let Err(e) = carrier.write_all(&hello).await {
-        return warn!(tunnel = %name, "visitor closed: data connection failed: {e}");
-    }
-    shared.active_streams.fetch_add(1, Ordering::Relaxed);
+    shared
+        .metrics
+        .stream_opened(VisitorKind::Passthrough, arrived.elapsed());
+    let open = OpenStream::new(&shared.active_streams, &session.streams, &stats);
     let result = relay(&mut tcp, &mut carrier).await;
-    shared.active_streams.fetch_sub(1, Ordering::Relaxed);
+    drop(open);
+    if let Ok(r) = &result {
+        stats.add_bytes(r.to_carrier + hello.len() as u64, r.from_carrier);
+    }
     match result {
         Ok(r) => {
             let up = r.to_carrier + hello.len() as u64;

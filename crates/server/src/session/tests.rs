@@ -21,7 +21,15 @@ fn free_port() -> u16 {
 /// A server with a one-port public range and a session on a pipe; returns the client end.
 pub(crate) async fn session_with_tunnel()
 -> (Arc<Shared>, DuplexStream, u64, tokio::task::JoinHandle<()>) {
+    session_with_config(|_| {}).await
+}
+
+/// [`session_with_tunnel`], with the server's config changed by `tune` first.
+async fn session_with_config(
+    tune: impl FnOnce(&mut ServerConfig),
+) -> (Arc<Shared>, DuplexStream, u64, tokio::task::JoinHandle<()>) {
     let mut config = ServerConfig::new(Auth::SharedToken(Secret::new("t")), Transport::Plain);
+    tune(&mut config);
     let port = free_port();
     config.ports = PortSet::range(port, port);
     config.public_bind = [127, 0, 0, 1].into();
@@ -120,5 +128,48 @@ async fn goodbye_releases_the_port_at_once() {
     assert_eq!(
         shared.registry.free_ports(burrow_proto::msg::Protocol::Tcp),
         1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_past_its_lifetime_is_asked_to_reconnect_once_its_streams_finish() {
+    let lifetime = Duration::from_secs(60);
+    let (shared, mut client, session, task) =
+        session_with_config(|c| c.max_session_lifetime = Some(lifetime)).await;
+    let started = Instant::now();
+    let handle = shared.registry.session(session).unwrap();
+    // A stream is open when the lifetime ends: the session waits for it.
+    handle
+        .streams
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let finish_stream = async {
+        tokio::time::sleep(lifetime + Duration::from_secs(3)).await;
+        handle
+            .streams
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    };
+    let farewell = async {
+        loop {
+            match read_frame::<_, ServerMsg>(&mut client).await.unwrap() {
+                ServerMsg::Ping { seq } => write_frame(&mut client, &ClientMsg::Pong { seq })
+                    .await
+                    .unwrap(),
+                other => return other,
+            }
+        }
+    };
+    let ((), farewell) = tokio::join!(finish_stream, farewell);
+    assert_eq!(farewell, ServerMsg::Reconnect);
+    let took = started.elapsed();
+    assert!(
+        took >= lifetime + Duration::from_secs(3) && took < lifetime + Duration::from_secs(4),
+        "{took:?}"
+    );
+    task.await.unwrap();
+    assert!(shared.registry.session(session).is_none());
+    // Its port is leased, not released: the client takes it back when it reconnects.
+    assert_eq!(
+        shared.registry.free_ports(burrow_proto::msg::Protocol::Tcp),
+        0
     );
 }

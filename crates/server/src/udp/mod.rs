@@ -12,6 +12,7 @@ mod flows;
 pub(crate) mod sink;
 
 use crate::Shared;
+use crate::metrics::TunnelStats;
 use crate::registry::Route;
 use crate::tunnel::find_carrier;
 use burrow_net::datagram_io::{
@@ -63,7 +64,7 @@ pub(crate) fn publish(
     options: UdpOptions,
 ) {
     let closed = shared.shutdown.child_token();
-    let routes = shared
+    let (routes, stats) = shared
         .registry
         .publish((Protocol::Udp, port), route, closed.clone());
     let idle = Duration::from_secs(u64::from(options.idle_timeout_s.max(1)));
@@ -74,7 +75,7 @@ pub(crate) fn publish(
             options.max_flows.min(shared.config.max_udp_flows) as usize,
             idle,
         )),
-        stats: DatagramStats::default(),
+        stats,
         idle,
     };
     let span = tracing::info_span!("udp", port);
@@ -88,13 +89,27 @@ pub(crate) fn publish(
 struct UdpTunnel {
     socket: UdpSocket,
     flows: Mutex<FlowTable>,
-    stats: DatagramStats,
+    stats: Arc<TunnelStats>,
     idle: Duration,
 }
 
 impl UdpTunnel {
     fn flows(&self) -> std::sync::MutexGuard<'_, FlowTable> {
         self.flows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The flow of `visitor`, a new one if there is room; counts new flows as streams.
+    fn flow_for(&self, visitor: std::net::SocketAddr) -> Option<u32> {
+        let mut flows = self.flows();
+        let before = flows.len();
+        let flow = flows.flow_for(visitor, Instant::now().into_std());
+        let after = flows.len();
+        drop(flows);
+        if after > before {
+            self.stats.streams_total.fetch_add(1, Ordering::Relaxed);
+            self.stats.streams_active.store(after, Ordering::Relaxed);
+        }
+        flow
     }
 
     /// Serves the tunnel until it is closed: takes a data connection of the current session,
@@ -117,18 +132,14 @@ impl UdpTunnel {
                 debug!("datagram connection failed before use: {e}");
                 continue;
             }
-            info!(session = %format_args!("{session:016x}"), "datagram connection up");
-            let session_closed = shared
-                .registry
-                .session(session)
-                .map(|s| s.closed.clone())
-                .unwrap_or_default();
+            info!(session = %format_args!("{:016x}", session.id), "datagram connection up");
+            let session_closed = session.closed.clone();
             let ended = tokio::select! {
                 _ = closed.cancelled() => break,
                 _ = session_closed.cancelled() => "the session ended".to_owned(),
                 r = self.relay(carrier) => r.err().map_or_else(|| "closed".to_owned(), |e| e.to_string()),
             };
-            let s = &self.stats;
+            let s = &self.stats.datagrams;
             info!(
                 sent = s.sent.load(Ordering::Relaxed),
                 dropped_full = s.dropped_full.load(Ordering::Relaxed),
@@ -169,8 +180,8 @@ impl UdpTunnel {
                 }
                 Err(e) => return Err(e),
             };
-            let Some(flow) = self.flows().flow_for(visitor, Instant::now().into_std()) else {
-                DatagramStats::bump(&self.stats.dropped_flow);
+            let Some(flow) = self.flow_for(visitor) else {
+                DatagramStats::bump(&self.stats.datagrams.dropped_flow);
                 if !cap_warned {
                     warn!(%visitor, "flow cap reached: datagrams from new visitors are dropped until flows expire");
                     cap_warned = true;
@@ -181,7 +192,8 @@ impl UdpTunnel {
             let mut frame = Vec::with_capacity(n + 8);
             // `n` is at most MAX_DATAGRAM: the buffer is one byte larger only to detect nothing.
             if encode(flow, &buf[..n.min(MAX_DATAGRAM)], &mut frame).is_ok() {
-                offer(tx, frame, &self.stats);
+                self.stats.add_bytes(n as u64, 0);
+                offer(tx, frame, &self.stats.datagrams);
             }
         }
     }
@@ -199,12 +211,11 @@ impl UdpTunnel {
             let visitor = self.flows().visitor_of(flow, Instant::now().into_std());
             match visitor {
                 // A full socket buffer drops the datagram, as the network would.
-                Some(visitor) => {
-                    if send_now(&self.socket, &buf[..len], Some(visitor)).is_err() {
-                        DatagramStats::bump(&self.stats.dropped_full);
-                    }
-                }
-                None => DatagramStats::bump(&self.stats.dropped_flow),
+                Some(visitor) => match send_now(&self.socket, &buf[..len], Some(visitor)) {
+                    Ok(_) => self.stats.add_bytes(0, len as u64),
+                    Err(_) => DatagramStats::bump(&self.stats.datagrams.dropped_full),
+                },
+                None => DatagramStats::bump(&self.stats.datagrams.dropped_flow),
             }
         }
     }
@@ -214,9 +225,13 @@ impl UdpTunnel {
         let every = (self.idle / 4).max(Duration::from_millis(250));
         loop {
             tokio::time::sleep(every).await;
-            let expired = self.flows().expire(Instant::now().into_std());
+            let (expired, left) = {
+                let mut flows = self.flows();
+                (flows.expire(Instant::now().into_std()), flows.len())
+            };
+            self.stats.streams_active.store(left, Ordering::Relaxed);
             if expired > 0 {
-                debug!(expired, flows = self.flows().len(), "idle flows expired");
+                debug!(expired, flows = left, "idle flows expired");
             }
         }
     }
