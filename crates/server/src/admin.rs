@@ -77,7 +77,7 @@ pub(crate) fn route<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes
         );
         return response;
     }
-    if let Some(token) = &shared.config.admin_token {
+    if let Some(token) = &shared.config().admin_token {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)

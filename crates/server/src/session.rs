@@ -41,6 +41,8 @@ enum End {
     Kicked {
         keep: bool,
     },
+    /// A reload removed the client's identity; its ports and names are already released.
+    Revoked,
 }
 
 struct Session {
@@ -74,7 +76,7 @@ pub(crate) async fn run(
         id,
         identity,
         secret,
-        pool: DataPool::new(shared.config.max_idle_data),
+        pool: DataPool::new(shared.config().max_idle_data),
         control,
         closed: shared.shutdown.child_token(),
         peer,
@@ -97,12 +99,15 @@ async fn serve(
     peer: SocketAddr,
 ) {
     let id = handle.id;
-    let Some(clients) = shared.registry.add_session(handle.clone()) else {
-        warn!(%peer, "session refused: at the limit of {} sessions", shared.config.max_sessions);
-        crate::handshake::refuse(&mut carrier, HandshakeError::Busy).await;
-        return;
+    let clients = match shared.registry.add_session(handle.clone()) {
+        Ok(clients) => clients,
+        Err(why) => {
+            warn!(%peer, "session refused: {why}");
+            crate::handshake::refuse(&mut carrier, HandshakeError::Busy).await;
+            return;
+        }
     };
-    let cfg = &shared.config;
+    let cfg = shared.config();
     if let Err(e) = send_welcome(&mut carrier, id, cfg.heartbeat_interval, cfg.dead_after).await {
         shared.registry.end_session(id, None);
         return warn!(%peer, "session lost before it started: {e}");
@@ -147,7 +152,7 @@ impl Session {
                         Err(end) => return end,
                     }
                 }
-                Action::Dead => return End::Silent(self.shared.config.dead_after),
+                Action::Dead => return End::Silent(self.shared.config().dead_after),
             };
             let step = tokio::select! {
                 _ = self.handle.closed.cancelled() => Err(End::Shutdown),
@@ -164,14 +169,14 @@ impl Session {
     async fn send(&mut self, msg: ServerMsg) -> Result<(), End> {
         // A carrier that cannot take a small frame within the liveness deadline is dead.
         match timeout(
-            self.shared.config.dead_after,
+            self.shared.config().dead_after,
             write_frame(&mut self.writer, &msg),
         )
         .await
         {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(End::Closed(e.to_string())),
-            Err(_) => Err(End::Silent(self.shared.config.dead_after)),
+            Err(_) => Err(End::Silent(self.shared.config().dead_after)),
         }
     }
 
@@ -276,7 +281,7 @@ impl Session {
         {
             return Err(Refusal::DuplicateId(req.id));
         }
-        let limit = self.shared.config.max_tunnels_per_session;
+        let limit = self.shared.config().max_tunnels_per_session;
         if self.tunnels.len() + self.sinks.len() + self.http.len() >= limit as usize {
             return Err(Refusal::TooManyTunnels(limit));
         }
@@ -301,7 +306,7 @@ impl Session {
                 let urls = self
                     .shared
                     .edge
-                    .urls(&self.shared.config.http, &name, &options);
+                    .urls(&self.shared.config().http, &name, &options);
                 info!(tunnel = id, %name, urls = %urls.join(" "), "HTTP tunnel published");
                 self.http.insert(id, name.clone());
                 ServerMsg::HttpOpened { id, name, urls }
@@ -317,7 +322,7 @@ impl Session {
     fn open_sink(&mut self, req: &TunnelRequest) -> Result<(), Refusal> {
         let Some(sink) = self
             .shared
-            .config
+            .config()
             .udp_sinks
             .iter()
             .find(|s| s.name == req.name)
@@ -403,15 +408,16 @@ impl Session {
         } = self;
         handle.closed.cancel();
         handle.pool.clear();
-        let grace = shared.config.lease_grace;
+        let grace = shared.config().lease_grace;
         let kicked = handle.kicked.load(std::sync::atomic::Ordering::Relaxed);
         let end = match (end, kicked) {
             (End::Shutdown, 1) => End::Kicked { keep: true },
             (End::Shutdown, 2) => End::Kicked { keep: false },
+            (End::Shutdown, crate::registry::REVOKED) => End::Revoked,
             (end, _) => end,
         };
         let keep = match end {
-            End::Goodbye | End::Shutdown => false,
+            End::Goodbye | End::Shutdown | End::Revoked => false,
             End::Kicked { keep } => keep,
             _ => true,
         };
@@ -434,8 +440,12 @@ impl Session {
                     "ports and names released"
                 }
             ),
+            End::Revoked => warn!(
+                clients,
+                "session closed: its identity was removed from the config"
+            ),
         }
-        if matches!(end, End::Shutdown | End::Kicked { .. }) {
+        if matches!(end, End::Shutdown | End::Kicked { .. } | End::Revoked) {
             // Tell the client to come back later; best effort, bounded.
             shared.tracker.spawn(async move {
                 let _ = timeout(

@@ -19,7 +19,7 @@ use tracing::{Instrument, debug, info, warn};
 
 /// Binds a public port on the configured address.
 pub(crate) fn bind(shared: &Shared, port: u16) -> std::io::Result<TcpListener> {
-    burrow_net::listen((shared.config.public_bind, port).into())
+    burrow_net::listen((shared.config().public_bind, port).into())
 }
 
 /// Explains a bind failure to the client.
@@ -79,12 +79,12 @@ async fn visit(
     mut routes: watch::Receiver<Route>,
 ) {
     let _ = tune_endpoint(&visitor);
-    let deadline = Instant::now() + shared.config.pool_wait;
+    let deadline = Instant::now() + shared.config().pool_wait;
     let Some((session, tunnel, mut carrier)) = find_carrier(&mut routes, Some(deadline)).await
     else {
         return warn!(
             "visitor closed: no data connection within {:?}",
-            shared.config.pool_wait
+            shared.config().pool_wait
         );
     };
     let open = StreamOpen {

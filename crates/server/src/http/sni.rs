@@ -74,7 +74,7 @@ pub(crate) async fn serve(
     permit: proxy::Permit,
 ) {
     let mut buf = Vec::new();
-    let deadline = shared.config.http.header_timeout;
+    let deadline = shared.config().http.header_timeout;
     let hello = match tokio::time::timeout(deadline, read_hello(&mut tcp, &mut buf)).await {
         Ok(Ok(hello)) => hello,
         Ok(Err(e)) => return debug!("visitor left before its ClientHello: {e}"),
@@ -96,7 +96,7 @@ pub(crate) async fn serve(
             Err(Miss::Unknown) => {}
         }
     }
-    let Some(config) = shared.config.http.terminate.clone() else {
+    let Some(config) = shared.config().http.terminate.clone() else {
         let name = server_name.as_deref().unwrap_or("(none)");
         return info!(server_name = %name, "no passthrough tunnel for this server name; closed");
     };
@@ -125,7 +125,7 @@ async fn passthrough(
     member: crate::registry::HttpMember,
 ) {
     let session = member.value;
-    let wait = shared.config.pool_wait;
+    let wait = shared.config().pool_wait;
     let mut carrier = match tokio::time::timeout(wait, session.take_data()).await {
         Ok(c) => c,
         Err(_) => {
