@@ -212,7 +212,10 @@ mod tests {
         assert_eq!(freed, vec![(TCP, 100), (UDP, 101)]);
         assert_eq!(t.hold((TCP, 102)), Some(Hold::InUse { session: 3 }));
         // Another identity may now take the freed port.
-        assert_eq!(t.claim(TCP, "b", None, Some(100), 3, &[]).unwrap().port, 100);
+        assert_eq!(
+            t.claim(TCP, "b", None, Some(100), 3, &[]).unwrap().port,
+            100
+        );
     }
 
     #[test]

@@ -203,7 +203,6 @@ impl Registry {
         state.sessions.len()
     }
 
-
     /// Closes leases that ended by `now`; returns the ports and HTTP names freed.
     pub(crate) fn expire_leases(&self, now: Instant) -> (Vec<Endpoint>, Vec<String>) {
         let mut state = self.lock();

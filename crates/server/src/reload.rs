@@ -88,29 +88,62 @@ pub fn diff(old: &ServerConfig, new: &ServerConfig) -> Vec<Change> {
     let (o, n) = (old, new);
     let live = [
         ("lease_grace", o.lease_grace != n.lease_grace),
-        ("heartbeat_interval", o.heartbeat_interval != n.heartbeat_interval),
+        (
+            "heartbeat_interval",
+            o.heartbeat_interval != n.heartbeat_interval,
+        ),
         ("dead_after", o.dead_after != n.dead_after),
-        ("handshake_timeout", o.handshake_timeout != n.handshake_timeout),
+        (
+            "handshake_timeout",
+            o.handshake_timeout != n.handshake_timeout,
+        ),
         ("pool_wait", o.pool_wait != n.pool_wait),
         ("max_sessions", o.max_sessions != n.max_sessions),
-        ("max_tunnels_per_session", o.max_tunnels_per_session != n.max_tunnels_per_session),
+        (
+            "max_tunnels_per_session",
+            o.max_tunnels_per_session != n.max_tunnels_per_session,
+        ),
         ("max_idle_data", o.max_idle_data != n.max_idle_data),
         ("max_udp_flows", o.max_udp_flows != n.max_udp_flows),
         ("shutdown_grace", o.shutdown_grace != n.shutdown_grace),
-        ("http_header_timeout", o.http.header_timeout != n.http.header_timeout),
-        ("http_response_timeout", o.http.response_timeout != n.http.response_timeout),
-        ("http_max_header_bytes", o.http.max_header_bytes != n.http.max_header_bytes),
+        (
+            "http_header_timeout",
+            o.http.header_timeout != n.http.header_timeout,
+        ),
+        (
+            "http_response_timeout",
+            o.http.response_timeout != n.http.response_timeout,
+        ),
+        (
+            "http_max_header_bytes",
+            o.http.max_header_bytes != n.http.max_header_bytes,
+        ),
         ("admin_token", !same_secret(&o.admin_token, &n.admin_token)),
     ];
     let restart = [
         ("ports", o.ports != n.ports),
         ("public_bind", o.public_bind != n.public_bind),
-        ("max_unauthenticated", o.max_unauthenticated != n.max_unauthenticated),
+        (
+            "max_unauthenticated",
+            o.max_unauthenticated != n.max_unauthenticated,
+        ),
         ("domains", o.http.domains != n.http.domains),
-        ("http_max_connections", o.http.max_connections != n.http.max_connections),
+        (
+            "http_max_connections",
+            o.http.max_connections != n.http.max_connections,
+        ),
     ];
-    changes.extend(live.iter().filter(|(_, d)| *d).map(|(s, _)| Change::Setting(s)));
-    changes.extend(restart.iter().filter(|(_, d)| *d).map(|(s, _)| Change::NeedsRestart(s)));
+    changes.extend(
+        live.iter()
+            .filter(|(_, d)| *d)
+            .map(|(s, _)| Change::Setting(s)),
+    );
+    changes.extend(
+        restart
+            .iter()
+            .filter(|(_, d)| *d)
+            .map(|(s, _)| Change::NeedsRestart(s)),
+    );
     changes
 }
 
@@ -177,7 +210,10 @@ fn sink_changes(old: &[UdpSink], new: &[UdpSink]) -> Vec<Change> {
     changes
 }
 
-fn same_secret(a: &Option<burrow_proto::auth::Secret>, b: &Option<burrow_proto::auth::Secret>) -> bool {
+fn same_secret(
+    a: &Option<burrow_proto::auth::Secret>,
+    b: &Option<burrow_proto::auth::Secret>,
+) -> bool {
     a.as_ref().map(|s| s.expose()) == b.as_ref().map(|s| s.expose())
 }
 
@@ -206,7 +242,9 @@ impl Reloader {
             }
         }
         for session in &revoked.sessions {
-            session.kicked.store(crate::registry::REVOKED, Ordering::Relaxed);
+            session
+                .kicked
+                .store(crate::registry::REVOKED, Ordering::Relaxed);
             session.closed.cancel();
             info!(client = %session.identity, session = %format_args!("{:016x}", session.id), "session closed: identity revoked");
         }

@@ -81,11 +81,7 @@ fn every_kind_of_change_is_found() {
                 Change::AllowanceChanged("alice".into()),
             ],
         ),
-        (
-            "identities reordered",
-            |c| ids(c).reverse(),
-            vec![],
-        ),
+        ("identities reordered", |c| ids(c).reverse(), vec![]),
         (
             "to a shared token",
             |c| c.auth = Auth::SharedToken(Secret::new("s")),

@@ -82,7 +82,12 @@ async fn reconfigured(
         if configs.changed().await.is_err() {
             return std::future::pending().await;
         }
-        let now = configs.borrow_and_update().udp_sinks.iter().find(|s| s.name == sink.name).cloned();
+        let now = configs
+            .borrow_and_update()
+            .udp_sinks
+            .iter()
+            .find(|s| s.name == sink.name)
+            .cloned();
         match now {
             Some(now) if now == *sink => continue,
             Some(now) => {
