@@ -128,3 +128,42 @@ async fn forward(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Auth, ServerConfig, Transport};
+    use burrow_proto::auth::Secret;
+
+    fn config(sinks: &[(&str, &str)]) -> Arc<ServerConfig> {
+        let mut c = ServerConfig::new(Auth::SharedToken(Secret::new("t")), Transport::Plain);
+        c.udp_sinks = (sinks.iter())
+            .map(|(name, to)| UdpSink {
+                name: (*name).into(),
+                deliver_to: to.parse().unwrap(),
+            })
+            .collect();
+        Arc::new(c)
+    }
+
+    #[tokio::test]
+    async fn a_delivery_follows_its_sink_through_reloads() {
+        let (tx, mut rx) = tokio::sync::watch::channel(config(&[("e", "127.0.0.1:9")]));
+        let sink = config(&[("e", "127.0.0.1:9")]).udp_sinks[0].clone();
+        // A reload that leaves the sink alone is not a change for it.
+        tx.send_replace(config(&[("e", "127.0.0.1:9"), ("other", "127.0.0.1:8")]));
+        let unchanged =
+            tokio::time::timeout(Duration::from_millis(1), reconfigured(&mut rx, &sink));
+        assert!(
+            unchanged.await.is_err(),
+            "an unrelated reload moved the sink"
+        );
+        // Moved: the new address.
+        tx.send_replace(config(&[("e", "127.0.0.1:10")]));
+        let (moved, _socket) = reconfigured(&mut rx, &sink).await.unwrap();
+        assert_eq!(moved.deliver_to, "127.0.0.1:10".parse().unwrap());
+        // Removed: the delivery ends.
+        tx.send_replace(config(&[]));
+        assert!(reconfigured(&mut rx, &moved).await.is_none());
+    }
+}
