@@ -9,6 +9,7 @@ mod check;
 mod client_config;
 mod diag;
 mod fields;
+mod reload;
 mod server_config;
 mod signals;
 mod start;
@@ -105,23 +106,23 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Check { file } => check::run(&file),
         Command::Server(args) => {
             let plan = server_config::load(&args)?;
-            with_runtime(|shutdown| start::server(plan, shutdown))
+            with_runtime(|shutdown, hangups| start::server(*args, plan, shutdown, hangups))
         }
         Command::Tcp(args) => {
             let plan = client_config::from_tcp(&args)?;
-            with_runtime(|shutdown| start::client(plan, shutdown))
+            with_runtime(|shutdown, _| start::client(plan, shutdown))
         }
         Command::Udp(args) => {
             let plan = client_config::from_udp(&args)?;
-            with_runtime(|shutdown| start::client(plan, shutdown))
+            with_runtime(|shutdown, _| start::client(plan, shutdown))
         }
         Command::Http(args) => {
             let plan = client_config::from_http(&args)?;
-            with_runtime(|shutdown| start::client(plan, shutdown))
+            with_runtime(|shutdown, _| start::client(plan, shutdown))
         }
         Command::Client(args) => {
             let plan = client_config::load(&args)?;
-            with_runtime(|shutdown| start::client(plan, shutdown))
+            with_runtime(|shutdown, _| start::client(plan, shutdown))
         }
     }
 }
@@ -158,10 +159,11 @@ fn init_tracing(format: LogFormat) {
     };
 }
 
-/// Runs `task` on a multi-thread runtime; SIGINT and SIGTERM cancel the token it is given.
+/// Runs `task` on a multi-thread runtime; SIGINT and SIGTERM cancel the token it is given, and
+/// SIGHUP is handed to it (commands that do not reload drop it, and so ignore SIGHUP).
 fn with_runtime<F, Fut>(task: F) -> anyhow::Result<()>
 where
-    F: FnOnce(CancellationToken) -> Fut,
+    F: FnOnce(CancellationToken, signals::Hangups) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -172,9 +174,10 @@ where
     let result = runtime.block_on(async {
         // Handlers are installed before the task starts, so a signal that arrives right after
         // the readiness line is already a clean shutdown.
-        let signals = signals::Signals::install().context("cannot install signal handlers")?;
+        let (signals, hangups) =
+            signals::Signals::install().context("cannot install signal handlers")?;
         tokio::spawn(signals.cancel_on_signal(shutdown.clone()));
-        task(shutdown).await
+        task(shutdown, hangups).await
     });
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
     result

@@ -1,5 +1,6 @@
-//! Shutdown signals: the first SIGINT or SIGTERM asks for a clean shutdown (exit 0 once open
-//! streams finish or the grace period ends); a second one stops the process at once.
+//! Signals: the first SIGINT or SIGTERM asks for a clean shutdown (exit 0 once open streams
+//! finish or the grace period ends); a second one stops the process at once. SIGHUP asks for a
+//! config reload ([`Hangups`]); commands that cannot reload ignore it.
 
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -12,23 +13,43 @@ pub(crate) struct Signals {
     terminate: tokio::signal::unix::Signal,
 }
 
-impl Signals {
-    /// Registers the handlers.
+/// SIGHUP, registered with the OS as soon as this exists (from then on a SIGHUP no longer ends
+/// the process).
+pub(crate) struct Hangups {
     #[cfg(unix)]
-    pub(crate) fn install() -> std::io::Result<Self> {
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Hangups {
+    /// Waits for the next SIGHUP (forever where there is none). Cancel-safe.
+    pub(crate) async fn recv(&mut self) {
+        #[cfg(unix)]
+        if self.hangup.recv().await.is_some() {
+            return;
+        }
+        std::future::pending::<()>().await;
+    }
+}
+
+impl Signals {
+    /// Registers the handlers, SIGHUP's included.
+    #[cfg(unix)]
+    pub(crate) fn install() -> std::io::Result<(Self, Hangups)> {
         use tokio::signal::unix::{SignalKind, signal};
         let interrupt = signal(SignalKind::interrupt())?;
         let terminate = signal(SignalKind::terminate())?;
-        Ok(Self {
+        let hangup = signal(SignalKind::hangup())?;
+        let signals = Self {
             interrupt,
             terminate,
-        })
+        };
+        Ok((signals, Hangups { hangup }))
     }
 
     /// Registers the handlers.
     #[cfg(not(unix))]
-    pub(crate) fn install() -> std::io::Result<Self> {
-        Ok(Self {})
+    pub(crate) fn install() -> std::io::Result<(Self, Hangups)> {
+        Ok((Self {}, Hangups {}))
     }
 
     /// Waits for the next signal.

@@ -5,7 +5,9 @@
 //! `tunnel ... ready at ...`): scripts wait for them, so each is flushed at once.
 
 use crate::client_config::ClientPlan;
-use crate::server_config::{ServerPlan, TlsSource};
+use crate::reload;
+use crate::server_config::{ServerArgs, ServerPlan, TlsSource};
+use crate::signals::Hangups;
 use anyhow::Context;
 use burrow_client::Event;
 use burrow_net::tls::{self, ServerIdentity};
@@ -13,8 +15,16 @@ use std::io::Write;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// Runs a server until `shutdown` is cancelled.
-pub(crate) async fn server(plan: ServerPlan, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Runs a server until `shutdown` is cancelled, reloading its configuration on SIGHUP and
+/// when its config file changes.
+pub(crate) async fn server(
+    args: ServerArgs,
+    plan: ServerPlan,
+    shutdown: CancellationToken,
+    hangups: Hangups,
+) -> anyhow::Result<()> {
+    let fixed = reload::Fixed::of(&plan);
+    let triggers = reload::Triggers::new(hangups, args.config.as_deref());
     let ServerPlan {
         listen,
         tls,
@@ -60,7 +70,10 @@ pub(crate) async fn server(plan: ServerPlan, shutdown: CancellationToken) -> any
         https,
         admin,
     };
-    burrow_server::run(config, listeners, shutdown).await
+    let server = burrow_server::Server::new(config, listeners, shutdown.clone());
+    let reloads = reload::serve(args, fixed, server.reloader(), triggers, shutdown);
+    tokio::spawn(reloads);
+    server.run().await
 }
 
 /// Binds one of the optional listeners (the HTTP edge's, the admin API's) and prints where it
@@ -146,7 +159,7 @@ fn on_event(event: Event) {
 
 /// Prints one line of the stdout contract and flushes it. A closed stdout must not stop a
 /// running server or client, so a failed write is only logged.
-fn say(line: &str) {
+pub(crate) fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
         warn!("cannot write to stdout: {e}");

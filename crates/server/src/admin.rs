@@ -87,7 +87,7 @@ pub(crate) async fn route<B>(shared: &Shared, req: &Request<B>) -> Response<Full
         );
         return response;
     }
-    if let Some(token) = &shared.config.admin_token {
+    if let Some(token) = &shared.config().admin_token {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)

@@ -13,11 +13,13 @@ mod metrics;
 mod pool;
 pub mod ports;
 mod registry;
+pub mod reload;
 mod session;
 mod tunnel;
 mod udp;
 
 pub use config::{Auth, HttpEdge, Identity, PortSet, ServerConfig, Transport};
+pub use reload::{Change, Reloader};
 
 use burrow_net::{Carrier, tune_carrier};
 use handshake::Verdict;
@@ -35,7 +37,9 @@ use tracing::{Instrument, debug, info, warn};
 /// What every task of a server shares.
 #[derive(Debug)]
 struct Shared {
-    config: ServerConfig,
+    /// The running configuration; a reload swaps it (see [`reload`]). Read it with
+    /// [`Shared::config`] when a value is needed, not once per task.
+    config: tokio::sync::watch::Sender<Arc<ServerConfig>>,
     registry: Registry,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -53,13 +57,18 @@ impl Shared {
         Self {
             edge,
             registry: Registry::new(&config),
-            config,
+            config: tokio::sync::watch::Sender::new(Arc::new(config)),
             shutdown,
             tracker: TaskTracker::new(),
             next_stream: AtomicU64::new(1),
             active_streams: Arc::default(),
             metrics: metrics::Metrics::new(),
         }
+    }
+
+    /// The configuration in force now.
+    fn config(&self) -> Arc<ServerConfig> {
+        self.config.borrow().clone()
     }
 }
 
@@ -89,34 +98,77 @@ impl From<TcpListener> for Listeners {
 }
 
 /// Runs a server on already-bound listeners until `shutdown` is cancelled, then lets open
-/// streams finish within the configured grace period.
+/// streams finish within the configured grace period. [`Server`] does the same and also
+/// hands out a [`Reloader`].
 pub async fn run(
     config: ServerConfig,
     listeners: impl Into<Listeners>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let Listeners {
-        control,
-        http,
-        https,
-        admin,
-    } = listeners.into();
-    let port_of = |l: &Option<TcpListener>| {
-        l.as_ref()
-            .and_then(|l| l.local_addr().ok())
-            .map(|a| a.port())
-    };
-    let edge = http::EdgePorts {
-        http: port_of(&http),
-        https: port_of(&https),
-    };
-    let unauthenticated = Arc::new(Semaphore::new(config.max_unauthenticated));
-    let shared = Arc::new(Shared::new(config, shutdown.clone(), edge));
-    http::spawn(&shared, http, https);
-    if let Some(admin) = admin {
-        admin::spawn(&shared, admin);
+    Server::new(config, listeners, shutdown).run().await
+}
+
+/// A server ready to run on its listeners, whose configuration can be reloaded while it runs.
+#[derive(Debug)]
+pub struct Server {
+    shared: Arc<Shared>,
+    listeners: Listeners,
+}
+
+impl Server {
+    /// Prepares a server; nothing is accepted before [`Server::run`].
+    pub fn new(
+        config: ServerConfig,
+        listeners: impl Into<Listeners>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let listeners = listeners.into();
+        let port_of = |l: &Option<TcpListener>| {
+            l.as_ref()
+                .and_then(|l| l.local_addr().ok())
+                .map(|a| a.port())
+        };
+        let edge = http::EdgePorts {
+            http: port_of(&listeners.http),
+            https: port_of(&listeners.https),
+        };
+        let shared = Arc::new(Shared::new(config, shutdown, edge));
+        Self { shared, listeners }
     }
-    info!(ports = %shared.config.ports, free = shared.registry.free_ports(burrow_proto::msg::Protocol::Tcp), "server ready");
+
+    /// A handle that applies new configurations to this server while it runs.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Serves until the shutdown token is cancelled, then lets open streams finish within the
+    /// configured grace period.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let Server { shared, listeners } = self;
+        let Listeners {
+            control,
+            http,
+            https,
+            admin,
+        } = listeners;
+        http::spawn(&shared, http, https);
+        if let Some(admin) = admin {
+            admin::spawn(&shared, admin);
+        }
+        serve_control(&shared, control).await;
+        drain(&shared).await;
+        Ok(())
+    }
+}
+
+/// Accepts control connections until shutdown, each handed to its own task at once.
+async fn serve_control(shared: &Arc<Shared>, control: TcpListener) {
+    let shutdown = shared.shutdown.clone();
+    let config = shared.config();
+    let unauthenticated = Arc::new(Semaphore::new(config.max_unauthenticated));
+    info!(ports = %config.ports, free = shared.registry.free_ports(burrow_proto::msg::Protocol::Tcp), "server ready");
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -125,7 +177,7 @@ pub async fn run(
         match accepted {
             Ok((tcp, peer)) => {
                 let Ok(permit) = unauthenticated.clone().try_acquire_owned() else {
-                    warn!(%peer, "connection dropped: {} handshakes already in progress", shared.config.max_unauthenticated);
+                    warn!(%peer, "connection dropped: {} handshakes already in progress", config.max_unauthenticated);
                     continue;
                 };
                 let span = tracing::debug_span!("conn", %peer);
@@ -139,9 +191,6 @@ pub async fn run(
             }
         }
     }
-    drop(control);
-    drain(&shared).await;
-    Ok(())
 }
 
 /// Accepts the next connection, or `None` once `stop` is cancelled. A failed accept (out of
@@ -168,7 +217,7 @@ async fn accept(
 /// Waits for open streams to finish, at most the shutdown grace period.
 async fn drain(shared: &Shared) {
     use std::sync::atomic::Ordering;
-    let grace = shared.config.shutdown_grace;
+    let grace = shared.config().shutdown_grace;
     let streams = shared.active_streams.load(Ordering::Relaxed);
     info!(
         streams,
@@ -189,7 +238,7 @@ async fn serve_connection(
     permit: OwnedSemaphorePermit,
 ) {
     let _ = tune_carrier(&tcp);
-    let deadline = shared.config.handshake_timeout;
+    let deadline = shared.config().handshake_timeout;
     let started = std::time::Instant::now();
     let outcome = tokio::select! {
         _ = shared.shutdown.cancelled() => return,
@@ -220,7 +269,7 @@ async fn serve_connection(
 
 /// TLS (unless plain), then the burrow handshake.
 async fn handshake(shared: &Shared, tcp: TcpStream) -> anyhow::Result<(Carrier, Verdict)> {
-    let mut carrier = match &shared.config.transport {
+    let mut carrier = match &shared.config().transport {
         Transport::Plain => Carrier::Plain(tcp),
         Transport::Tls(tls) => {
             let acceptor = burrow_net::tls::tokio_rustls::TlsAcceptor::from(tls.clone());
@@ -290,7 +339,7 @@ async fn add_data_connection(shared: &Shared, mut carrier: Carrier, session: u64
         )
         .await;
     };
-    let cfg = &shared.config;
+    let cfg = shared.config();
     if let Err(e) = handshake::send_welcome(
         &mut carrier,
         session,

@@ -148,6 +148,19 @@ impl PortTable {
         self.entries.remove(&endpoint);
     }
 
+    /// Frees every endpoint `identity` holds, in use or leased (the identity was removed);
+    /// returns them so the caller closes their sockets.
+    pub fn release_identity(&mut self, identity: &str) -> Vec<Endpoint> {
+        let held: Vec<Endpoint> = (self.entries.iter())
+            .filter(|(_, e)| e.identity == identity)
+            .map(|(&endpoint, _)| endpoint)
+            .collect();
+        for endpoint in &held {
+            self.entries.remove(endpoint);
+        }
+        held
+    }
+
     /// Turns every endpoint `session` uses into a lease that ends at `until`; returns them.
     pub fn lease_session(&mut self, session: u64, until: Instant) -> Vec<Endpoint> {
         let mut leased = Vec::new();
@@ -185,6 +198,24 @@ mod tests {
 
     fn table() -> PortTable {
         PortTable::new("100-104".parse().unwrap())
+    }
+
+    #[test]
+    fn releasing_an_identity_frees_its_ports_in_use_and_leased() {
+        let mut t = table();
+        t.claim(TCP, "a", None, Some(100), 1, &[]).unwrap();
+        t.claim(UDP, "a", None, Some(101), 2, &[]).unwrap();
+        t.lease_session(2, Instant::now() + Duration::from_secs(30));
+        t.claim(TCP, "b", None, Some(102), 3, &[]).unwrap();
+        let mut freed = t.release_identity("a");
+        freed.sort();
+        assert_eq!(freed, vec![(TCP, 100), (UDP, 101)]);
+        assert_eq!(t.hold((TCP, 102)), Some(Hold::InUse { session: 3 }));
+        // Another identity may now take the freed port.
+        assert_eq!(
+            t.claim(TCP, "b", None, Some(100), 3, &[]).unwrap().port,
+            100
+        );
     }
 
     #[test]

@@ -92,6 +92,24 @@ struct State {
     tunnels: HashMap<Endpoint, TunnelEntry>,
     ports: PortTable,
     http: HttpRoutes<Arc<SessionHandle>>,
+    /// Who may log in; swapped by a reload in the same critical section that revokes.
+    auth: Auth,
+    max_sessions: usize,
+}
+
+/// [`SessionHandle::kicked`] for a session whose identity a reload removed: its ports and
+/// names are released at once.
+pub(crate) const REVOKED: u8 = 3;
+
+/// What a reload took away from identities that no longer exist.
+#[derive(Debug, Default)]
+pub(crate) struct Revoked {
+    /// Their live sessions, already out of the registry; the caller closes them.
+    pub sessions: Vec<Arc<SessionHandle>>,
+    /// Their ports (in use or leased), released and their listeners closed.
+    pub ports: Vec<Endpoint>,
+    /// Their HTTP names, released.
+    pub names: Vec<String>,
 }
 
 /// An HTTP tunnel picked for a visitor.
@@ -101,8 +119,6 @@ pub(crate) type HttpMember = Member<Arc<SessionHandle>>;
 #[derive(Debug)]
 pub(crate) struct Registry {
     state: Mutex<State>,
-    auth: Auth,
-    max_sessions: usize,
     domains: Vec<String>,
 }
 
@@ -113,13 +129,50 @@ impl Registry {
             tunnels: HashMap::new(),
             ports: PortTable::new(config.ports.clone()),
             http: HttpRoutes::new(),
+            auth: config.auth.clone(),
+            max_sessions: config.max_sessions,
         };
         Self {
             state: Mutex::new(state),
-            auth: config.auth.clone(),
-            max_sessions: config.max_sessions,
             domains: config.http.domains.clone(),
         }
+    }
+
+    /// Takes the reloadable parts of `config` (who may log in, the session cap) and removes
+    /// whatever belongs to identities that no longer have a token: their sessions leave the
+    /// registry and their ports and names are released at once.
+    pub(crate) fn reconfigure(&self, config: &ServerConfig) -> Revoked {
+        let mut state = self.lock();
+        state.auth = config.auth.clone();
+        state.max_sessions = config.max_sessions;
+        let gone = |state: &State, identity: &str| token_for(&state.auth, identity).is_none();
+        let sessions: Vec<Arc<SessionHandle>> = (state.sessions.values())
+            .filter(|s| gone(&state, &s.identity))
+            .cloned()
+            .collect();
+        for session in &sessions {
+            end_session(&mut state, session.id, None);
+        }
+        let mut owners: Vec<String> = (state.ports.entries().into_iter())
+            .map(|(_, owner, _)| owner)
+            .chain(state.http.names().into_iter().map(|n| n.owner))
+            .filter(|owner| gone(&state, owner))
+            .collect();
+        owners.sort();
+        owners.dedup();
+        let mut revoked = Revoked {
+            sessions,
+            ..Revoked::default()
+        };
+        for owner in owners {
+            let ports = state.ports.release_identity(&owner);
+            for &endpoint in &ports {
+                close_tunnel(&mut state, endpoint);
+            }
+            revoked.ports.extend(ports);
+            revoked.names.extend(state.http.release_owner(&owner));
+        }
+        revoked
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -131,8 +184,8 @@ impl Registry {
     }
 
     /// The ports an identity may claim (`None`: the whole range).
-    pub(crate) fn allowance(&self, identity: &str) -> Option<PortSet> {
-        match &self.auth {
+    fn allowance(state: &State, identity: &str) -> Option<PortSet> {
+        match &state.auth {
             Auth::SharedToken(_) => None,
             Auth::Identities(ids) => ids
                 .iter()
@@ -141,14 +194,18 @@ impl Registry {
         }
     }
 
-    /// Registers a new session; `None` when the server is at its session limit.
-    pub(crate) fn add_session(&self, session: Arc<SessionHandle>) -> Option<usize> {
+    /// Registers a new session and returns the session count; refused, with the reason, when
+    /// the server is at its session limit or a reload removed the identity while it logged in.
+    pub(crate) fn add_session(&self, session: Arc<SessionHandle>) -> Result<usize, String> {
         let mut state = self.lock();
-        if state.sessions.len() >= self.max_sessions {
-            return None;
+        if state.sessions.len() >= state.max_sessions {
+            return Err(format!("at the limit of {} sessions", state.max_sessions));
+        }
+        if token_for(&state.auth, &session.identity).is_none() {
+            return Err("its identity was just removed from the config".into());
         }
         state.sessions.insert(session.id, session);
-        Some(state.sessions.len())
+        Ok(state.sessions.len())
     }
 
     /// A live session.
@@ -160,19 +217,7 @@ impl Registry {
     /// `until` is `None`, for a client that said goodbye). Returns the remaining session count.
     pub(crate) fn end_session(&self, id: u64, until: Option<Instant>) -> usize {
         let mut state = self.lock();
-        state.sessions.remove(&id);
-        state.http.end_session(id, until);
-        let ports = state
-            .ports
-            .lease_session(id, until.unwrap_or_else(Instant::now));
-        for endpoint in ports {
-            if until.is_none() {
-                state.ports.release(endpoint);
-                close_tunnel(&mut state, endpoint);
-            } else if let Some(t) = state.tunnels.get(&endpoint) {
-                t.route.send_replace(None);
-            }
-        }
+        end_session(&mut state, id, until);
         state.sessions.len()
     }
 
@@ -229,7 +274,7 @@ impl Registry {
     /// Whether `identity` may answer on `host`. With a shared token anyone may claim any name
     /// but an IP address (that would capture visitors who reach the edge by its address).
     fn may_claim_hostname(&self, identity: &str, host: &str) -> bool {
-        match &self.auth {
+        match &self.lock().auth {
             Auth::SharedToken(_) => !burrow_proto::names::is_ip_literal(host),
             Auth::Identities(ids) => ids.iter().any(|i| {
                 i.name == identity
@@ -306,8 +351,8 @@ impl Registry {
         want: Option<u16>,
         skip: &[u16],
     ) -> Result<Claim, Refusal> {
-        let allowance = self.allowance(&session.identity);
         let mut state = self.lock();
+        let allowance = Self::allowance(&state, &session.identity);
         state.ports.claim(
             protocol,
             &session.identity,
@@ -420,6 +465,31 @@ fn random_name() -> String {
         .collect()
 }
 
+/// Removes a session; see [`Registry::end_session`].
+fn end_session(state: &mut State, id: u64, until: Option<Instant>) {
+    state.sessions.remove(&id);
+    state.http.end_session(id, until);
+    let ports = state
+        .ports
+        .lease_session(id, until.unwrap_or_else(Instant::now));
+    for endpoint in ports {
+        if until.is_none() {
+            state.ports.release(endpoint);
+            close_tunnel(state, endpoint);
+        } else if let Some(t) = state.tunnels.get(&endpoint) {
+            t.route.send_replace(None);
+        }
+    }
+}
+
+/// The token of identity `name` under `auth`; with a shared token every name has it.
+fn token_for(auth: &Auth, name: &str) -> Option<Secret> {
+    match auth {
+        Auth::SharedToken(token) => Some(token.clone()),
+        Auth::Identities(ids) => ids.iter().find(|i| i.name == name).map(|i| i.token.clone()),
+    }
+}
+
 fn close_tunnel(state: &mut State, endpoint: Endpoint) {
     if let Some(t) = state.tunnels.remove(&endpoint) {
         t.listener.cancel();
@@ -428,10 +498,7 @@ fn close_tunnel(state: &mut State, endpoint: Endpoint) {
 
 impl Authority for Registry {
     fn token_for(&self, name: &str) -> Option<Secret> {
-        match &self.auth {
-            Auth::SharedToken(token) => Some(token.clone()),
-            Auth::Identities(ids) => ids.iter().find(|i| i.name == name).map(|i| i.token.clone()),
-        }
+        token_for(&self.lock().auth, name)
     }
 
     fn session_secret(&self, session: u64) -> Option<Secret> {

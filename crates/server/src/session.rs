@@ -49,6 +49,8 @@ enum End {
     /// The session reached the maximum lifetime and its streams finished (or the grace ran
     /// out): the client is asked to reconnect, its ports and names leased meanwhile.
     Expired,
+    /// A reload removed the client's identity; its ports and names are already released.
+    Revoked,
 }
 
 struct Session {
@@ -86,7 +88,7 @@ pub(crate) async fn run(
         id,
         identity,
         secret,
-        pool: DataPool::new(shared.config.max_idle_data),
+        pool: DataPool::new(shared.config().max_idle_data),
         control,
         closed: shared.shutdown.child_token(),
         peer,
@@ -111,12 +113,15 @@ async fn serve(
     peer: SocketAddr,
 ) {
     let id = handle.id;
-    let Some(clients) = shared.registry.add_session(handle.clone()) else {
-        warn!(%peer, "session refused: at the limit of {} sessions", shared.config.max_sessions);
-        crate::handshake::refuse(&mut carrier, HandshakeError::Busy).await;
-        return;
+    let clients = match shared.registry.add_session(handle.clone()) {
+        Ok(clients) => clients,
+        Err(why) => {
+            warn!(%peer, "session refused: {why}");
+            crate::handshake::refuse(&mut carrier, HandshakeError::Busy).await;
+            return;
+        }
     };
-    let cfg = &shared.config;
+    let cfg = shared.config();
     if let Err(e) = send_welcome(&mut carrier, id, cfg.heartbeat_interval, cfg.dead_after).await {
         shared.registry.end_session(id, None);
         return warn!(%peer, "session lost before it started: {e}");
@@ -163,7 +168,7 @@ impl Session {
                         Err(end) => return end,
                     }
                 }
-                Action::Dead => return End::Silent(self.shared.config.dead_after),
+                Action::Dead => return End::Silent(self.shared.config().dead_after),
             };
             let lifetime = self.lifetime_check;
             let step = tokio::select! {
@@ -182,14 +187,14 @@ impl Session {
     async fn send(&mut self, msg: ServerMsg) -> Result<(), End> {
         // A carrier that cannot take a small frame within the liveness deadline is dead.
         match timeout(
-            self.shared.config.dead_after,
+            self.shared.config().dead_after,
             write_frame(&mut self.writer, &msg),
         )
         .await
         {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(End::Closed(e.to_string())),
-            Err(_) => Err(End::Silent(self.shared.config.dead_after)),
+            Err(_) => Err(End::Silent(self.shared.config().dead_after)),
         }
     }
 
@@ -270,7 +275,7 @@ impl Session {
     /// when the shutdown grace period is over.
     fn on_lifetime(&mut self) -> Result<(), End> {
         let now = Instant::now();
-        let grace = self.shared.config.shutdown_grace;
+        let grace = self.shared.config().shutdown_grace;
         let drain_until = *self.drain_until.get_or_insert_with(|| {
             info!("session reached its maximum lifetime; the client will be asked to reconnect once its streams finish (at most {grace:?})");
             now + grace
@@ -327,7 +332,7 @@ impl Session {
         {
             return Err(Refusal::DuplicateId(req.id));
         }
-        let limit = self.shared.config.max_tunnels_per_session;
+        let limit = self.shared.config().max_tunnels_per_session;
         if self.tunnels.len() + self.sinks.len() + self.http.len() >= limit as usize {
             return Err(Refusal::TooManyTunnels(limit));
         }
@@ -352,7 +357,7 @@ impl Session {
                 let urls = self
                     .shared
                     .edge
-                    .urls(&self.shared.config.http, &name, &options);
+                    .urls(&self.shared.config().http, &name, &options);
                 info!(tunnel = id, %name, urls = %urls.join(" "), "HTTP tunnel published");
                 self.http.insert(id, name.clone());
                 ServerMsg::HttpOpened { id, name, urls }
@@ -368,7 +373,7 @@ impl Session {
     fn open_sink(&mut self, req: &TunnelRequest) -> Result<(), Refusal> {
         let Some(sink) = self
             .shared
-            .config
+            .config()
             .udp_sinks
             .iter()
             .find(|s| s.name == req.name)
@@ -454,15 +459,16 @@ impl Session {
         } = self;
         handle.closed.cancel();
         handle.pool.clear();
-        let grace = shared.config.lease_grace;
+        let grace = shared.config().lease_grace;
         let kicked = handle.kicked.load(std::sync::atomic::Ordering::Relaxed);
         let end = match (end, kicked) {
             (End::Shutdown, 1) => End::Kicked { keep: true },
             (End::Shutdown, 2) => End::Kicked { keep: false },
+            (End::Shutdown, crate::registry::REVOKED) => End::Revoked,
             (end, _) => end,
         };
         let keep = match end {
-            End::Goodbye | End::Shutdown => false,
+            End::Goodbye | End::Shutdown | End::Revoked => false,
             End::Expired => true,
             End::Kicked { keep } => keep,
             _ => true,
@@ -490,9 +496,13 @@ impl Session {
                     "ports and names released"
                 }
             ),
+            End::Revoked => warn!(
+                clients,
+                "session closed: its identity was removed from the config"
+            ),
         }
         let farewell = match end {
-            End::Shutdown | End::Kicked { .. } => Some(ServerMsg::Shutdown),
+            End::Shutdown | End::Kicked { .. } | End::Revoked => Some(ServerMsg::Shutdown),
             End::Expired => Some(ServerMsg::Reconnect),
             _ => None,
         };

@@ -20,7 +20,7 @@ use tracing::{Instrument, debug, info, warn};
 
 /// Binds a public port on the configured address.
 pub(crate) fn bind(shared: &Shared, port: u16) -> std::io::Result<TcpListener> {
-    burrow_net::listen((shared.config.public_bind, port).into())
+    burrow_net::listen((shared.config().public_bind, port).into())
 }
 
 /// Explains a bind failure to the client.
@@ -93,13 +93,13 @@ async fn visit(
 ) {
     let _ = tune_endpoint(&socket);
     let arrived = std::time::Instant::now();
-    let deadline = Instant::now() + shared.config.pool_wait;
+    let deadline = Instant::now() + shared.config().pool_wait;
     let Some((session, tunnel, mut carrier)) = find_carrier(&mut routes, Some(deadline)).await
     else {
         visitor.stats.error();
         return warn!(
             "visitor closed: no data connection within {:?}",
-            shared.config.pool_wait
+            shared.config().pool_wait
         );
     };
     let open = StreamOpen {

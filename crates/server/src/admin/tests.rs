@@ -248,7 +248,7 @@ async fn errors_and_the_bearer_token() {
     }
 
     // With a token: /health stays open, everything else wants it.
-    let mut config = shared.config.clone();
+    let mut config = (*shared.config()).clone();
     config.admin_token = Some(burrow_proto::auth::Secret::new("s3cret"));
     let guarded = Shared::new(
         config,

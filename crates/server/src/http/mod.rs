@@ -138,7 +138,7 @@ impl Scheme {
 
 /// Starts accepting visitors on the edge's listeners.
 pub(crate) fn spawn(shared: &Arc<Shared>, http: Option<TcpListener>, https: Option<TcpListener>) {
-    let limit = Arc::new(Semaphore::new(shared.config.http.max_connections));
+    let limit = Arc::new(Semaphore::new(shared.config().http.max_connections));
     for (listener, scheme) in [(http, Scheme::Http), (https, Scheme::Https)] {
         let Some(listener) = listener else { continue };
         let span = tracing::info_span!("edge", scheme = scheme.as_str());
@@ -156,7 +156,7 @@ async fn accept_loop(
 ) {
     while let Some((tcp, peer)) = crate::accept(&listener, &shared.shutdown).await {
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            warn!(visitor = %peer, "connection dropped: {} edge connections open", shared.config.http.max_connections);
+            warn!(visitor = %peer, "connection dropped: {} edge connections open", shared.config().http.max_connections);
             continue;
         };
         let _ = burrow_net::tune_endpoint(&tcp);

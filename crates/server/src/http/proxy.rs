@@ -83,7 +83,8 @@ pub(crate) async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let edge = &shared.config.http;
+    let config = shared.config();
+    let edge = &config.http;
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -110,7 +111,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     use tokio::io::AsyncReadExt;
-    let edge = &shared.config.http;
+    let config = shared.config();
+    let edge = &config.http;
     let mut preface = [0u8; 24];
     match tokio::time::timeout(edge.header_timeout, tls.read_exact(&mut preface)).await {
         Ok(Ok(_)) if &preface == H2_PREFACE => {}
@@ -230,7 +232,7 @@ impl Visitor {
             tunnel: "-".into(),
             client: None,
         });
-        let limit = self.shared.config.http.max_header_bytes;
+        let limit = self.shared.config().http.max_header_bytes;
         let result = if head_len(&req) > limit {
             Err(Refused::HeadTooLarge(limit))
         } else if req.method() == http::Method::CONNECT {
@@ -296,7 +298,7 @@ impl Visitor {
         let mut upstream = self.upstream_for(&resolved, &shown, false).await?;
         let forwarded = self.rewrite(req, &resolved, upgrade, up)?;
         let name = upstream.tunnel.clone();
-        let timeout = self.shared.config.http.response_timeout;
+        let timeout = self.shared.config().http.response_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut sent =
             tokio::time::timeout_at(deadline, send(&mut upstream.sender, forwarded)).await;
@@ -349,7 +351,7 @@ impl Visitor {
     /// The route of the kept stream when this request is for the same host.
     fn kept_route(&self, host: Option<&str>) -> Option<Resolved> {
         // Without a domain each request's path is routed first, so nothing is kept by host.
-        if self.shared.config.http.domains.is_empty() {
+        if self.shared.config().http.domains.is_empty() {
             return None;
         }
         let host = host?;
@@ -429,7 +431,7 @@ impl Visitor {
         stats: &Arc<TunnelStats>,
     ) -> Result<CountedIo<burrow_net::Carrier>, Option<String>> {
         let arrived = std::time::Instant::now();
-        let wait = self.shared.config.pool_wait;
+        let wait = self.shared.config().pool_wait;
         let mut carrier = tokio::select! {
             c = tokio::time::timeout(wait, session.take_data()) => c.map_err(|_| {
                 Some(format!("no data connection within {wait:?}"))

@@ -270,6 +270,19 @@ impl<T: Clone> HttpRoutes<T> {
         expired
     }
 
+    /// Frees every name `identity` owns, in use or leased (the identity was removed); returns
+    /// them.
+    pub(crate) fn release_owner(&mut self, identity: &str) -> Vec<String> {
+        let owned: Vec<String> = (self.groups.iter())
+            .filter(|(_, g)| g.owner == identity)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in &owned {
+            self.free(name);
+        }
+        owned
+    }
+
     fn free(&mut self, name: &str) {
         if let Some(group) = self.groups.remove(name) {
             for host in group.hostnames {

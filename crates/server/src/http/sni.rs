@@ -75,7 +75,7 @@ pub(crate) async fn serve(
     permit: proxy::Permit,
 ) {
     let mut buf = Vec::new();
-    let deadline = shared.config.http.header_timeout;
+    let deadline = shared.config().http.header_timeout;
     let hello = match tokio::time::timeout(deadline, read_hello(&mut tcp, &mut buf)).await {
         Ok(Ok(hello)) => hello,
         Ok(Err(e)) => return debug!("visitor left before its ClientHello: {e}"),
@@ -97,7 +97,7 @@ pub(crate) async fn serve(
             Err(Miss::Unknown) => {}
         }
     }
-    let Some(config) = shared.config.http.terminate.clone() else {
+    let Some(config) = shared.config().http.terminate.clone() else {
         let name = server_name.as_deref().unwrap_or("(none)");
         return info!(server_name = %name, "no passthrough tunnel for this server name; closed");
     };
@@ -128,7 +128,7 @@ async fn passthrough(
     let session = member.value;
     let stats = shared.registry.http_stats(name).unwrap_or_default();
     let arrived = std::time::Instant::now();
-    let wait = shared.config.pool_wait;
+    let wait = shared.config().pool_wait;
     let Ok(mut carrier) = tokio::time::timeout(wait, session.take_data()).await else {
         stats.error();
         return warn!(tunnel = %name, "visitor closed: no data connection within {wait:?}");

@@ -71,7 +71,7 @@ async fn session_with_config(
 #[tokio::test(start_paused = true)]
 async fn a_silent_client_is_declared_dead_and_its_port_leased_until_the_grace_ends() {
     let (shared, mut client, session, task) = session_with_tunnel().await;
-    let (dead_after, grace) = (shared.config.dead_after, shared.config.lease_grace);
+    let (dead_after, grace) = (shared.config().dead_after, shared.config().lease_grace);
     let silent_since = Instant::now();
     // Say nothing: the server keeps pinging, then hangs up.
     let mut pings = 0;

@@ -50,7 +50,7 @@ pub(crate) async fn open_datagrams(
 
 /// Binds a public UDP port on the configured address.
 pub(crate) fn bind(shared: &Shared, port: u16) -> std::io::Result<UdpSocket> {
-    let socket = std::net::UdpSocket::bind((shared.config.public_bind, port))?;
+    let socket = std::net::UdpSocket::bind((shared.config().public_bind, port))?;
     socket.set_nonblocking(true)?;
     UdpSocket::from_std(socket)
 }
@@ -72,7 +72,7 @@ pub(crate) fn publish(
         socket,
         // The client's cap is a request; the server's own limit bounds its memory regardless.
         flows: Mutex::new(FlowTable::new(
-            options.max_flows.min(shared.config.max_udp_flows) as usize,
+            options.max_flows.min(shared.config().max_udp_flows) as usize,
             idle,
         )),
         stats,

@@ -5,6 +5,7 @@
 //! sends every datagram that arrives on it to the sink's address, from an unbound port with
 //! `SO_BROADCAST` set (the sink may be a broadcast address). Nothing flows back. If the data
 //! connection fails, the server takes another, for as long as the session and the tunnel live.
+//! When a reload removes the sink, deliveries stop; when it moves the sink, they follow.
 
 use crate::registry::SessionHandle;
 use crate::{Shared, config::UdpSink};
@@ -26,16 +27,17 @@ use tracing::{debug, info, warn};
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// Delivers the events of one client tunnel to `sink` until `closed` (the tunnel or its
-/// session ends).
+/// session ends) or a reload removes the sink.
 pub(crate) async fn deliver(
     shared: Arc<Shared>,
     session: Arc<SessionHandle>,
     tunnel: u32,
-    sink: UdpSink,
-    socket: UdpSocket,
+    mut sink: UdpSink,
+    mut socket: UdpSocket,
     closed: CancellationToken,
 ) {
     let stats = DatagramStats::default();
+    let mut configs = shared.config.subscribe();
     loop {
         let mut carrier = tokio::select! {
             _ = closed.cancelled() => break,
@@ -50,6 +52,13 @@ pub(crate) async fn deliver(
             let ended = tokio::select! {
                 _ = closed.cancelled() => break,
                 ended = forward(&socket, carrier, sink.deliver_to, &stats) => ended,
+                moved = reconfigured(&mut configs, &sink) => {
+                    let Some((moved, to)) = moved else {
+                        break info!(sink = %sink.name, "sink removed by a reload; its events are no longer delivered");
+                    };
+                    (sink, socket) = (moved, to);
+                    continue;
+                }
             };
             info!(sink = %sink.name, delivered = stats.sent.load(Ordering::Relaxed), "event connection down: {ended}");
         }
@@ -61,6 +70,39 @@ pub(crate) async fn deliver(
         }
     }
     debug!(sink = %sink.name, delivered = stats.sent.load(Ordering::Relaxed), "sink closed");
+}
+
+/// Waits until a reload changes `sink`; returns its new address and a socket toward it, or
+/// `None` when the sink is gone (or no socket toward its new address can be opened).
+async fn reconfigured(
+    configs: &mut tokio::sync::watch::Receiver<Arc<crate::ServerConfig>>,
+    sink: &UdpSink,
+) -> Option<(UdpSink, UdpSocket)> {
+    loop {
+        if configs.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        let now = configs
+            .borrow_and_update()
+            .udp_sinks
+            .iter()
+            .find(|s| s.name == sink.name)
+            .cloned();
+        match now {
+            Some(now) if now == *sink => continue,
+            Some(now) => {
+                info!(sink = %now.name, to = %now.deliver_to, "sink moved by a reload");
+                return match udp_sender(now.deliver_to, false) {
+                    Ok(socket) => Some((now, socket)),
+                    Err(e) => {
+                        warn!(sink = %now.name, "cannot open a socket toward the moved sink: {e}");
+                        None
+                    }
+                };
+            }
+            None => return None,
+        }
+    }
 }
 
 /// Sends every datagram from the carrier to `to`; returns why the carrier ended.
@@ -84,5 +126,44 @@ async fn forward(
                 warn!(%to, "event not delivered: {e}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Auth, ServerConfig, Transport};
+    use burrow_proto::auth::Secret;
+
+    fn config(sinks: &[(&str, &str)]) -> Arc<ServerConfig> {
+        let mut c = ServerConfig::new(Auth::SharedToken(Secret::new("t")), Transport::Plain);
+        c.udp_sinks = (sinks.iter())
+            .map(|(name, to)| UdpSink {
+                name: (*name).into(),
+                deliver_to: to.parse().unwrap(),
+            })
+            .collect();
+        Arc::new(c)
+    }
+
+    #[tokio::test]
+    async fn a_delivery_follows_its_sink_through_reloads() {
+        let (tx, mut rx) = tokio::sync::watch::channel(config(&[("e", "127.0.0.1:9")]));
+        let sink = config(&[("e", "127.0.0.1:9")]).udp_sinks[0].clone();
+        // A reload that leaves the sink alone is not a change for it.
+        tx.send_replace(config(&[("e", "127.0.0.1:9"), ("other", "127.0.0.1:8")]));
+        // Polled once: it sees the change, finds its sink as it was, and waits again.
+        tokio::select! {
+            biased;
+            _ = reconfigured(&mut rx, &sink) => panic!("an unrelated reload moved the sink"),
+            () = std::future::ready(()) => {}
+        }
+        // Moved: the new address.
+        tx.send_replace(config(&[("e", "127.0.0.1:10")]));
+        let (moved, _socket) = reconfigured(&mut rx, &sink).await.unwrap();
+        assert_eq!(moved.deliver_to, "127.0.0.1:10".parse().unwrap());
+        // Removed: the delivery ends.
+        tx.send_replace(config(&[]));
+        assert!(reconfigured(&mut rx, &moved).await.is_none());
     }
 }
