@@ -11,11 +11,12 @@ mod tunnels;
 
 use crate::diag::{ConfigError, Item, Problems, Source};
 use crate::fields::{self, checked};
-use burrow_client::{ClientConfig, Transport};
+use crate::status_socket::StatusSocket;
+use burrow_client::{ClientConfig, Transport, TunnelConfig};
 use burrow_net::tls::{Trust, default_known_hosts};
 use burrow_proto::auth::Secret;
 use serde::Deserialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tunnels::{MAX_FLOWS, RawTunnel, TO_SINK};
 
 /// Most pooled data connections a client may ask for.
@@ -65,6 +66,60 @@ pub(crate) struct PublishArgs {
     /// Idle data connections kept ready for visitors [default: 8].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pool_size: Option<u16>,
+    #[command(flatten)]
+    status: StatusSocketArgs,
+}
+
+/// Where a client serves its status (`burrow status` reads it).
+#[derive(Debug, clap::Args)]
+pub(crate) struct StatusSocketArgs {
+    /// Serve this client's status on this Unix socket [default: NAME.sock in
+    /// $XDG_RUNTIME_DIR/burrow, /run/burrow for root, else ~/.local/state/burrow/status; NAME
+    /// is the config file's name, or the tunnel's].
+    #[arg(long, value_name = "PATH", conflicts_with = "no_status_socket")]
+    status_socket: Option<PathBuf>,
+    /// Serve no status socket.
+    #[arg(long)]
+    no_status_socket: bool,
+}
+
+impl StatusSocketArgs {
+    /// The setting these flags make, if they make one.
+    fn item(&self) -> Option<Item<SocketSetting>> {
+        if self.no_status_socket {
+            return Some(Item::flag("--no-status-socket", SocketSetting::On(false)));
+        }
+        let path = self.status_socket.clone();
+        path.map(|p| Item::flag("--status-socket", SocketSetting::Path(p)))
+    }
+}
+
+/// `status_socket` as written: a path (`""` for none), or `true`/`false` for the default or none.
+#[derive(Debug, Clone)]
+pub(crate) enum SocketSetting {
+    /// This path, or none when empty.
+    Path(PathBuf),
+    /// The default path, or none.
+    On(bool),
+}
+
+impl<'de> Deserialize<'de> for SocketSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = SocketSetting;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a socket path, \"\" or false for none, or true for the default path")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<SocketSetting, E> {
+                Ok(SocketSetting::On(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<SocketSetting, E> {
+                Ok(SocketSetting::Path(PathBuf::from(v)))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// Arguments of `burrow tcp`: the shared flags and what the target is told about visitors.
@@ -138,6 +193,8 @@ pub(crate) struct ClientArgs {
     /// Exit with an error when the connection is lost instead of reconnecting.
     #[arg(long)]
     exit_on_disconnect: bool,
+    #[command(flatten)]
+    status: StatusSocketArgs,
 }
 
 /// The client's TOML file, as written.
@@ -157,6 +214,7 @@ pub(crate) struct RawClient {
     heartbeat_interval: Option<Item<String>>,
     dead_after: Option<Item<String>>,
     connect_timeout: Option<Item<String>>,
+    status_socket: Option<Item<SocketSetting>>,
     #[serde(default)]
     tunnels: Vec<RawTunnel>,
 }
@@ -168,6 +226,8 @@ pub(crate) struct ClientPlan {
     pub(crate) trust: Option<Trust>,
     /// Runtime config; its `transport` is [`Transport::Plain`] until the TLS settings are built.
     pub(crate) config: ClientConfig,
+    /// Whether and where to serve the client's status.
+    pub(crate) status_socket: StatusSocket,
 }
 
 /// Reads and converts the file of `burrow client`.
@@ -176,6 +236,9 @@ pub(crate) fn load(args: &ClientArgs) -> anyhow::Result<ClientPlan> {
     let (mut raw, problems) = source.parse::<RawClient>()?;
     if args.exit_on_disconnect {
         raw.exit_on_disconnect = Some(true);
+    }
+    if let Some(item) = args.status.item() {
+        raw.status_socket = Some(item);
     }
     raw.apply_env();
     Ok(raw.into_plan(&source, problems)?)
@@ -296,6 +359,7 @@ impl RawClient {
             heartbeat_interval: None,
             dead_after: None,
             connect_timeout: None,
+            status_socket: a.status.item(),
             tunnels: vec![tunnel],
         }
     }
@@ -336,7 +400,33 @@ impl RawClient {
         let mut config = ClientConfig::new(server, name, token, Transport::Plain);
         self.tune(&mut config, &mut p);
         config.tunnels = tunnels::tunnels(&self.tunnels, &mut p);
-        p.finish(ClientPlan { trust, config }, source)
+        let status_socket = self.status_socket(source, &config.tunnels);
+        let plan = ClientPlan {
+            trust,
+            config,
+            status_socket,
+        };
+        p.finish(plan, source)
+    }
+
+    /// Where to serve the status: off, a path (relative to the file), or the default path named
+    /// after the config file or, for a one-liner, its tunnel.
+    fn status_socket(&self, source: &Source, tunnels: &[TunnelConfig]) -> StatusSocket {
+        match self.status_socket.as_ref().map(|i| (&i.value, i)) {
+            Some((SocketSetting::On(false), _)) => StatusSocket::Off,
+            Some((SocketSetting::Path(p), _)) if p.as_os_str().is_empty() => StatusSocket::Off,
+            Some((SocketSetting::Path(p), item)) => StatusSocket::At(source.path(&Item {
+                value: p.clone(),
+                origin: item.origin.clone(),
+            })),
+            Some((SocketSetting::On(true), _)) | None => {
+                let stem = source.name.as_deref().map(Path::new);
+                let stem = stem.and_then(Path::file_stem).map(|s| s.to_string_lossy());
+                let name = stem.map(|s| s.into_owned());
+                let name = name.or_else(|| tunnels.first().map(|t| t.name.clone()));
+                StatusSocket::Default(name.unwrap_or_else(|| "client".to_owned()))
+            }
+        }
     }
 
     /// Timers, pool and reconnect behaviour.

@@ -13,6 +13,8 @@ mod reload;
 mod server_config;
 mod signals;
 mod start;
+mod status;
+mod status_socket;
 #[cfg(test)]
 mod testing;
 
@@ -80,6 +82,8 @@ enum Command {
     Http(HttpArgs),
     /// Run the tunnels of a client config file.
     Client(ClientArgs),
+    /// Show the state of the clients running on this machine (read from their status sockets).
+    Status(status::StatusArgs),
     /// Check a server or client config file and report every problem.
     Check {
         /// The config file.
@@ -104,6 +108,7 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Check { file } => check::run(&file),
+        Command::Status(args) => status::run(&args),
         Command::Server(args) => {
             let plan = server_config::load(&args)?;
             with_runtime(|shutdown, hangups| start::server(*args, plan, shutdown, hangups))
@@ -217,6 +222,11 @@ mod tests {
         ok("burrow udp 53 --to example.net --insecure-plain");
         ok("burrow udp 9999 --to example.net --to-sink events --local-host 0.0.0.0 --name a");
         ok("burrow client --config c.toml --exit-on-disconnect");
+        ok("burrow client --config c.toml --status-socket /run/c.sock");
+        ok("burrow tcp 8080 --to example.net --no-status-socket");
+        ok("burrow http 3000 --to example.net --status-socket s.sock");
+        ok("burrow status");
+        ok("burrow status --socket /run/burrow/web.sock --json");
         ok("burrow --log-format json check c.toml");
     }
 
@@ -255,6 +265,8 @@ mod tests {
             "burrow server --udp-sink e=example.net:1",
             "burrow server --udp-sink e=127.0.0.1:0",
             "burrow client",
+            "burrow tcp 80 --to h --status-socket s --no-status-socket",
+            "burrow status --json=yes",
         ] {
             let err = Cli::try_parse_from(line.split_whitespace()).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{line}");

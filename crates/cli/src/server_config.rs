@@ -423,7 +423,7 @@ fn default_state_dir() -> Option<PathBuf> {
 }
 
 /// True when running as root; `/proc/self` belongs to the process's effective user.
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;

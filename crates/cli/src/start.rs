@@ -8,6 +8,7 @@ use crate::client_config::ClientPlan;
 use crate::reload;
 use crate::server_config::{ServerArgs, ServerPlan, TlsSource};
 use crate::signals::Hangups;
+use crate::status_socket;
 use anyhow::Context;
 use burrow_client::Event;
 use burrow_net::tls::{self, ServerIdentity};
@@ -108,7 +109,11 @@ fn load_identity(source: &TlsSource) -> anyhow::Result<ServerIdentity> {
 
 /// Runs a client until `shutdown` is cancelled or a fatal error.
 pub(crate) async fn client(plan: ClientPlan, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let ClientPlan { trust, mut config } = plan;
+    let ClientPlan {
+        trust,
+        mut config,
+        status_socket,
+    } = plan;
     match &trust {
         Some(trust) => {
             let tls = tls::client_config(trust, &config.server)
@@ -119,8 +124,22 @@ pub(crate) async fn client(plan: ClientPlan, shutdown: CancellationToken) -> any
             "TLS is off (insecure_plain): traffic is unencrypted and the server is not verified"
         ),
     }
+    let socket = status_socket::bind(&status_socket).await?;
+    let api_stop = CancellationToken::new();
+    let api = socket.map(|(listener, file)| {
+        let serve =
+            burrow_client::status::api::serve(config.status.clone(), listener, api_stop.clone());
+        (tokio::spawn(serve), file)
+    });
     info!(server = %config.server, tunnels = config.tunnels.len(), "client starting");
-    burrow_client::run(config, shutdown, on_event).await?;
+    let result = burrow_client::run(config, shutdown, on_event).await;
+    // The status stays readable until the client has stopped, then its socket file goes.
+    api_stop.cancel();
+    if let Some((task, file)) = api {
+        let _ = task.await;
+        drop(file);
+    }
+    result?;
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The client's validated runtime configuration.
 
 pub use crate::proxy_protocol::ProxyProtocol;
+use crate::status::Status;
 use burrow_proto::auth::Secret;
 pub use burrow_proto::msg::{TunnelKind, UdpOptions};
 use std::sync::Arc;
@@ -73,6 +74,9 @@ pub struct ClientConfig {
     pub target_timeout: Duration,
     /// Longest pause between reconnect attempts.
     pub max_backoff: Duration,
+    /// Where the running client reports its state; clones of the config share it, so keep one
+    /// to read the client's [`Status::snapshot`] while it runs.
+    pub status: Status,
 }
 
 impl ClientConfig {
@@ -91,6 +95,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(10),
             target_timeout: Duration::from_secs(10),
             max_backoff: Duration::from_secs(30),
+            status: Status::new(),
         }
     }
 }

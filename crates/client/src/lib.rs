@@ -10,10 +10,12 @@ pub mod config;
 mod connect;
 mod proxy_protocol;
 mod session;
+pub mod status;
 mod streams;
 mod udp;
 
 pub use config::{ClientConfig, ProxyProtocol, Transport, TunnelConfig};
+pub use status::Status;
 
 use connect::ConnectError;
 use session::{Context, End};
@@ -77,12 +79,13 @@ pub enum ClientError {
 }
 
 /// Runs the client until `shutdown` is cancelled or a fatal error; `on_event` sees every
-/// [`Event`].
+/// [`Event`], and `config.status` follows the session and every tunnel (see [`status`]).
 pub async fn run(
     config: ClientConfig,
     shutdown: CancellationToken,
     on_event: impl Fn(Event) + Send + Sync + 'static,
 ) -> Result<(), ClientError> {
+    config.status.start(&config.server, &config.tunnels);
     let ctx = Context {
         granted: Mutex::new(vec![None; config.tunnels.len()]),
         names: Mutex::new(vec![None; config.tunnels.len()]),
@@ -114,13 +117,15 @@ async fn reconnect_loop(ctx: &Context, shutdown: &CancellationToken) -> Result<(
         match attempt {
             Ok(est) => {
                 let started = Instant::now();
+                config.status.connected(est.session);
                 info!(server = %config.server, session = %format_args!("{:016x}", est.session),
                     "{}", if first { "session established" } else { "reconnected: session established" });
                 let end = session::run(ctx, est, first, shutdown).await;
                 first = false;
                 match end {
                     End::Lost(why) if !config.exit_on_disconnect => {
-                        warn!("carrier lost: {why}; reconnecting")
+                        warn!("carrier lost: {why}; reconnecting");
+                        config.status.failed(&format!("carrier lost: {why}"));
                     }
                     end => return end.into(),
                 }
@@ -132,7 +137,10 @@ async fn reconnect_loop(ctx: &Context, shutdown: &CancellationToken) -> Result<(
             Err(ConnectError::Retry(e)) if config.exit_on_disconnect => {
                 return Err(ClientError::Disconnected(e));
             }
-            Err(ConnectError::Retry(e)) => warn!("{e}; retrying in {:?}", backoff),
+            Err(ConnectError::Retry(e)) => {
+                warn!("{e}; retrying in {:?}", backoff);
+                config.status.failed(&e);
+            }
         }
         let pause = jitter(backoff);
         tokio::select! {

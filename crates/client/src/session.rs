@@ -233,6 +233,7 @@ impl Session<'_> {
             ServerMsg::Pong { seq } => {
                 if let Some(rtt) = self.liveness.on_pong(seq, now) {
                     debug!(rtt_ms = rtt.as_secs_f64() * 1e3, "heartbeat");
+                    self.ctx.config.status.rtt(rtt);
                 }
                 Ok(())
             }
@@ -285,6 +286,7 @@ impl Session<'_> {
         };
         let urls: Vec<String> = urls.iter().map(|u| fill_host(u, &host)).collect();
         info!(tunnel = %tunnel.name, urls = %urls.join(" "), local = %tunnel.local, "tunnel ready");
+        (self.ctx.config.status).ready(&tunnel.name, None, urls.clone());
         (self.ctx.on_event)(Event::HttpReady {
             name: tunnel.name.clone(),
             urls,
@@ -300,6 +302,8 @@ impl Session<'_> {
         if tunnel.kind == TunnelKind::UdpToSink {
             let server = host_of(&self.ctx.config.server).to_owned();
             info!(tunnel = %tunnel.name, local = %tunnel.local, "events tunnel ready");
+            let sink = format!("sink {} on {server}", tunnel.name);
+            (self.ctx.config.status).ready(&tunnel.name, Some(sink), Vec::new());
             let (name, local) = (tunnel.name.clone(), tunnel.local.clone());
             return (self.ctx.on_event)(Event::SinkReady {
                 name,
@@ -314,6 +318,7 @@ impl Session<'_> {
         }
         let public = format!("{}:{port}", host_of(&self.ctx.config.server));
         info!(tunnel = %tunnel.name, %public, local = %tunnel.local, "tunnel ready");
+        (self.ctx.config.status).ready(&tunnel.name, Some(public.clone()), Vec::new());
         (self.ctx.on_event)(Event::TunnelReady {
             name: tunnel.name.clone(),
             public,
@@ -333,6 +338,7 @@ impl Session<'_> {
             return self.request(index, None, tunnel.kind.clone()).await;
         }
         let msg = format!("tunnel {} refused: {reason}", tunnel.name);
+        (self.ctx.config.status).refused(&tunnel.name, reason.to_string());
         if self.first {
             return Err(End::Fatal(msg));
         }

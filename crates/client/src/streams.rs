@@ -117,6 +117,7 @@ async fn run_stream(config: Arc<ClientConfig>, carrier: Carrier, open: StreamOpe
             return warn!("stream to {host}:{port} refused: this client allows no reverse dial");
         }
     };
+    let counted = config.status.stream(&tunnel.name);
     match (open.kind, &tunnel.kind) {
         (StreamKind::Datagrams, TunnelKind::Udp(options)) => {
             crate::udp::run(carrier, &tunnel.local, *options).await
@@ -125,35 +126,43 @@ async fn run_stream(config: Arc<ClientConfig>, carrier: Carrier, open: StreamOpe
             crate::udp::run_to_sink(carrier, &tunnel.local).await
         }
         _ => {
-            run_tcp(
+            let relayed = run_tcp(
                 &config,
                 carrier,
                 &open,
                 &tunnel.local,
                 tunnel.proxy_protocol,
-            )
-            .await
+            );
+            if let (Some((to_target, to_visitor)), Some(counted)) = (relayed.await, &counted) {
+                counted.bytes(to_target, to_visitor);
+            }
         }
     }
 }
 
 /// Connects a TCP stream to its target and relays until both directions finish; with `proxy`,
-/// a PROXY protocol header naming the visitor goes to the target first.
+/// a PROXY protocol header naming the visitor goes to the target first. Returns the bytes
+/// relayed toward the target and toward the visitor, when the relay ended cleanly.
 async fn run_tcp(
     config: &ClientConfig,
     mut carrier: Carrier,
     open: &StreamOpen,
     local: &str,
     proxy: Option<ProxyProtocol>,
-) {
+) -> Option<(u64, u64)> {
     if open.kind != StreamKind::Tcp {
-        return warn!(target = %local, "a datagram stream for a TCP tunnel; closed");
+        warn!(target = %local, "a datagram stream for a TCP tunnel; closed");
+        return None;
     }
     let target = match timeout(config.target_timeout, TcpStream::connect(local)).await {
         Ok(Ok(t)) => t,
-        Ok(Err(e)) => return warn!(target = %local, "cannot reach the target: {e}; stream closed"),
+        Ok(Err(e)) => {
+            warn!(target = %local, "cannot reach the target: {e}; stream closed");
+            return None;
+        }
         Err(_) => {
-            return warn!(target = %local, "target did not answer within {:?}; stream closed", config.target_timeout);
+            warn!(target = %local, "target did not answer within {:?}; stream closed", config.target_timeout);
+            return None;
         }
     };
     let _ = tune_endpoint(&target);
@@ -161,14 +170,19 @@ async fn run_tcp(
     if let Some(version) = proxy {
         let written = write_header(&mut target, version, open.visitor, config.target_timeout);
         if let Err(e) = written.await {
-            return warn!(target = %local, "cannot send the PROXY header: {e}; stream closed");
+            warn!(target = %local, "cannot send the PROXY header: {e}; stream closed");
+            return None;
         }
     }
     match relay(&mut target, &mut carrier).await {
         Ok(r) => {
             let (to_visitor, to_target) = (r.to_carrier, r.from_carrier);
-            debug!(visitor = ?open.visitor, to_visitor, to_target, path = %r.path, "stream closed")
+            debug!(visitor = ?open.visitor, to_visitor, to_target, path = %r.path, "stream closed");
+            Some((to_target, to_visitor))
         }
-        Err(e) => debug!(visitor = ?open.visitor, "stream ended: {e}"),
+        Err(e) => {
+            debug!(visitor = ?open.visitor, "stream ended: {e}");
+            None
+        }
     }
 }

@@ -19,7 +19,7 @@ use burrow_proto::msg::{
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::WriteHalf;
+use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
@@ -148,8 +148,7 @@ async fn serve(
         drain_until: None,
     };
     let end = session.run(incoming, outgoing).await;
-    reader.abort();
-    session.finish(end);
+    session.finish(end, reader);
 }
 
 impl Session {
@@ -450,7 +449,7 @@ impl Session {
     }
 
     /// Cleans up after the loop: the session leaves the registry, its ports become leases.
-    fn finish(self, end: End) {
+    fn finish(self, end: End, reader: tokio::task::JoinHandle<()>) {
         let Session {
             shared,
             handle,
@@ -506,15 +505,22 @@ impl Session {
             End::Expired => Some(ServerMsg::Reconnect),
             _ => None,
         };
-        if let Some(farewell) = farewell {
-            // Tell the client to come back (later, or now); best effort, bounded.
-            shared.tracker.spawn(async move {
-                let _ = timeout(
-                    std::time::Duration::from_secs(1),
-                    write_frame(&mut writer, &farewell),
-                )
-                .await;
-            });
+        match farewell {
+            // Tell the client to come back (later, or now); best effort, bounded. The carrier is
+            // closed only once the client has read it and hung up (or a second has passed):
+            // closing with its frames unread would reset the connection, and a reset can
+            // discard the farewell before the client reads it.
+            Some(farewell) => {
+                shared.tracker.spawn(async move {
+                    let second = std::time::Duration::from_secs(1);
+                    let _ = timeout(second, write_frame(&mut writer, &farewell)).await;
+                    let _ = timeout(second, writer.shutdown()).await;
+                    let abort = reader.abort_handle();
+                    let _ = timeout(second, reader).await;
+                    abort.abort();
+                });
+            }
+            None => reader.abort(),
         }
         if keep {
             let registry = shared.clone();

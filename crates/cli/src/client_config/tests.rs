@@ -378,3 +378,53 @@ proxy_protocol = "v1"
     ];
     assert_eq!(got, want);
 }
+
+#[test]
+fn the_status_socket_is_named_after_the_file_or_the_tunnel() {
+    use crate::status_socket::StatusSocket;
+    let base = format!(
+        "server = \"h:1\"\ntoken = \"t\"\nserver_fingerprint = \"{FP}\"\n{{}}\n[[tunnels]]\nlocal_port = 22\n"
+    );
+    let with = |line: &str| {
+        let text = base.replace("{}", line);
+        check(&source_in(
+            "/etc/burrow/alice.toml",
+            &text,
+            "/etc/burrow".into(),
+        ))
+        .unwrap()
+        .status_socket
+    };
+    let default = StatusSocket::Default("alice".into());
+    assert_eq!(with(""), default);
+    assert_eq!(with("status_socket = true"), default);
+    assert_eq!(with("status_socket = false"), StatusSocket::Off);
+    assert_eq!(with("status_socket = \"\""), StatusSocket::Off);
+    assert_eq!(
+        with("status_socket = \"run/a.sock\""),
+        StatusSocket::At("/etc/burrow/run/a.sock".into())
+    );
+    let one_liner = |extra: &[&str]| {
+        let mut args = vec!["8080", "--to", "h", "--token", "t"];
+        args.extend(extra);
+        tcp(&args).unwrap().status_socket
+    };
+    assert_eq!(one_liner(&[]), StatusSocket::Default("tcp-8080".into()));
+    assert_eq!(one_liner(&["--no-status-socket"]), StatusSocket::Off);
+    assert_eq!(
+        one_liner(&["--status-socket", "s.sock"]),
+        StatusSocket::At("s.sock".into())
+    );
+}
+
+#[test]
+fn a_status_socket_of_the_wrong_type_is_reported_at_its_value() {
+    let text = format!(
+        "server = \"h:1\"\ntoken = \"t\"\nserver_fingerprint = \"{FP}\"\nstatus_socket = 5\n"
+    );
+    let lines = lines(plan(&text));
+    assert!(
+        lines.iter().any(|l| l.starts_with("c.toml:4:")),
+        "{lines:?}"
+    );
+}

@@ -63,7 +63,7 @@ impl Proc {
     /// Starts `burrow ARGS` with logs at `info` (and the server's per-stream lines, which name
     /// the relay path, and its UDP flow expiry lines), a clean environment for burrow's own
     /// variables,
-    /// and the XDG directories inside the test's directory.
+    /// and the XDG directories (so clients' status sockets too) inside the test's directory.
     pub(crate) fn spawn(name: &str, dir: &TestDir, args: &[String]) -> Proc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_burrow"));
         cmd.args(args)
@@ -80,7 +80,8 @@ impl Proc {
             .env_remove("BURROW_STATE_DIR")
             .env_remove("BURROW_LOG_FORMAT")
             .env("XDG_CONFIG_HOME", dir.join("xdg-config"))
-            .env("XDG_STATE_HOME", dir.join("xdg-state"));
+            .env("XDG_STATE_HOME", dir.join("xdg-state"))
+            .env("XDG_RUNTIME_DIR", dir.join("xdg-runtime"));
         Proc::spawn_command(name, cmd)
     }
 
