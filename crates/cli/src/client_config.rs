@@ -65,6 +65,10 @@ pub(crate) struct PublishArgs {
     /// Idle data connections kept ready for visitors [default: 8].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pool_size: Option<u16>,
+    /// Export traces to this OTLP/HTTP collector, e.g. http://127.0.0.1:4318 (else
+    /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT) [default: off].
+    #[arg(long, value_name = "URL", value_parser = checked(crate::traces::checked_url))]
+    otlp_endpoint: Option<String>,
 }
 
 /// Arguments of `burrow tcp`: the shared flags and what the target is told about visitors.
@@ -138,6 +142,9 @@ pub(crate) struct ClientArgs {
     /// Exit with an error when the connection is lost instead of reconnecting.
     #[arg(long)]
     exit_on_disconnect: bool,
+    /// Export traces to this OTLP/HTTP collector (replaces the file's `otlp_endpoint`).
+    #[arg(long, value_name = "URL", value_parser = checked(crate::traces::checked_url))]
+    otlp_endpoint: Option<String>,
 }
 
 /// The client's TOML file, as written.
@@ -157,6 +164,7 @@ pub(crate) struct RawClient {
     heartbeat_interval: Option<Item<String>>,
     dead_after: Option<Item<String>>,
     connect_timeout: Option<Item<String>>,
+    otlp_endpoint: Option<Item<String>>,
     #[serde(default)]
     tunnels: Vec<RawTunnel>,
 }
@@ -168,6 +176,8 @@ pub(crate) struct ClientPlan {
     pub(crate) trust: Option<Trust>,
     /// Runtime config; its `transport` is [`Transport::Plain`] until the TLS settings are built.
     pub(crate) config: ClientConfig,
+    /// Where traces are exported, if anywhere.
+    pub(crate) otlp: Option<crate::traces::Endpoint>,
 }
 
 /// Reads and converts the file of `burrow client`.
@@ -176,6 +186,9 @@ pub(crate) fn load(args: &ClientArgs) -> anyhow::Result<ClientPlan> {
     let (mut raw, problems) = source.parse::<RawClient>()?;
     if args.exit_on_disconnect {
         raw.exit_on_disconnect = Some(true);
+    }
+    if let Some(url) = &args.otlp_endpoint {
+        raw.otlp_endpoint = Some(Item::flag("--otlp-endpoint", url.clone()));
     }
     raw.apply_env();
     Ok(raw.into_plan(&source, problems)?)
@@ -296,6 +309,7 @@ impl RawClient {
             heartbeat_interval: None,
             dead_after: None,
             connect_timeout: None,
+            otlp_endpoint: text("--otlp-endpoint", &a.otlp_endpoint),
             tunnels: vec![tunnel],
         }
     }
@@ -310,6 +324,9 @@ impl RawClient {
                 value: PathBuf::from(i.value),
                 origin: i.origin,
             });
+        }
+        if self.otlp_endpoint.is_none() {
+            self.otlp_endpoint = crate::traces::env_endpoint();
         }
     }
 
@@ -336,7 +353,15 @@ impl RawClient {
         let mut config = ClientConfig::new(server, name, token, Transport::Plain);
         self.tune(&mut config, &mut p);
         config.tunnels = tunnels::tunnels(&self.tunnels, &mut p);
-        p.finish(ClientPlan { trust, config }, source)
+        let otlp = crate::traces::endpoint(self.otlp_endpoint.as_ref(), &mut p);
+        p.finish(
+            ClientPlan {
+                trust,
+                config,
+                otlp,
+            },
+            source,
+        )
     }
 
     /// Timers, pool and reconnect behaviour.

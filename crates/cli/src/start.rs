@@ -21,6 +21,7 @@ pub(crate) async fn server(plan: ServerPlan, shutdown: CancellationToken) -> any
         mut config,
         edge,
         admin,
+        ..
     } = plan;
     if let Some((cert, key)) = &edge.tls {
         let identity = ServerIdentity::from_pem_files(cert, key)
@@ -95,7 +96,9 @@ fn load_identity(source: &TlsSource) -> anyhow::Result<ServerIdentity> {
 
 /// Runs a client until `shutdown` is cancelled or a fatal error.
 pub(crate) async fn client(plan: ClientPlan, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let ClientPlan { trust, mut config } = plan;
+    let ClientPlan {
+        trust, mut config, ..
+    } = plan;
     match &trust {
         Some(trust) => {
             let tls = tls::client_config(trust, &config.server)

@@ -13,6 +13,7 @@ mod pool;
 pub mod ports;
 mod registry;
 mod session;
+mod spans;
 mod tunnel;
 mod udp;
 

@@ -42,6 +42,8 @@ pub(crate) struct SessionHandle {
     pub rtt_us: std::sync::atomic::AtomicU64,
     /// Set by an operator's disconnect: 1 keeps the client's leases, 2 releases them.
     pub kicked: std::sync::atomic::AtomicU8,
+    /// The session's span, for its streams' spans to link to.
+    pub span: crate::spans::SessionSpan,
 }
 
 impl SessionHandle {

@@ -8,6 +8,7 @@
 use crate::handshake::send_welcome;
 use crate::ports::Endpoint;
 use crate::registry::{Route, SessionHandle};
+use crate::spans::SessionSpan;
 use crate::{Shared, pool::DataPool, tunnel, udp};
 use burrow_net::{Carrier, FrameIo, write_frame};
 use burrow_proto::auth::Secret;
@@ -70,6 +71,7 @@ pub(crate) async fn run(
             .unwrap_or_default(),
     );
     let (control, outgoing) = mpsc::channel(CONTROL_QUEUE);
+    let span = tracing::info_span!("session", session = %format_args!("{id:016x}"), client = %identity, %peer);
     let handle = Arc::new(SessionHandle {
         id,
         identity,
@@ -82,11 +84,12 @@ pub(crate) async fn run(
         carrier: carrier.kind(),
         rtt_us: Default::default(),
         kicked: Default::default(),
+        span: SessionSpan::new(span.clone()),
     });
-    let span = tracing::info_span!("session", session = %format_args!("{id:016x}"), client = %handle.identity);
-    serve(shared, carrier, handle, outgoing, peer)
+    serve(shared, carrier, handle.clone(), outgoing)
         .instrument(span)
         .await;
+    handle.span.release();
 }
 
 async fn serve(
@@ -94,20 +97,22 @@ async fn serve(
     mut carrier: Carrier,
     handle: Arc<SessionHandle>,
     outgoing: mpsc::Receiver<ServerMsg>,
-    peer: SocketAddr,
 ) {
     let id = handle.id;
     let Some(clients) = shared.registry.add_session(handle.clone()) else {
-        warn!(%peer, "session refused: at the limit of {} sessions", shared.config.max_sessions);
+        warn!(
+            "session refused: at the limit of {} sessions",
+            shared.config.max_sessions
+        );
         crate::handshake::refuse(&mut carrier, HandshakeError::Busy).await;
         return;
     };
     let cfg = &shared.config;
     if let Err(e) = send_welcome(&mut carrier, id, cfg.heartbeat_interval, cfg.dead_after).await {
         shared.registry.end_session(id, None);
-        return warn!(%peer, "session lost before it started: {e}");
+        return warn!("session lost before it started: {e}");
     }
-    info!(%peer, carrier = carrier.kind(), clients, "session established");
+    info!(carrier = carrier.kind(), clients, "session established");
     let (reader, writer) = tokio::io::split(carrier);
     let (incoming_tx, incoming) = mpsc::channel(CONTROL_QUEUE);
     // Not tracked: it only reads, and is aborted as soon as the session ends.

@@ -5,7 +5,8 @@
 //! an idle data connection from the session's pool, sends the stream header, and relays.
 
 use crate::Shared;
-use crate::registry::Route;
+use crate::registry::{Route, SessionHandle};
+use crate::spans;
 use burrow_net::{relay, tune_endpoint, write_frame};
 use burrow_proto::msg::{Protocol, Refusal, StreamKind, StreamOpen, Target};
 use std::net::SocketAddr;
@@ -56,10 +57,9 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 let stream_id = shared.next_stream.fetch_add(1, Ordering::Relaxed);
-                let span = tracing::debug_span!("stream", stream = stream_id, visitor = %peer);
-                shared.tracker.spawn(
-                    visit(shared.clone(), stream, peer, stream_id, routes.clone()).instrument(span),
-                );
+                let span = spans::stream(stream_id, peer);
+                let visit = visit(shared.clone(), stream, peer, stream_id, routes.clone());
+                shared.tracker.spawn(visit.instrument(span));
             }
             // Out of descriptors and the like: pause instead of spinning.
             Err(e) => {
@@ -87,6 +87,7 @@ async fn visit(
             shared.config.pool_wait
         );
     };
+    spans::adopt(&tracing::Span::current(), &session, tunnel);
     let open = StreamOpen {
         stream,
         kind: StreamKind::Tcp,
@@ -94,7 +95,7 @@ async fn visit(
         visitor: Some(peer),
     };
     if let Err(e) = write_frame(&mut carrier, &open).await {
-        return warn!(session = %format_args!("{session:016x}"), "visitor closed: data connection failed: {e}");
+        return warn!(session = %format_args!("{:016x}", session.id), "visitor closed: data connection failed: {e}");
     }
     let active = shared.active_streams.fetch_add(1, Ordering::Relaxed) + 1;
     debug!(streams = active, "stream open");
@@ -114,7 +115,7 @@ async fn visit(
 pub(crate) async fn find_carrier(
     routes: &mut watch::Receiver<Route>,
     deadline: Option<Instant>,
-) -> Option<(u64, u32, burrow_net::Carrier)> {
+) -> Option<(Arc<SessionHandle>, u32, burrow_net::Carrier)> {
     let expired = async {
         match deadline {
             Some(d) => tokio::time::sleep_until(d).await,
@@ -132,7 +133,7 @@ pub(crate) async fn find_carrier(
             continue;
         };
         tokio::select! {
-            carrier = session.take_data() => return Some((session.id, tunnel, carrier)),
+            carrier = session.take_data() => return Some((session.clone(), tunnel, carrier)),
             _ = session.closed.cancelled() => info!("session ended while a visitor waited"),
             _ = &mut expired => return None,
         }

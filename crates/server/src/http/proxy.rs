@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 
 /// What the edge sends to a visitor: the target's response, or one of the edge's own pages.
 pub(crate) type EdgeBody = Logged<Either<Incoming, Full<Bytes>>>;
@@ -402,13 +402,15 @@ impl Visitor {
             .await
             .map_err(|_| Refused::Unreachable(name.clone()))?;
         let shared = self.shared.clone();
-        self.shared.tracker.spawn(async move {
+        let span = crate::spans::session_stream(stream, self.peer, &session, member.tunnel);
+        let conn = async move {
             shared.active_streams.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = conn.with_upgrades().await {
                 debug!("upstream connection ended: {e}");
             }
             shared.active_streams.fetch_sub(1, Ordering::Relaxed);
-        });
+        };
+        self.shared.tracker.spawn(conn.instrument(span));
         Ok(Upstream {
             reused: false,
             host: None,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 /// Most bytes read while looking for a whole ClientHello (post-quantum key shares make them a
 /// few KiB; a record is at most 16 KiB).
@@ -132,28 +132,35 @@ async fn passthrough(
             return warn!(tunnel = %name, "visitor closed: no data connection within {wait:?}");
         }
     };
-    let open = StreamOpen {
-        stream: shared.next_stream.fetch_add(1, Ordering::Relaxed),
-        kind: StreamKind::Tcp,
-        target: Target::Tunnel(member.tunnel),
-        visitor: Some(peer),
-    };
-    if let Err(e) = write_frame(&mut carrier, &open).await {
-        return warn!(tunnel = %name, "visitor closed: data connection failed: {e}");
-    }
-    if let Err(e) = carrier.write_all(&hello).await {
-        return warn!(tunnel = %name, "visitor closed: data connection failed: {e}");
-    }
-    shared.active_streams.fetch_add(1, Ordering::Relaxed);
-    let result = relay(&mut tcp, &mut carrier).await;
-    shared.active_streams.fetch_sub(1, Ordering::Relaxed);
-    match result {
-        Ok(r) => {
-            let up = r.to_carrier + hello.len() as u64;
-            info!(target: "burrow::access", visitor = %peer, tunnel = %name, client = %format_args!("{:016x}", session.id), up, down = r.from_carrier, "tls passthrough")
+    let stream = shared.next_stream.fetch_add(1, Ordering::Relaxed);
+    let span = crate::spans::session_stream(stream, peer, &session, member.tunnel);
+    // The stream's span covers it from its header to the end of the relay.
+    async {
+        let open = StreamOpen {
+            stream,
+            kind: StreamKind::Tcp,
+            target: Target::Tunnel(member.tunnel),
+            visitor: Some(peer),
+        };
+        if let Err(e) = write_frame(&mut carrier, &open).await {
+            return warn!(tunnel = %name, "visitor closed: data connection failed: {e}");
         }
-        Err(e) => debug!(tunnel = %name, "passthrough ended: {e}"),
+        if let Err(e) = carrier.write_all(&hello).await {
+            return warn!(tunnel = %name, "visitor closed: data connection failed: {e}");
+        }
+        shared.active_streams.fetch_add(1, Ordering::Relaxed);
+        let result = relay(&mut tcp, &mut carrier).await;
+        shared.active_streams.fetch_sub(1, Ordering::Relaxed);
+        match result {
+            Ok(r) => {
+                let up = r.to_carrier + hello.len() as u64;
+                info!(target: "burrow::access", visitor = %peer, tunnel = %name, client = %format_args!("{:016x}", session.id), up, down = r.from_carrier, "tls passthrough")
+            }
+            Err(e) => debug!(tunnel = %name, "passthrough ended: {e}"),
+        }
     }
+    .instrument(span)
+    .await
 }
 
 #[cfg(test)]

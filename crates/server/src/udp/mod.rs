@@ -117,12 +117,8 @@ impl UdpTunnel {
                 debug!("datagram connection failed before use: {e}");
                 continue;
             }
-            info!(session = %format_args!("{session:016x}"), "datagram connection up");
-            let session_closed = shared
-                .registry
-                .session(session)
-                .map(|s| s.closed.clone())
-                .unwrap_or_default();
+            info!(session = %format_args!("{:016x}", session.id), "datagram connection up");
+            let session_closed = session.closed.clone();
             let ended = tokio::select! {
                 _ = closed.cancelled() => break,
                 _ = session_closed.cancelled() => "the session ended".to_owned(),
