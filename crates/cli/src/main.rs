@@ -237,7 +237,8 @@ mod tests {
             "burrow server --config s.toml --listen 127.0.0.1:0 --ports 20000-20010,30000 \
             --token t --state-dir /s --tls-cert c --tls-key k --public-bind 0.0.0.0 \
             --lease-grace 30s --heartbeat-interval 2s --dead-after 7s \
-            --udp-sink events=127.0.0.1:9999 --udp-sink lan=10.0.0.255:9999",
+            --udp-sink events=127.0.0.1:9999 --udp-sink lan=10.0.0.255:9999 \
+            --otlp-endpoint http://127.0.0.1:4318",
         );
         ok(
             "burrow tcp 8080 --to example.net --local-host ::1 --remote-port 9000 --name alice \
@@ -254,6 +255,8 @@ mod tests {
         ok("burrow udp 53 --to example.net --insecure-plain");
         ok("burrow udp 9999 --to example.net --to-sink events --local-host 0.0.0.0 --name a");
         ok("burrow client --config c.toml --exit-on-disconnect");
+        ok("burrow client --config c.toml --otlp-endpoint https://otel.example.net");
+        ok("burrow http 3000 --to example.net --otlp-endpoint http://[::1]:4318/v1/traces");
         ok("burrow --log-format json check c.toml");
     }
 
@@ -292,6 +295,8 @@ mod tests {
             "burrow server --udp-sink e=example.net:1",
             "burrow server --udp-sink e=127.0.0.1:0",
             "burrow client",
+            "burrow server --otlp-endpoint localhost:4318",
+            "burrow tcp 80 --to h --otlp-endpoint ftp://c",
         ] {
             let err = Cli::try_parse_from(line.split_whitespace()).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{line}");

@@ -188,3 +188,5 @@ impl Traces {
     }
 }
 
+#[cfg(test)]
+mod tests;
