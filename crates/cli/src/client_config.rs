@@ -66,6 +66,10 @@ pub(crate) struct PublishArgs {
     /// Idle data connections kept ready for visitors [default: 8].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pool_size: Option<u16>,
+    /// Export traces to this OTLP/HTTP collector, e.g. http://127.0.0.1:4318 (else
+    /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT) [default: off].
+    #[arg(long, value_name = "URL", value_parser = checked(crate::traces::checked_url))]
+    otlp_endpoint: Option<String>,
     #[command(flatten)]
     status: StatusSocketArgs,
 }
@@ -193,6 +197,9 @@ pub(crate) struct ClientArgs {
     /// Exit with an error when the connection is lost instead of reconnecting.
     #[arg(long)]
     exit_on_disconnect: bool,
+    /// Export traces to this OTLP/HTTP collector (replaces the file's `otlp_endpoint`).
+    #[arg(long, value_name = "URL", value_parser = checked(crate::traces::checked_url))]
+    otlp_endpoint: Option<String>,
     #[command(flatten)]
     status: StatusSocketArgs,
 }
@@ -215,6 +222,7 @@ pub(crate) struct RawClient {
     dead_after: Option<Item<String>>,
     connect_timeout: Option<Item<String>>,
     status_socket: Option<Item<SocketSetting>>,
+    otlp_endpoint: Option<Item<String>>,
     #[serde(default)]
     tunnels: Vec<RawTunnel>,
 }
@@ -228,6 +236,8 @@ pub(crate) struct ClientPlan {
     pub(crate) config: ClientConfig,
     /// Whether and where to serve the client's status.
     pub(crate) status_socket: StatusSocket,
+    /// Where traces are exported, if anywhere.
+    pub(crate) otlp: Option<crate::traces::Endpoint>,
 }
 
 /// Reads and converts the file of `burrow client`.
@@ -239,6 +249,9 @@ pub(crate) fn load(args: &ClientArgs) -> anyhow::Result<ClientPlan> {
     }
     if let Some(item) = args.status.item() {
         raw.status_socket = Some(item);
+    }
+    if let Some(url) = &args.otlp_endpoint {
+        raw.otlp_endpoint = Some(Item::flag("--otlp-endpoint", url.clone()));
     }
     raw.apply_env();
     Ok(raw.into_plan(&source, problems)?)
@@ -360,6 +373,7 @@ impl RawClient {
             dead_after: None,
             connect_timeout: None,
             status_socket: a.status.item(),
+            otlp_endpoint: text("--otlp-endpoint", &a.otlp_endpoint),
             tunnels: vec![tunnel],
         }
     }
@@ -374,6 +388,9 @@ impl RawClient {
                 value: PathBuf::from(i.value),
                 origin: i.origin,
             });
+        }
+        if self.otlp_endpoint.is_none() {
+            self.otlp_endpoint = crate::traces::env_endpoint();
         }
     }
 
@@ -401,10 +418,12 @@ impl RawClient {
         self.tune(&mut config, &mut p);
         config.tunnels = tunnels::tunnels(&self.tunnels, &mut p);
         let status_socket = self.status_socket(source, &config.tunnels);
+        let otlp = crate::traces::endpoint(self.otlp_endpoint.as_ref(), &mut p);
         let plan = ClientPlan {
             trust,
             config,
             status_socket,
+            otlp,
         };
         p.finish(plan, source)
     }

@@ -17,6 +17,7 @@ mod status;
 mod status_socket;
 #[cfg(test)]
 mod testing;
+mod traces;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -28,7 +29,11 @@ use std::process::ExitCode;
 use std::sync::LazyLock;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
+use traces::{Service, Traces};
+use tracing::Subscriber;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt};
 
 /// `--version`: the release and the wire protocol it speaks.
 static VERSION: LazyLock<String> = LazyLock::new(|| {
@@ -94,8 +99,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
-    match run(cli.command) {
+    match run(cli.command, cli.log_format) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             report(&err);
@@ -104,32 +108,52 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs one command to its end.
-fn run(command: Command) -> anyhow::Result<()> {
+/// Runs one command to its end. Logging starts once the config is loaded, since it says
+/// whether traces are exported too.
+fn run(command: Command, format: LogFormat) -> anyhow::Result<()> {
     match command {
-        Command::Check { file } => check::run(&file),
-        Command::Status(args) => status::run(&args),
+        Command::Check { file } => {
+            init_tracing(format, None);
+            check::run(&file)
+        }
+        Command::Status(args) => {
+            init_tracing(format, None);
+            status::run(&args)
+        }
         Command::Server(args) => {
-            let plan = server_config::load(&args)?;
-            with_runtime(|shutdown, hangups| start::server(*args, plan, shutdown, hangups))
+            let mut plan = server_config::load(&args)?;
+            let otlp = plan.otlp.take();
+            let traces = Traces::start(otlp.as_ref(), Service::Server)?;
+            traced(format, traces, |shutdown, hangups| {
+                start::server(*args, plan, shutdown, hangups)
+            })
         }
-        Command::Tcp(args) => {
-            let plan = client_config::from_tcp(&args)?;
-            with_runtime(|shutdown, _| start::client(plan, shutdown))
-        }
-        Command::Udp(args) => {
-            let plan = client_config::from_udp(&args)?;
-            with_runtime(|shutdown, _| start::client(plan, shutdown))
-        }
-        Command::Http(args) => {
-            let plan = client_config::from_http(&args)?;
-            with_runtime(|shutdown, _| start::client(plan, shutdown))
-        }
-        Command::Client(args) => {
-            let plan = client_config::load(&args)?;
-            with_runtime(|shutdown, _| start::client(plan, shutdown))
-        }
+        Command::Tcp(args) => client(format, client_config::from_tcp(&args)?),
+        Command::Udp(args) => client(format, client_config::from_udp(&args)?),
+        Command::Http(args) => client(format, client_config::from_http(&args)?),
+        Command::Client(args) => client(format, client_config::load(&args)?),
     }
+}
+
+/// Runs a client plan.
+fn client(format: LogFormat, mut plan: client_config::ClientPlan) -> anyhow::Result<()> {
+    let otlp = plan.otlp.take();
+    let traces = Traces::start(otlp.as_ref(), Service::Client)?;
+    traced(format, traces, |shutdown, _| start::client(plan, shutdown))
+}
+
+/// Starts logging (and exporting `traces`, if any), runs `task`, then sends the last spans.
+fn traced<F, Fut>(format: LogFormat, traces: Option<Traces>, task: F) -> anyhow::Result<()>
+where
+    F: FnOnce(CancellationToken, signals::Hangups) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    init_tracing(format, traces.as_ref());
+    let result = with_runtime(task);
+    if let Some(traces) = traces {
+        traces.shutdown();
+    }
+    result
 }
 
 /// Prints an error as `burrow: error: <reason>`, one line per config problem.
@@ -143,25 +167,46 @@ fn report(err: &anyhow::Error) {
     }
 }
 
-/// Logs go to stderr, filtered by `BURROW_LOG`, else `RUST_LOG`, else `info`.
-fn init_tracing(format: LogFormat) {
+/// Logs go to stderr, filtered by `BURROW_LOG`, else `RUST_LOG`, else `info`. With `traces`,
+/// a second layer with its own filter exports spans, so neither filter changes the other's
+/// output; without, the subscriber is the log layer alone.
+fn init_tracing(format: LogFormat, traces: Option<&Traces>) {
+    let filter = log_filter();
+    let registry = tracing_subscriber::registry();
+    // Only fails when a subscriber is already set, which nothing else here does.
+    let _ = match traces {
+        None => registry.with(filter).with(log_layer(format)).try_init(),
+        Some(traces) => registry
+            .with(log_layer(format).with_filter(filter))
+            .with(traces.layer())
+            .try_init(),
+    };
+}
+
+/// The log filter: `BURROW_LOG`, else `RUST_LOG`, else `info`.
+fn log_filter() -> EnvFilter {
     let directives = ["BURROW_LOG", "RUST_LOG"]
         .iter()
         .find_map(|var| std::env::var(var).ok().filter(|v| !v.trim().is_empty()))
         .unwrap_or_else(|| "info".to_owned());
-    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|e| {
+    EnvFilter::try_new(&directives).unwrap_or_else(|e| {
         eprintln!("burrow: warning: ignoring log filter `{directives}`: {e}");
         EnvFilter::new("info")
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    })
+}
+
+/// Log lines on stderr, in `format`.
+fn log_layer<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    // Only fails when a subscriber is already set, which nothing else here does.
-    let _ = match format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
+    match format {
+        LogFormat::Human => layer.boxed(),
+        LogFormat::Json => layer.json().boxed(),
+    }
 }
 
 /// Runs `task` on a multi-thread runtime; SIGINT and SIGTERM cancel the token it is given, and
@@ -205,7 +250,8 @@ mod tests {
             "burrow server --config s.toml --listen 127.0.0.1:0 --ports 20000-20010,30000 \
             --token t --state-dir /s --tls-cert c --tls-key k --public-bind 0.0.0.0 \
             --lease-grace 30s --heartbeat-interval 2s --dead-after 7s \
-            --udp-sink events=127.0.0.1:9999 --udp-sink lan=10.0.0.255:9999",
+            --udp-sink events=127.0.0.1:9999 --udp-sink lan=10.0.0.255:9999 \
+            --otlp-endpoint http://127.0.0.1:4318",
         );
         ok(
             "burrow tcp 8080 --to example.net --local-host ::1 --remote-port 9000 --name alice \
@@ -227,6 +273,8 @@ mod tests {
         ok("burrow http 3000 --to example.net --status-socket s.sock");
         ok("burrow status");
         ok("burrow status --socket /run/burrow/web.sock --json");
+        ok("burrow client --config c.toml --otlp-endpoint https://otel.example.net");
+        ok("burrow http 3000 --to example.net --otlp-endpoint http://[::1]:4318/v1/traces");
         ok("burrow --log-format json check c.toml");
     }
 
@@ -267,6 +315,8 @@ mod tests {
             "burrow client",
             "burrow tcp 80 --to h --status-socket s --no-status-socket",
             "burrow status --json=yes",
+            "burrow server --otlp-endpoint localhost:4318",
+            "burrow tcp 80 --to h --otlp-endpoint ftp://c",
         ] {
             let err = Cli::try_parse_from(line.split_whitespace()).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{line}");

@@ -106,6 +106,10 @@ pub(crate) struct ServerArgs {
     /// File holding the admin API's bearer token.
     #[arg(long, value_name = "FILE")]
     admin_token_file: Option<PathBuf>,
+    /// Export traces to this OTLP/HTTP collector, e.g. http://127.0.0.1:4318 (else
+    /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT) [default: off].
+    #[arg(long, value_name = "URL", value_parser = checked(crate::traces::checked_url))]
+    otlp_endpoint: Option<String>,
 }
 
 /// The server's TOML file, as written.
@@ -146,6 +150,7 @@ pub(crate) struct RawServer {
     admin_listen: Option<Item<String>>,
     admin_token: Option<Item<String>>,
     admin_token_file: Option<Item<PathBuf>>,
+    otlp_endpoint: Option<Item<String>>,
 }
 
 /// One `[[clients]]` entry, as written.
@@ -188,6 +193,8 @@ pub(crate) struct ServerPlan {
     pub(crate) edge: edge::EdgePlan,
     /// The admin API's listener.
     pub(crate) admin: Option<SocketAddr>,
+    /// Where traces are exported, if anywhere.
+    pub(crate) otlp: Option<crate::traces::Endpoint>,
 }
 
 /// Reads the file (if any), lays the flags over it and converts the result.
@@ -231,6 +238,10 @@ impl RawServer {
             &mut self.max_session_lifetime,
             text("--max-session-lifetime", &a.max_session_lifetime),
         );
+        set(
+            &mut self.otlp_endpoint,
+            text("--otlp-endpoint", &a.otlp_endpoint),
+        );
         // Sinks are a list: the flags' come after the file's, and a name used twice is an error.
         let flags = a.udp_sink.iter().map(|s| RawUdpSink::from_flag(s));
         self.udp_sinks.extend(flags);
@@ -266,6 +277,9 @@ impl RawServer {
                 origin: i.origin,
             });
         }
+        if self.otlp_endpoint.is_none() {
+            self.otlp_endpoint = crate::traces::env_endpoint();
+        }
     }
 
     /// The one conversion into runtime types; every problem is reported.
@@ -279,6 +293,7 @@ impl RawServer {
         config.udp_sinks = sinks::udp_sinks(&self.udp_sinks, &mut p);
         let edge = self.edge(source, &mut config.http, &mut p);
         let admin = self.admin(source, &mut config, &mut p);
+        let otlp = crate::traces::endpoint(self.otlp_endpoint.as_ref(), &mut p);
         p.finish(
             ServerPlan {
                 listen,
@@ -286,6 +301,7 @@ impl RawServer {
                 config,
                 edge,
                 admin,
+                otlp,
             },
             source,
         )

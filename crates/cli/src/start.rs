@@ -32,6 +32,7 @@ pub(crate) async fn server(
         mut config,
         edge,
         admin,
+        ..
     } = plan;
     if let Some((cert, key)) = &edge.tls {
         let identity = ServerIdentity::from_pem_files(cert, key)
@@ -113,6 +114,7 @@ pub(crate) async fn client(plan: ClientPlan, shutdown: CancellationToken) -> any
         trust,
         mut config,
         status_socket,
+        ..
     } = plan;
     match &trust {
         Some(trust) => {

@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 /// First pause before reconnecting.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
@@ -118,9 +118,11 @@ async fn reconnect_loop(ctx: &Context, shutdown: &CancellationToken) -> Result<(
             Ok(est) => {
                 let started = Instant::now();
                 config.status.connected(est.session);
-                info!(server = %config.server, session = %format_args!("{:016x}", est.session),
-                    "{}", if first { "session established" } else { "reconnected: session established" });
-                let end = session::run(ctx, est, first, shutdown).await;
+                let span = session_span(config, est.session);
+                info!(parent: &span, "{}", if first { "session established" } else { "reconnected: session established" });
+                let end = session::run(ctx, est, first, shutdown, span.clone())
+                    .instrument(span)
+                    .await;
                 first = false;
                 match end {
                     End::Lost(why) if !config.exit_on_disconnect => {
@@ -149,6 +151,16 @@ async fn reconnect_loop(ctx: &Context, shutdown: &CancellationToken) -> Result<(
         }
         backoff = (backoff * 2).min(config.max_backoff);
     }
+}
+
+/// The span a session runs in, with the ids the server logs it by: `session` and `client` (the
+/// identity name, left out in shared-token mode), and the `server` dialed.
+fn session_span(config: &ClientConfig, session: u64) -> tracing::Span {
+    let span = tracing::info_span!("session", session = %format_args!("{session:016x}"), client = tracing::field::Empty, server = %config.server);
+    if !config.name.is_empty() {
+        span.record("client", config.name.as_str());
+    }
+    span
 }
 
 /// A pause between half and all of `backoff`, so clients cut off together do not return together.

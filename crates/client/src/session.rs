@@ -67,6 +67,7 @@ pub(crate) async fn run(
     est: Established,
     first: bool,
     shutdown: &CancellationToken,
+    span: tracing::Span,
 ) -> End {
     let Established {
         carrier,
@@ -82,6 +83,7 @@ pub(crate) async fn run(
         secret,
         closed: shutdown.child_token(),
         streams: ctx.streams.clone(),
+        span,
     });
     for _ in 0..ctx.config.pool_size {
         tokio::spawn(pool.clone().slot(None));

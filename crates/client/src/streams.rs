@@ -47,6 +47,8 @@ pub(crate) struct Pool {
     pub closed: CancellationToken,
     /// Streams, tracked so shutdown can wait for them.
     pub streams: TaskTracker,
+    /// The session's span, which stream spans link to.
+    pub span: tracing::Span,
 }
 
 impl Pool {
@@ -92,7 +94,7 @@ impl Pool {
         };
         match open {
             Ok(open) => {
-                let span = tracing::debug_span!("stream", stream = open.stream);
+                let span = self.stream_span(&open);
                 let config = self.config.clone();
                 self.streams
                     .spawn(run_stream(config, carrier, open).instrument(span));
@@ -103,6 +105,32 @@ impl Pool {
                 Outcome::Failed
             }
         }
+    }
+}
+
+impl Pool {
+    /// The span of a stream (at `debug`, so free unless logs or traces want it), with the ids
+    /// the server traces it by, linked to the session's span: streams outlive sessions, so
+    /// they do not nest in them.
+    fn stream_span(&self, open: &StreamOpen) -> tracing::Span {
+        let span = tracing::debug_span!(
+            "stream",
+            stream = open.stream,
+            session = %format_args!("{:016x}", self.session),
+            tunnel = tracing::field::Empty,
+            visitor = tracing::field::Empty,
+        );
+        if span.is_disabled() {
+            return span;
+        }
+        if let Target::Tunnel(id) = open.target {
+            span.record("tunnel", id);
+        }
+        if let Some(visitor) = open.visitor {
+            span.record("visitor", tracing::field::display(visitor));
+        }
+        span.follows_from(&self.span);
+        span
     }
 }
 

@@ -15,6 +15,7 @@ pub mod ports;
 mod registry;
 pub mod reload;
 mod session;
+mod spans;
 mod tunnel;
 mod udp;
 

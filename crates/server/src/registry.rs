@@ -47,6 +47,8 @@ pub(crate) struct SessionHandle {
     pub streams: Arc<std::sync::atomic::AtomicUsize>,
     /// Operator pings waiting for their pong, by sequence number.
     pub pings: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<()>>>,
+    /// The session's span, for its streams' spans to link to.
+    pub span: crate::spans::SessionSpan,
 }
 
 impl SessionHandle {

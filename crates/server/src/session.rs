@@ -8,6 +8,7 @@
 use crate::handshake::send_welcome;
 use crate::ports::Endpoint;
 use crate::registry::{Route, SessionHandle};
+use crate::spans::SessionSpan;
 use crate::{Shared, pool::DataPool, tunnel, udp};
 use burrow_net::{Carrier, FrameIo, write_frame};
 use burrow_proto::auth::Secret;
@@ -84,6 +85,7 @@ pub(crate) async fn run(
             .unwrap_or_default(),
     );
     let (control, outgoing) = mpsc::channel(CONTROL_QUEUE);
+    let span = tracing::info_span!("session", session = %format_args!("{id:016x}"), client = %identity, %peer);
     let handle = Arc::new(SessionHandle {
         id,
         identity,
@@ -98,11 +100,12 @@ pub(crate) async fn run(
         kicked: Default::default(),
         streams: Default::default(),
         pings: Default::default(),
+        span: SessionSpan::new(span.clone()),
     });
-    let span = tracing::info_span!("session", session = %format_args!("{id:016x}"), client = %handle.identity);
-    serve(shared, carrier, handle, outgoing, peer)
+    serve(shared, carrier, handle.clone(), outgoing)
         .instrument(span)
         .await;
+    handle.span.release();
 }
 
 async fn serve(
@@ -110,13 +113,12 @@ async fn serve(
     mut carrier: Carrier,
     handle: Arc<SessionHandle>,
     outgoing: mpsc::Receiver<ServerMsg>,
-    peer: SocketAddr,
 ) {
     let id = handle.id;
     let clients = match shared.registry.add_session(handle.clone()) {
         Ok(clients) => clients,
         Err(why) => {
-            warn!(%peer, "session refused: {why}");
+            warn!("session refused: {why}");
             crate::handshake::refuse(&mut carrier, HandshakeError::Busy).await;
             return;
         }
@@ -124,9 +126,9 @@ async fn serve(
     let cfg = shared.config();
     if let Err(e) = send_welcome(&mut carrier, id, cfg.heartbeat_interval, cfg.dead_after).await {
         shared.registry.end_session(id, None);
-        return warn!(%peer, "session lost before it started: {e}");
+        return warn!("session lost before it started: {e}");
     }
-    info!(%peer, carrier = carrier.kind(), clients, "session established");
+    info!(carrier = carrier.kind(), clients, "session established");
     let (reader, writer) = tokio::io::split(carrier);
     let (incoming_tx, incoming) = mpsc::channel(CONTROL_QUEUE);
     // Not tracked: it only reads, and is aborted as soon as the session ends.

@@ -7,6 +7,7 @@
 use crate::Shared;
 use crate::metrics::{OpenStream, TunnelStats, VisitorKind};
 use crate::registry::{Route, SessionHandle};
+use crate::spans;
 use burrow_net::{relay, tune_endpoint, write_frame};
 use burrow_proto::msg::{Protocol, Refusal, StreamKind, StreamOpen, Target};
 use std::net::SocketAddr;
@@ -58,7 +59,7 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 let stream_id = shared.next_stream.fetch_add(1, Ordering::Relaxed);
-                let span = tracing::debug_span!("stream", stream = stream_id, visitor = %peer);
+                let span = spans::stream(stream_id, peer);
                 let visitor = Visitor {
                     peer,
                     stream: stream_id,
@@ -102,6 +103,7 @@ async fn visit(
             shared.config().pool_wait
         );
     };
+    spans::adopt(&tracing::Span::current(), &session, tunnel);
     let open = StreamOpen {
         stream: visitor.stream,
         kind: StreamKind::Tcp,

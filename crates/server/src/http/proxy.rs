@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 
 /// What the edge sends to a visitor: the target's response, or one of the edge's own pages.
 pub(crate) type EdgeBody = Logged<Either<Incoming, Full<Bytes>>>;
@@ -391,7 +391,7 @@ impl Visitor {
         let session = member.value;
         let stats = self.shared.registry.http_stats(&name).unwrap_or_default();
         let opened = self.open_stream(&session, member.tunnel, &stats).await;
-        let carrier = opened.inspect_err(|_| stats.error()).map_err(|e| match e {
+        let (stream, carrier) = opened.inspect_err(|_| stats.error()).map_err(|e| match e {
             None => Refused::Offline(name.clone()),
             Some(e) => {
                 warn!(tunnel = %name, "visitor refused: {e}");
@@ -402,14 +402,15 @@ impl Visitor {
             .handshake(TokioIo::new(carrier))
             .await
             .map_err(|_| Refused::Unreachable(name.clone()))?;
-        let shared = self.shared.clone();
-        let open = OpenStream::new(&shared.active_streams, &session.streams, &stats);
-        self.shared.tracker.spawn(async move {
+        let span = crate::spans::session_stream(stream, self.peer, &session, member.tunnel);
+        let open = OpenStream::new(&self.shared.active_streams, &session.streams, &stats);
+        let conn = async move {
             if let Err(e) = conn.with_upgrades().await {
                 debug!("upstream connection ended: {e}");
             }
             drop(open);
-        });
+        };
+        self.shared.tracker.spawn(conn.instrument(span));
         Ok(Upstream {
             reused: false,
             host: None,
@@ -422,14 +423,14 @@ impl Visitor {
         })
     }
 
-    /// A new stream to tunnel `tunnel` of `session`, counted in `stats`; `None` when the
-    /// session ended meanwhile.
+    /// A new stream to tunnel `tunnel` of `session`, counted in `stats`, and its id; `None`
+    /// when the session ended meanwhile.
     async fn open_stream(
         &self,
         session: &crate::registry::SessionHandle,
         tunnel: u32,
         stats: &Arc<TunnelStats>,
-    ) -> Result<CountedIo<burrow_net::Carrier>, Option<String>> {
+    ) -> Result<(u64, CountedIo<burrow_net::Carrier>), Option<String>> {
         let arrived = std::time::Instant::now();
         let wait = self.shared.config().pool_wait;
         let mut carrier = tokio::select! {
@@ -438,8 +439,9 @@ impl Visitor {
             })?,
             _ = session.closed.cancelled() => return Err(None),
         };
+        let stream = self.shared.next_stream.fetch_add(1, Ordering::Relaxed);
         let open = StreamOpen {
-            stream: self.shared.next_stream.fetch_add(1, Ordering::Relaxed),
+            stream,
             kind: StreamKind::Tcp,
             target: Target::Tunnel(tunnel),
             visitor: Some(self.peer),
@@ -450,7 +452,7 @@ impl Visitor {
         self.shared
             .metrics
             .stream_opened(VisitorKind::Http, arrived.elapsed());
-        Ok(CountedIo::new(carrier, stats.clone()))
+        Ok((stream, CountedIo::new(carrier, stats.clone())))
     }
 
     /// The request as the target gets it: origin-form URI (prefix stripped in path routing),

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 /// Most bytes read while looking for a whole ClientHello (post-quantum key shares make them a
 /// few KiB; a record is at most 16 KiB).
@@ -133,36 +133,41 @@ async fn passthrough(
         stats.error();
         return warn!(tunnel = %name, "visitor closed: no data connection within {wait:?}");
     };
-    let open = StreamOpen {
-        stream: shared.next_stream.fetch_add(1, Ordering::Relaxed),
-        kind: StreamKind::Tcp,
-        target: Target::Tunnel(member.tunnel),
-        visitor: Some(peer),
-    };
-    let sent = match write_frame(&mut carrier, &open).await {
-        Ok(()) => carrier.write_all(&hello).await,
-        Err(e) => Err(std::io::Error::other(e)),
-    };
-    if let Err(e) = sent {
-        stats.error();
-        return warn!(tunnel = %name, "visitor closed: data connection failed: {e}");
-    }
-    shared
-        .metrics
-        .stream_opened(VisitorKind::Passthrough, arrived.elapsed());
-    let open = OpenStream::new(&shared.active_streams, &session.streams, &stats);
-    let result = relay(&mut tcp, &mut carrier).await;
-    drop(open);
-    if let Ok(r) = &result {
-        stats.add_bytes(r.to_carrier + hello.len() as u64, r.from_carrier);
-    }
-    match result {
-        Ok(r) => {
-            let up = r.to_carrier + hello.len() as u64;
-            info!(target: "burrow::access", visitor = %peer, tunnel = %name, client = %format_args!("{:016x}", session.id), up, down = r.from_carrier, "tls passthrough")
+    let stream = shared.next_stream.fetch_add(1, Ordering::Relaxed);
+    let span = crate::spans::session_stream(stream, peer, &session, member.tunnel);
+    // The stream's span covers it from its header to the end of the relay.
+    async {
+        let open = StreamOpen {
+            stream,
+            kind: StreamKind::Tcp,
+            target: Target::Tunnel(member.tunnel),
+            visitor: Some(peer),
+        };
+        let sent = match write_frame(&mut carrier, &open).await {
+            Ok(()) => carrier.write_all(&hello).await,
+            Err(e) => Err(std::io::Error::other(e)),
+        };
+        if let Err(e) = sent {
+            stats.error();
+            return warn!(tunnel = %name, "visitor closed: data connection failed: {e}");
         }
-        Err(e) => debug!(tunnel = %name, "passthrough ended: {e}"),
+        shared
+            .metrics
+            .stream_opened(VisitorKind::Passthrough, arrived.elapsed());
+        let open = OpenStream::new(&shared.active_streams, &session.streams, &stats);
+        let result = relay(&mut tcp, &mut carrier).await;
+        drop(open);
+        match result {
+            Ok(r) => {
+                let up = r.to_carrier + hello.len() as u64;
+                stats.add_bytes(up, r.from_carrier);
+                info!(target: "burrow::access", visitor = %peer, tunnel = %name, client = %format_args!("{:016x}", session.id), up, down = r.from_carrier, "tls passthrough")
+            }
+            Err(e) => debug!(tunnel = %name, "passthrough ended: {e}"),
+        }
     }
+    .instrument(span)
+    .await
 }
 
 #[cfg(test)]
