@@ -12,6 +12,7 @@ mod fields;
 mod server_config;
 mod signals;
 mod start;
+mod systemd;
 #[cfg(test)]
 mod testing;
 
@@ -105,7 +106,9 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Check { file } => check::run(&file),
         Command::Server(args) => {
             let plan = server_config::load(&args)?;
-            with_runtime(|shutdown| start::server(plan, shutdown))
+            // Taken before the runtime starts threads: it edits the environment.
+            let passed = systemd::Passed::from_env()?;
+            with_runtime(|shutdown| start::server(plan, passed, shutdown))
         }
         Command::Tcp(args) => {
             let plan = client_config::from_tcp(&args)?;
@@ -159,6 +162,7 @@ fn init_tracing(format: LogFormat) {
 }
 
 /// Runs `task` on a multi-thread runtime; SIGINT and SIGTERM cancel the token it is given.
+/// Under systemd, its watchdog is fed and it is told when shutdown begins.
 fn with_runtime<F, Fut>(task: F) -> anyhow::Result<()>
 where
     F: FnOnce(CancellationToken) -> Fut,
@@ -174,6 +178,7 @@ where
         // the readiness line is already a clean shutdown.
         let signals = signals::Signals::install().context("cannot install signal handlers")?;
         tokio::spawn(signals.cancel_on_signal(shutdown.clone()));
+        systemd::spawn_supervisor(&shutdown);
         task(shutdown).await
     });
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);

@@ -2,21 +2,31 @@
 //! and hand over to the server or client library.
 //!
 //! The lines printed here are burrow's stdout contract (`fingerprint ...`, `listening on ...`,
-//! `tunnel ... ready at ...`): scripts wait for them, so each is flushed at once.
+//! `tunnel ... ready at ...`): scripts wait for them, so each is flushed at once. systemd hears
+//! `READY=1` right after them.
 
 use crate::client_config::ClientPlan;
 use crate::server_config::{ServerPlan, TlsSource};
+use crate::systemd::{self, Role};
 use anyhow::Context;
 use burrow_client::Event;
 use burrow_net::tls::{self, ServerIdentity};
 use std::io::Write;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// Runs a server until `shutdown` is cancelled.
-pub(crate) async fn server(plan: ServerPlan, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Runs a server until `shutdown` is cancelled, on the sockets systemd `passed` where it passed
+/// them and on freshly bound ones elsewhere.
+pub(crate) async fn server(
+    plan: ServerPlan,
+    mut passed: systemd::Passed,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let ServerPlan {
         listen,
+        listen_given,
         tls,
         mut config,
         edge,
@@ -42,41 +52,65 @@ pub(crate) async fn server(plan: ServerPlan, shutdown: CancellationToken) -> any
             None
         }
     };
-    let listener =
-        burrow_net::listen(listen).with_context(|| format!("cannot listen on {listen}"))?;
-    let local = listener
-        .local_addr()
-        .with_context(|| format!("cannot read the address bound for {listen}"))?;
+    let control = match passed.take(Role::Control) {
+        Some(socket) => systemd::adopt("control", socket, listen_given.then_some(listen))?,
+        None => burrow_net::listen(listen).with_context(|| format!("cannot listen on {listen}"))?,
+    };
+    let http = open_extra("http edge", edge.http, passed.take(Role::Http))?;
+    let https = open_extra("https edge", edge.https, passed.take(Role::Https))?;
+    let admin = open_extra("admin", admin, passed.take(Role::Admin))?;
+    if let Some(admin) = &admin {
+        let addr = local_addr(admin)?;
+        if !addr.ip().is_loopback() && config.admin_token.is_none() {
+            anyhow::bail!(
+                "the admin API on {addr} is off loopback and needs a token (admin_token, admin_token_file or --admin-token-file)"
+            );
+        }
+    }
     if let Some(fingerprint) = &fingerprint {
         say(&format!("fingerprint {fingerprint}"));
     }
-    say(&format!("listening on {local}"));
-    let http = bind_extra("http edge", edge.http)?;
-    let https = bind_extra("https edge", edge.https)?;
-    let admin = bind_extra("admin", admin)?;
+    say(&format!("listening on {}", local_addr(&control)?));
+    for (what, listener) in [
+        ("http edge", &http),
+        ("https edge", &https),
+        ("admin", &admin),
+    ] {
+        if let Some(listener) = listener {
+            say(&format!("{what} listening on {}", local_addr(listener)?));
+        }
+    }
     let listeners = burrow_server::Listeners {
-        control: listener,
+        control,
         http,
         https,
         admin,
     };
+    systemd::notify_ready();
     burrow_server::run(config, listeners, shutdown).await
 }
 
-/// Binds one of the optional listeners (the HTTP edge's, the admin API's) and prints where it
-/// listens, as `<what> listening on <addr>`.
-fn bind_extra(
+/// One of the optional listeners (the HTTP edge's, the admin API's): the socket systemd passed
+/// for it, else a fresh one bound to its configured address, else none.
+fn open_extra(
     what: &str,
-    addr: Option<std::net::SocketAddr>,
-) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    addr: Option<SocketAddr>,
+    passed: Option<std::net::TcpListener>,
+) -> anyhow::Result<Option<TcpListener>> {
+    if let Some(socket) = passed {
+        return systemd::adopt(what, socket, addr).map(Some);
+    }
     let Some(addr) = addr else { return Ok(None) };
     let listener = burrow_net::listen(addr)
         .with_context(|| format!("cannot listen for the {what} on {addr}"))?;
-    let local = listener
-        .local_addr()
-        .with_context(|| format!("cannot read the address bound for {addr}"))?;
-    say(&format!("{what} listening on {local}"));
     Ok(Some(listener))
+}
+
+/// The address a listener is bound to, for the readiness lines.
+fn local_addr(listener: &TcpListener) -> anyhow::Result<SocketAddr> {
+    listener
+        .local_addr()
+        .context("cannot read the address a listener is bound to")
 }
 
 /// Loads the operator's certificate or the generated identity (generating it the first time).
@@ -107,7 +141,13 @@ pub(crate) async fn client(plan: ClientPlan, shutdown: CancellationToken) -> any
         ),
     }
     info!(server = %config.server, tunnels = config.tunnels.len(), "client starting");
-    burrow_client::run(config, shutdown, on_event).await?;
+    let first = systemd::FirstReady::new(config.tunnels.iter().map(|t| t.name.clone()));
+    burrow_client::run(config, shutdown, move |event| {
+        let name = tunnel_name(&event).to_owned();
+        on_event(event);
+        first.published(&name);
+    })
+    .await?;
     Ok(())
 }
 
@@ -141,6 +181,15 @@ fn on_event(event: Event) {
                 "tunnel {name} ready: {local} -> sink {name} on {server}"
             ));
         }
+    }
+}
+
+/// The tunnel an event is about.
+fn tunnel_name(event: &Event) -> &str {
+    match event {
+        Event::TunnelReady { name, .. }
+        | Event::HttpReady { name, .. }
+        | Event::SinkReady { name, .. } => name,
     }
 }
 
