@@ -162,7 +162,7 @@ fn init_tracing(format: LogFormat) {
 }
 
 /// Runs `task` on a multi-thread runtime; SIGINT and SIGTERM cancel the token it is given.
-/// Under systemd, its watchdog is fed and it is told when shutdown begins.
+/// Under systemd, its watchdog is fed.
 fn with_runtime<F, Fut>(task: F) -> anyhow::Result<()>
 where
     F: FnOnce(CancellationToken) -> Fut,
@@ -178,7 +178,7 @@ where
         // the readiness line is already a clean shutdown.
         let signals = signals::Signals::install().context("cannot install signal handlers")?;
         tokio::spawn(signals.cancel_on_signal(shutdown.clone()));
-        systemd::spawn_supervisor(&shutdown);
+        systemd::spawn_watchdog();
         task(shutdown).await
     });
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);

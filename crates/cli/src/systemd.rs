@@ -12,4 +12,4 @@ mod notify;
 pub(crate) use activation::{Passed, Role, adopt};
 #[allow(unused_imports, reason = "the entry point for configuration reloads")]
 pub(crate) use notify::notify_reloading;
-pub(crate) use notify::{FirstReady, notify_ready, spawn_supervisor};
+pub(crate) use notify::{FirstReady, notify_ready, notify_stopping, spawn_watchdog};

@@ -9,7 +9,6 @@ use sd_notify::NotifyState;
 use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 /// Sends `READY=1`: the server's listeners are bound, a client's tunnels are all published,
@@ -36,27 +35,28 @@ fn send(states: &[NotifyState]) {
     }
 }
 
-/// When systemd watches this process: starts feeding its watchdog (`WATCHDOG=1` every half of
-/// `WATCHDOG_USEC`, when `WATCHDOG_PID` is unset or this process) and sends `STOPPING=1` once
-/// `shutdown` is cancelled. Does nothing without `NOTIFY_SOCKET`. The tasks end with the
-/// runtime, so the watchdog stays fed while open streams drain.
-pub(crate) fn spawn_supervisor(shutdown: &CancellationToken) {
+/// Sends `STOPPING=1`: shutdown has begun.
+pub(crate) fn notify_stopping() {
+    send(&[NotifyState::Stopping]);
+}
+
+/// Feeds systemd's watchdog when it watches this process: `WATCHDOG=1` every half of
+/// `WATCHDOG_USEC`, when `WATCHDOG_PID` is unset or this process. Does nothing without
+/// `NOTIFY_SOCKET`. The task ends with the runtime, so the watchdog stays fed while open streams
+/// drain.
+pub(crate) fn spawn_watchdog() {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
         return;
     }
-    let shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        shutdown.cancelled().await;
-        send(&[NotifyState::Stopping]);
-    });
-    if let Some(period) = sd_notify::watchdog_enabled() {
-        let every = period / 2;
-        if every.is_zero() {
-            return warn!("ignoring WATCHDOG_USEC: the watchdog period is too short");
-        }
-        debug!("feeding the systemd watchdog every {every:?}");
-        tokio::spawn(feed_watchdog(every));
+    let Some(period) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let every = period / 2;
+    if every.is_zero() {
+        return warn!("ignoring WATCHDOG_USEC: the watchdog period is too short");
     }
+    debug!("feeding the systemd watchdog every {every:?}");
+    tokio::spawn(feed_watchdog(every));
 }
 
 /// Sends `WATCHDOG=1` every `every`, starting at once.
