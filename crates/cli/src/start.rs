@@ -21,7 +21,7 @@ use tracing::{info, warn};
 /// them and on freshly bound ones elsewhere.
 pub(crate) async fn server(
     plan: ServerPlan,
-    mut passed: systemd::Passed,
+    passed: systemd::Passed,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let ServerPlan {
@@ -52,42 +52,78 @@ pub(crate) async fn server(
             None
         }
     };
+    let configured = Configured {
+        control: (listen, listen_given),
+        http: edge.http,
+        https: edge.https,
+        admin,
+    };
+    let listeners = open_listeners(&configured, passed, config.admin_token.is_some())?;
+    announce(fingerprint.as_deref(), &listeners)?;
+    systemd::notify_ready();
+    burrow_server::run(config, listeners, shutdown).await
+}
+
+/// The listener addresses a server plan asks for.
+struct Configured {
+    /// The control address, and whether it was configured (else it is the default).
+    control: (SocketAddr, bool),
+    /// The HTTP edge's plain listener.
+    http: Option<SocketAddr>,
+    /// The HTTP edge's TLS listener.
+    https: Option<SocketAddr>,
+    /// The admin API's listener.
+    admin: Option<SocketAddr>,
+}
+
+/// Opens the server's listeners: each from the socket systemd passed for it, else bound to its
+/// configured address. An admin listener off loopback needs a token, wherever it came from.
+fn open_listeners(
+    configured: &Configured,
+    mut passed: systemd::Passed,
+    admin_token: bool,
+) -> anyhow::Result<burrow_server::Listeners> {
+    let (listen, given) = configured.control;
     let control = match passed.take(Role::Control) {
-        Some(socket) => systemd::adopt("control", socket, listen_given.then_some(listen))?,
+        Some(socket) => systemd::adopt("control", socket, given.then_some(listen))?,
         None => burrow_net::listen(listen).with_context(|| format!("cannot listen on {listen}"))?,
     };
-    let http = open_extra("http edge", edge.http, passed.take(Role::Http))?;
-    let https = open_extra("https edge", edge.https, passed.take(Role::Https))?;
-    let admin = open_extra("admin", admin, passed.take(Role::Admin))?;
+    let http = open_extra("http edge", configured.http, passed.take(Role::Http))?;
+    let https = open_extra("https edge", configured.https, passed.take(Role::Https))?;
+    let admin = open_extra("admin", configured.admin, passed.take(Role::Admin))?;
     if let Some(admin) = &admin {
         let addr = local_addr(admin)?;
-        if !addr.ip().is_loopback() && config.admin_token.is_none() {
+        if !addr.ip().is_loopback() && !admin_token {
             anyhow::bail!(
                 "the admin API on {addr} is off loopback and needs a token (admin_token, admin_token_file or --admin-token-file)"
             );
         }
     }
-    if let Some(fingerprint) = &fingerprint {
-        say(&format!("fingerprint {fingerprint}"));
-    }
-    say(&format!("listening on {}", local_addr(&control)?));
-    for (what, listener) in [
-        ("http edge", &http),
-        ("https edge", &https),
-        ("admin", &admin),
-    ] {
-        if let Some(listener) = listener {
-            say(&format!("{what} listening on {}", local_addr(listener)?));
-        }
-    }
-    let listeners = burrow_server::Listeners {
+    Ok(burrow_server::Listeners {
         control,
         http,
         https,
         admin,
-    };
-    systemd::notify_ready();
-    burrow_server::run(config, listeners, shutdown).await
+    })
+}
+
+/// Prints the server's readiness lines, with the addresses actually bound.
+fn announce(fingerprint: Option<&str>, listeners: &burrow_server::Listeners) -> anyhow::Result<()> {
+    if let Some(fingerprint) = fingerprint {
+        say(&format!("fingerprint {fingerprint}"));
+    }
+    say(&format!("listening on {}", local_addr(&listeners.control)?));
+    let extras = [
+        ("http edge", &listeners.http),
+        ("https edge", &listeners.https),
+        ("admin", &listeners.admin),
+    ];
+    for (what, listener) in extras {
+        if let Some(listener) = listener {
+            say(&format!("{what} listening on {}", local_addr(listener)?));
+        }
+    }
+    Ok(())
 }
 
 /// One of the optional listeners (the HTTP edge's, the admin API's): the socket systemd passed
