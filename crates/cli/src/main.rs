@@ -15,6 +15,7 @@ mod signals;
 mod start;
 mod status;
 mod status_socket;
+mod systemd;
 #[cfg(test)]
 mod testing;
 mod traces;
@@ -122,10 +123,12 @@ fn run(command: Command, format: LogFormat) -> anyhow::Result<()> {
         }
         Command::Server(args) => {
             let mut plan = server_config::load(&args)?;
+            // Taken before the runtime starts threads: it edits the environment.
+            let passed = systemd::Passed::from_env()?;
             let otlp = plan.otlp.take();
             let traces = Traces::start(otlp.as_ref(), Service::Server)?;
             traced(format, traces, |shutdown, hangups| {
-                start::server(*args, plan, shutdown, hangups)
+                start::server(*args, plan, passed, shutdown, hangups)
             })
         }
         Command::Tcp(args) => client(format, client_config::from_tcp(&args)?),
@@ -210,7 +213,8 @@ where
 }
 
 /// Runs `task` on a multi-thread runtime; SIGINT and SIGTERM cancel the token it is given, and
-/// SIGHUP is handed to it (commands that do not reload drop it, and so ignore SIGHUP).
+/// SIGHUP is handed to it (commands that do not reload drop it, and so ignore SIGHUP). Under
+/// systemd, its watchdog is fed.
 fn with_runtime<F, Fut>(task: F) -> anyhow::Result<()>
 where
     F: FnOnce(CancellationToken, signals::Hangups) -> Fut,
@@ -227,6 +231,7 @@ where
         let (signals, hangups) =
             signals::Signals::install().context("cannot install signal handlers")?;
         tokio::spawn(signals.cancel_on_signal(shutdown.clone()));
+        systemd::spawn_watchdog();
         task(shutdown, hangups).await
     });
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);

@@ -36,6 +36,10 @@ pub(crate) enum Phase {
 /// Reports a reload's phase beyond the log; the one place a service manager hears of it.
 fn announce(phase: Phase) {
     debug!(?phase, "reload phase");
+    match phase {
+        Phase::Reloading => crate::systemd::notify_reloading(),
+        Phase::Ready => crate::systemd::notify_ready(),
+    }
 }
 
 /// What asks for a reload: SIGHUP, and changes to the config file.

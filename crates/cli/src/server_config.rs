@@ -185,6 +185,8 @@ pub(crate) enum TlsSource {
 pub(crate) struct ServerPlan {
     /// Control address to bind.
     pub(crate) listen: SocketAddr,
+    /// Whether `listen` was configured (else it is the default).
+    pub(crate) listen_given: bool,
     /// TLS identity to load, or `None` for plain TCP.
     pub(crate) tls: Option<TlsSource>,
     /// Runtime config; its `transport` is [`Transport::Plain`] until the identity is loaded.
@@ -285,6 +287,7 @@ impl RawServer {
     /// The one conversion into runtime types; every problem is reported.
     fn into_plan(self, source: &Source, mut p: Problems) -> Result<ServerPlan, ConfigError> {
         let listen = p.parse(self.listen.as_ref(), fields::listen_addr);
+        let listen_given = self.listen.is_some();
         let listen = listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], DEFAULT_CONTROL_PORT)));
         let auth = self.auth(source, &mut p);
         let tls = self.tls_source(source, &mut p);
@@ -297,6 +300,7 @@ impl RawServer {
         p.finish(
             ServerPlan {
                 listen,
+                listen_given,
                 tls,
                 config,
                 edge,

@@ -65,10 +65,12 @@ impl Signals {
         }
     }
 
-    /// Cancels `shutdown` on the first signal; a second one stops the process at once.
+    /// Cancels `shutdown` on the first signal (telling systemd, if it watches, that burrow is
+    /// stopping); a second one stops the process at once.
     pub(crate) async fn cancel_on_signal(mut self, shutdown: CancellationToken) {
         self.next().await;
         info!("shutting down (signal again to stop at once)");
+        crate::systemd::notify_stopping();
         shutdown.cancel();
         self.next().await;
         eprintln!("burrow: error: stopped by a second signal before shutdown finished");

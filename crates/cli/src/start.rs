@@ -2,25 +2,31 @@
 //! and hand over to the server or client library.
 //!
 //! The lines printed here are burrow's stdout contract (`fingerprint ...`, `listening on ...`,
-//! `tunnel ... ready at ...`): scripts wait for them, so each is flushed at once.
+//! `tunnel ... ready at ...`): scripts wait for them, so each is flushed at once. systemd hears
+//! `READY=1` right after them.
 
 use crate::client_config::ClientPlan;
 use crate::reload;
 use crate::server_config::{ServerArgs, ServerPlan, TlsSource};
 use crate::signals::Hangups;
 use crate::status_socket;
+use crate::systemd::{self, Role};
 use anyhow::Context;
 use burrow_client::Event;
 use burrow_net::tls::{self, ServerIdentity};
 use std::io::Write;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// Runs a server until `shutdown` is cancelled, reloading its configuration on SIGHUP and
-/// when its config file changes.
+/// Runs a server until `shutdown` is cancelled, on the sockets systemd `passed` where it passed
+/// them and on freshly bound ones elsewhere, reloading its configuration on SIGHUP and when its
+/// config file changes.
 pub(crate) async fn server(
     args: ServerArgs,
     plan: ServerPlan,
+    passed: systemd::Passed,
     shutdown: CancellationToken,
     hangups: Hangups,
 ) -> anyhow::Result<()> {
@@ -28,6 +34,7 @@ pub(crate) async fn server(
     let triggers = reload::Triggers::new(hangups, args.config.as_deref());
     let ServerPlan {
         listen,
+        listen_given,
         tls,
         mut config,
         edge,
@@ -54,44 +61,104 @@ pub(crate) async fn server(
             None
         }
     };
-    let listener =
-        burrow_net::listen(listen).with_context(|| format!("cannot listen on {listen}"))?;
-    let local = listener
-        .local_addr()
-        .with_context(|| format!("cannot read the address bound for {listen}"))?;
-    if let Some(fingerprint) = &fingerprint {
-        say(&format!("fingerprint {fingerprint}"));
-    }
-    say(&format!("listening on {local}"));
-    let http = bind_extra("http edge", edge.http)?;
-    let https = bind_extra("https edge", edge.https)?;
-    let admin = bind_extra("admin", admin)?;
-    let listeners = burrow_server::Listeners {
-        control: listener,
-        http,
-        https,
+    let configured = Configured {
+        control: (listen, listen_given),
+        http: edge.http,
+        https: edge.https,
         admin,
     };
+    let listeners = open_listeners(&configured, passed, config.admin_token.is_some())?;
+    announce(fingerprint.as_deref(), &listeners)?;
     let server = burrow_server::Server::new(config, listeners, shutdown.clone());
     let reloads = reload::serve(args, fixed, server.reloader(), triggers, shutdown);
     tokio::spawn(reloads);
+    systemd::notify_ready();
     server.run().await
 }
 
-/// Binds one of the optional listeners (the HTTP edge's, the admin API's) and prints where it
-/// listens, as `<what> listening on <addr>`.
-fn bind_extra(
+/// The listener addresses a server plan asks for.
+struct Configured {
+    /// The control address, and whether it was configured (else it is the default).
+    control: (SocketAddr, bool),
+    /// The HTTP edge's plain listener.
+    http: Option<SocketAddr>,
+    /// The HTTP edge's TLS listener.
+    https: Option<SocketAddr>,
+    /// The admin API's listener.
+    admin: Option<SocketAddr>,
+}
+
+/// Opens the server's listeners: each from the socket systemd passed for it, else bound to its
+/// configured address. An admin listener off loopback needs a token, wherever it came from.
+fn open_listeners(
+    configured: &Configured,
+    mut passed: systemd::Passed,
+    admin_token: bool,
+) -> anyhow::Result<burrow_server::Listeners> {
+    let (listen, given) = configured.control;
+    let control = match passed.take(Role::Control) {
+        Some(socket) => systemd::adopt("control", socket, given.then_some(listen))?,
+        None => burrow_net::listen(listen).with_context(|| format!("cannot listen on {listen}"))?,
+    };
+    let http = open_extra("http edge", configured.http, passed.take(Role::Http))?;
+    let https = open_extra("https edge", configured.https, passed.take(Role::Https))?;
+    let admin = open_extra("admin", configured.admin, passed.take(Role::Admin))?;
+    if let Some(admin) = &admin {
+        let addr = local_addr(admin)?;
+        if !addr.ip().is_loopback() && !admin_token {
+            anyhow::bail!(
+                "the admin API on {addr} is off loopback and needs a token (admin_token, admin_token_file or --admin-token-file)"
+            );
+        }
+    }
+    Ok(burrow_server::Listeners {
+        control,
+        http,
+        https,
+        admin,
+    })
+}
+
+/// Prints the server's readiness lines, with the addresses actually bound.
+fn announce(fingerprint: Option<&str>, listeners: &burrow_server::Listeners) -> anyhow::Result<()> {
+    if let Some(fingerprint) = fingerprint {
+        say(&format!("fingerprint {fingerprint}"));
+    }
+    say(&format!("listening on {}", local_addr(&listeners.control)?));
+    let extras = [
+        ("http edge", &listeners.http),
+        ("https edge", &listeners.https),
+        ("admin", &listeners.admin),
+    ];
+    for (what, listener) in extras {
+        if let Some(listener) = listener {
+            say(&format!("{what} listening on {}", local_addr(listener)?));
+        }
+    }
+    Ok(())
+}
+
+/// One of the optional listeners (the HTTP edge's, the admin API's): the socket systemd passed
+/// for it, else a fresh one bound to its configured address, else none.
+fn open_extra(
     what: &str,
-    addr: Option<std::net::SocketAddr>,
-) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    addr: Option<SocketAddr>,
+    passed: Option<std::net::TcpListener>,
+) -> anyhow::Result<Option<TcpListener>> {
+    if let Some(socket) = passed {
+        return systemd::adopt(what, socket, addr).map(Some);
+    }
     let Some(addr) = addr else { return Ok(None) };
     let listener = burrow_net::listen(addr)
         .with_context(|| format!("cannot listen for the {what} on {addr}"))?;
-    let local = listener
-        .local_addr()
-        .with_context(|| format!("cannot read the address bound for {addr}"))?;
-    say(&format!("{what} listening on {local}"));
     Ok(Some(listener))
+}
+
+/// The address a listener is bound to, for the readiness lines.
+fn local_addr(listener: &TcpListener) -> anyhow::Result<SocketAddr> {
+    listener
+        .local_addr()
+        .context("cannot read the address a listener is bound to")
 }
 
 /// Loads the operator's certificate or the generated identity (generating it the first time).
@@ -134,7 +201,13 @@ pub(crate) async fn client(plan: ClientPlan, shutdown: CancellationToken) -> any
         (tokio::spawn(serve), file)
     });
     info!(server = %config.server, tunnels = config.tunnels.len(), "client starting");
-    let result = burrow_client::run(config, shutdown, on_event).await;
+    let first = systemd::FirstReady::new(config.tunnels.iter().map(|t| t.name.clone()));
+    let result = burrow_client::run(config, shutdown, move |event| {
+        let name = tunnel_name(&event).to_owned();
+        on_event(event);
+        first.published(&name);
+    })
+    .await;
     // The status stays readable until the client has stopped, then its socket file goes.
     api_stop.cancel();
     if let Some((task, file)) = api {
@@ -175,6 +248,15 @@ fn on_event(event: Event) {
                 "tunnel {name} ready: {local} -> sink {name} on {server}"
             ));
         }
+    }
+}
+
+/// The tunnel an event is about.
+fn tunnel_name(event: &Event) -> &str {
+    match event {
+        Event::TunnelReady { name, .. }
+        | Event::HttpReady { name, .. }
+        | Event::SinkReady { name, .. } => name,
     }
 }
 

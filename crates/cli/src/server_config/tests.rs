@@ -35,6 +35,7 @@ shutdown_grace = "1m"
 "#;
     let plan = check(&source_in("s.toml", text, dir.clone())).unwrap();
     assert_eq!(plan.listen, "0.0.0.0:7777".parse().unwrap());
+    assert!(plan.listen_given);
     assert_eq!(
         plan.tls,
         Some(TlsSource::Files {
@@ -55,6 +56,10 @@ shutdown_grace = "1m"
 fn defaults_fill_what_is_left_out() {
     let plan = plan("token = \"t\"\nstate_dir = \"/x\"\n").unwrap();
     assert_eq!(plan.listen, "0.0.0.0:7777".parse().unwrap());
+    assert!(
+        !plan.listen_given,
+        "the default address is not a configured one"
+    );
     assert_eq!(plan.config.ports, PortSet::range(20000, 29999));
     assert_eq!(plan.config.lease_grace, Duration::from_secs(30));
     assert_eq!(plan.tls, Some(TlsSource::StateDir("/x".into())));

@@ -65,6 +65,11 @@ impl Proc {
     /// variables,
     /// and the XDG directories (so clients' status sockets too) inside the test's directory.
     pub(crate) fn spawn(name: &str, dir: &TestDir, args: &[String]) -> Proc {
+        Proc::spawn_command(name, Proc::command(dir, args))
+    }
+
+    /// The command [`Proc::spawn`] runs, for a test that adds to its environment first.
+    pub(crate) fn command(dir: &TestDir, args: &[String]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_burrow"));
         cmd.args(args)
             // BURROW_E2E_LOG turns up burrow's logs when a test needs a closer look.
@@ -79,10 +84,13 @@ impl Proc {
             .env_remove("BURROW_KNOWN_HOSTS")
             .env_remove("BURROW_STATE_DIR")
             .env_remove("BURROW_LOG_FORMAT")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
             .env("XDG_CONFIG_HOME", dir.join("xdg-config"))
             .env("XDG_STATE_HOME", dir.join("xdg-state"))
             .env("XDG_RUNTIME_DIR", dir.join("xdg-runtime"));
-        Proc::spawn_command(name, cmd)
+        cmd
     }
 
     /// Starts any command with piped output, killed when dropped; panics with a clear message
