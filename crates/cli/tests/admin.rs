@@ -103,6 +103,8 @@ async fn the_admin_api_reports_and_disconnects_clients() {
         let alice = &clients[0];
         assert_eq!(alice["identity"], "alice");
         assert_eq!(alice["ports"][0]["port"], client.port);
+        assert_eq!(alice["host"]["os"], std::env::consts::OS, "{body}");
+        assert!(alice["host"]["hostname"].is_string(), "{body}");
         let id = alice["id"].as_str().unwrap().to_owned();
 
         // Bytes of a TCP stream are counted when the server has closed it: wait for that.
@@ -150,6 +152,8 @@ async fn the_admin_api_reports_and_disconnects_clients() {
         let (_, body) = curl(&["-H", auth, &format!("{base}/tunnels")]).await;
         let tunnels: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(tunnels["ports"][0]["bytes_in"], 7, "{body}");
+        let target = format!("127.0.0.1:{echo}");
+        assert_eq!(tunnels["ports"][0]["target"], target.as_str(), "{body}");
         assert_eq!(tunnels["ports"][0]["streams_total"], 1, "{body}");
         let ping = format!("{base}/clients/{id}/ping");
         let (status, body) = curl(&["-X", "POST", "-H", auth, &ping]).await;

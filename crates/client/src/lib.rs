@@ -8,6 +8,7 @@
 
 pub mod config;
 mod connect;
+mod host;
 mod proxy_protocol;
 mod session;
 pub mod status;

@@ -127,6 +127,7 @@ pub(crate) async fn run(
 
 impl Session<'_> {
     async fn publish_all(&mut self) -> Result<(), End> {
+        self.send(ClientMsg::Host(crate::host::info())).await?;
         let granted = self
             .ctx
             .granted
@@ -167,6 +168,7 @@ impl Session<'_> {
             name: tunnel.name.clone(),
             kind,
             remote_port,
+            target: tunnel.local.clone(),
         };
         self.send(ClientMsg::OpenTunnel(req)).await
     }

@@ -52,6 +52,7 @@ fn frame_open_tunnel(bencher: Bencher) {
         name: "web".into(),
         kind: TunnelKind::Tcp,
         remote_port: Some(8080),
+        target: "127.0.0.1:8080".into(),
     });
     bench_frame(bencher, msg);
 }

@@ -77,6 +77,7 @@ mod tests {
             name: "web".into(),
             kind: TunnelKind::Tcp,
             remote_port: Some(8080),
+            target: "127.0.0.1:8080".into(),
         }));
         round_trip(ServerMsg::TunnelOpened { id: 3, port: 8080 });
     }
@@ -98,6 +99,7 @@ mod tests {
             name: "x".repeat(MAX_FRAME_LEN + 1),
             kind: TunnelKind::Tcp,
             remote_port: None,
+            target: "127.0.0.1:8080".into(),
         });
         assert!(matches!(encode_frame(&big), Err(FrameError::TooLarge(_))));
     }

@@ -24,7 +24,7 @@ pub use frame::{FrameError, MAX_FRAME_LEN, decode_payload, encode_frame};
 pub use preface::{PREFACE_LEN, Preface, PrefaceError};
 
 /// The protocol version this build speaks. Bumped on any incompatible wire change.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 
 /// Capability bits a side may announce in its preface; unknown bits are ignored.
 pub mod caps {

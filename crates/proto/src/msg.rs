@@ -172,6 +172,25 @@ pub struct TunnelRequest {
     pub kind: TunnelKind,
     /// A specific public port, or `None` for any port the identity may claim.
     pub remote_port: Option<u16>,
+    /// The client's local target (e.g. `127.0.0.1:8080`), shown to the server's operator; the
+    /// server never connects to it. At most [`MAX_INFO_LEN`] bytes.
+    pub target: String,
+}
+
+/// Longest accepted text of what a client says about itself and its targets, in bytes.
+pub const MAX_INFO_LEN: usize = 255;
+
+/// What a client says about the machine it runs on, for the server's operator.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HostInfo {
+    /// The client's burrow release.
+    pub version: String,
+    /// Its host name.
+    pub hostname: String,
+    /// Its operating system (e.g. `linux`).
+    pub os: String,
+    /// Its CPU architecture (e.g. `x86_64`).
+    pub arch: String,
 }
 
 /// Why the server refused a tunnel.
@@ -239,6 +258,8 @@ pub enum ClientMsg {
         /// Whether the target answers.
         healthy: bool,
     },
+    /// The machine the client runs on; sent once, first, on every session.
+    Host(HostInfo),
 }
 
 /// Messages from server to client on the control stream.

@@ -163,6 +163,9 @@ fn client_json(snapshot: &Snapshot, s: &crate::registry::SessionHandle) -> Value
         "connected_since_unix": since,
         "carrier": s.carrier,
         "rtt_ms": (rtt_us > 0).then(|| rtt_us as f64 / 1e3),
+        "host": s.host.lock().ok().and_then(|h| h.clone()).map(|h| json!({
+            "hostname": h.hostname, "os": h.os, "arch": h.arch, "version": h.version,
+        })),
         "streams_active": s.streams.load(Ordering::Relaxed),
         "ports": ports,
         "http": names,
@@ -280,7 +283,8 @@ fn tunnels(shared: &Shared) -> Value {
                 Hold::Leased { .. } => ("leased", None),
             };
             let mut entry = json!({"protocol": p.endpoint.0.to_string(), "port": p.endpoint.1,
-                   "identity": p.identity, "state": state, "client": client});
+                   "identity": p.identity, "state": state, "client": client,
+                   "name": p.about.name, "target": p.about.target});
             if let Some(stats) = &p.stats {
                 merge(&mut entry, stats.json());
             }

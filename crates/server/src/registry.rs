@@ -47,6 +47,8 @@ pub(crate) struct SessionHandle {
     pub streams: Arc<std::sync::atomic::AtomicUsize>,
     /// Operator pings waiting for their pong, by sequence number.
     pub pings: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<()>>>,
+    /// The machine the client says it runs on.
+    pub host: Mutex<Option<burrow_proto::msg::HostInfo>>,
     /// The session's span, for its streams' spans to link to.
     pub span: crate::spans::SessionSpan,
 }
@@ -75,6 +77,17 @@ struct TunnelEntry {
     listener: CancellationToken,
     /// Its traffic.
     stats: Arc<TunnelStats>,
+    /// What its client says it is: its name and local target.
+    about: TunnelAbout,
+}
+
+/// A tunnel as its client describes it, for the admin API.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TunnelAbout {
+    /// The client's name of the tunnel.
+    pub name: String,
+    /// The client's local target.
+    pub target: String,
 }
 
 /// A public port as the admin API shows it.
@@ -86,6 +99,8 @@ pub(crate) struct PortInfo {
     pub hold: crate::ports::Hold,
     /// Its traffic, while a listener serves it.
     pub stats: Option<Arc<TunnelStats>>,
+    /// What the client serving it (or last serving it) says it is.
+    pub about: TunnelAbout,
 }
 
 #[derive(Debug)]
@@ -241,6 +256,7 @@ impl Registry {
         session: &Arc<SessionHandle>,
         tunnel: u32,
         options: &HttpOptions,
+        target: &str,
     ) -> Result<String, Refusal> {
         for host in &options.hostnames {
             if self
@@ -263,6 +279,7 @@ impl Registry {
             passthrough: options.tls_passthrough,
             hostnames: options.hostnames.clone(),
             healthy: true,
+            target: target.to_owned(),
             value: session.clone(),
         };
         self.lock().http.claim(
@@ -386,9 +403,17 @@ impl Registry {
                 route: tx,
                 listener,
                 stats: stats.clone(),
+                about: TunnelAbout::default(),
             },
         );
         (rx, stats)
+    }
+
+    /// Records what the client serving `endpoint` says the tunnel is.
+    pub(crate) fn describe(&self, endpoint: Endpoint, about: TunnelAbout) {
+        if let Some(t) = self.lock().tunnels.get_mut(&endpoint) {
+            t.about = about;
+        }
     }
 
     /// The traffic counters of the HTTP name `name`.
@@ -436,6 +461,11 @@ impl Registry {
                 identity,
                 hold,
                 stats: state.tunnels.get(&endpoint).map(|t| t.stats.clone()),
+                about: state
+                    .tunnels
+                    .get(&endpoint)
+                    .map(|t| t.about.clone())
+                    .unwrap_or_default(),
             })
             .collect();
         (ports, state.http.names())

@@ -7,15 +7,15 @@
 
 use crate::handshake::send_welcome;
 use crate::ports::Endpoint;
-use crate::registry::{Route, SessionHandle};
+use crate::registry::{Route, SessionHandle, TunnelAbout};
 use crate::spans::SessionSpan;
 use crate::{Shared, pool::DataPool, tunnel, udp};
 use burrow_net::{Carrier, FrameIo, write_frame};
 use burrow_proto::auth::Secret;
 use burrow_proto::liveness::{Action, Liveness};
 use burrow_proto::msg::{
-    ClientMsg, HandshakeError, HttpOptions, MAX_NAME_LEN, Refusal, ServerMsg, TunnelKind,
-    TunnelRequest,
+    ClientMsg, HandshakeError, HostInfo, HttpOptions, MAX_INFO_LEN, MAX_NAME_LEN, Refusal,
+    ServerMsg, TunnelKind, TunnelRequest,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -100,6 +100,7 @@ pub(crate) async fn run(
         kicked: Default::default(),
         streams: Default::default(),
         pings: Default::default(),
+        host: Default::default(),
         span: SessionSpan::new(span.clone()),
     });
     serve(shared, carrier, handle.clone(), outgoing)
@@ -256,6 +257,19 @@ impl Session {
                 Ok(())
             }
             ClientMsg::Goodbye => Err(End::Goodbye),
+            ClientMsg::Host(host) => {
+                let host = HostInfo {
+                    version: about(&host.version),
+                    hostname: about(&host.hostname),
+                    os: about(&host.os),
+                    arch: about(&host.arch),
+                };
+                info!(hostname = %host.hostname, os = %host.os, arch = %host.arch, version = %host.version, "client host");
+                if let Ok(mut slot) = self.handle.host.lock() {
+                    *slot = Some(host);
+                }
+                Ok(())
+            }
             ClientMsg::TunnelHealth { id, healthy } => {
                 if let Some(name) = self.http.get(&id) {
                     self.shared
@@ -306,6 +320,11 @@ impl Session {
         match opened {
             Ok(Some((protocol, port))) => {
                 self.tunnels.insert(id, (protocol, port));
+                let about = TunnelAbout {
+                    name: name.clone(),
+                    target: about(&req.target),
+                };
+                self.shared.registry.describe((protocol, port), about);
                 info!(tunnel = id, %name, %protocol, port, "tunnel published");
                 ServerMsg::TunnelOpened { id, port }
             }
@@ -347,10 +366,12 @@ impl Session {
             .admit(req)
             .and_then(|()| self.shared.edge.check(options))
             .and_then(|options| {
-                let name = self
-                    .shared
-                    .registry
-                    .http_claim(&self.handle, id, &options)?;
+                let name = self.shared.registry.http_claim(
+                    &self.handle,
+                    id,
+                    &options,
+                    &about(&req.target),
+                )?;
                 Ok((name, options))
             });
         match opened {
@@ -542,6 +563,14 @@ impl Session {
             });
         }
     }
+}
+
+/// Something a client says about itself or a target, made safe for the admin API and logs.
+fn about(text: &str) -> String {
+    text.chars()
+        .take(MAX_INFO_LEN)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// A client-supplied name made safe for a log line.

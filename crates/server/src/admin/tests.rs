@@ -56,6 +56,13 @@ async fn health_ready_clients_tunnels_and_ports() {
     let tunnels = json_of(&shared, "/tunnels").await;
     assert_eq!(tunnels["ports"][0]["state"], "in_use");
     assert_eq!(tunnels["ports"][0]["client"], id);
+    assert_eq!(tunnels["ports"][0]["name"], "t");
+    assert_eq!(tunnels["ports"][0]["target"], "127.0.0.1:8080");
+    assert_eq!(
+        c["host"],
+        Value::Null,
+        "the client has not described its host"
+    );
     assert_eq!(tunnels["http"], json!([]));
 
     let ports = json_of(&shared, "/ports").await;

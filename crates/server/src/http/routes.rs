@@ -34,6 +34,8 @@ pub(crate) struct Member<T> {
     pub hostnames: Vec<String>,
     /// False while its client reports that the target fails its health check: not picked.
     pub healthy: bool,
+    /// The client's local target, as it says (for the admin API).
+    pub target: String,
     /// The session's handle.
     pub value: T,
 }
@@ -103,6 +105,7 @@ pub(crate) struct NameInfo {
 pub(crate) struct MemberInfo {
     pub client: String,
     pub tunnel: u32,
+    pub target: String,
     pub tags: Vec<String>,
     pub passthrough: bool,
     pub healthy: bool,
@@ -318,6 +321,7 @@ impl<T: Clone> HttpRoutes<T> {
                     .map(|m| MemberInfo {
                         client: format!("{:016x}", m.session),
                         tunnel: m.tunnel,
+                        target: m.target.clone(),
                         tags: m.tags.clone(),
                         passthrough: m.passthrough,
                         healthy: m.healthy,
@@ -431,6 +435,7 @@ mod tests {
             passthrough: false,
             hostnames: Vec::new(),
             healthy: true,
+            target: String::new(),
             value: session,
         }
     }
@@ -651,6 +656,7 @@ mod more_tests {
             passthrough,
             hostnames: hosts.iter().map(|h| h.to_string()).collect(),
             healthy: true,
+            target: String::new(),
             value: session,
         }
     }

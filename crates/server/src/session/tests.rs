@@ -55,6 +55,7 @@ async fn session_with_config(
         name: "t".into(),
         kind: TunnelKind::Tcp,
         remote_port: None,
+        target: "127.0.0.1:8080".into(),
     };
     write_frame(&mut client, &ClientMsg::OpenTunnel(req))
         .await
