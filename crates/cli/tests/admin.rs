@@ -5,26 +5,7 @@ mod common;
 
 use common::proc::Proc;
 use common::targets::{assert_echo, echo_target};
-use common::{Client, Server, TestDir, bounded, ports, tcp_args};
-
-/// `curl -sS` with `args`; returns (status, body).
-async fn curl(args: &[&str]) -> (u16, String) {
-    let out = tokio::process::Command::new("curl")
-        .args(["-sS", "--max-time", "20", "-w", "\n%{http_code}"])
-        .args(args)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("curl is required for this test (CI installs it): {e}"));
-    assert!(
-        out.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, status) = text.rsplit_once('\n').unwrap();
-    (status.parse().unwrap(), body.to_owned())
-}
+use common::{Client, Server, TestDir, bounded, curl, ports, tcp_args};
 
 /// Every sample of an OpenMetrics text, as read by the Prometheus client library's parser (a
 /// real scraper's view: a malformed exposition fails here).

@@ -12,22 +12,9 @@ use std::path::Path;
 
 /// `curl -sS --unix-socket SOCKET` with `args`; returns (status, body).
 async fn curl(socket: &str, args: &[&str]) -> (u16, String) {
-    let out = tokio::process::Command::new("curl")
-        .args(["-sS", "--max-time", "20", "-w", "\n%{http_code}"])
-        .args(["--unix-socket", socket])
-        .args(args)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("curl is required for this test (CI installs it): {e}"));
-    assert!(
-        out.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, status) = text.rsplit_once('\n').unwrap();
-    (status.parse().unwrap(), body.to_owned())
+    let mut all = vec!["--unix-socket", socket];
+    all.extend_from_slice(args);
+    common::curl(&all).await
 }
 
 /// Runs `burrow status ARGS` to its end; returns its exit code, stdout and stderr.

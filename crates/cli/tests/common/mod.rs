@@ -336,3 +336,22 @@ pub(crate) fn one_liner_args(
     args.extend(extra.iter().map(|a| a.to_string()));
     args
 }
+
+/// `curl -sS` with `args` (a real HTTP client, as users would run it); returns (status, body).
+pub(crate) async fn curl(args: &[&str]) -> (u16, String) {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-w", "\n%{http_code}"])
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("curl is required for this test (CI installs it): {e}"));
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (status.parse().unwrap(), body.to_owned())
+}
