@@ -7,6 +7,7 @@
 //! variable never overrides a file the operator wrote.
 
 mod admin;
+mod bans;
 mod edge;
 mod sinks;
 
@@ -71,6 +72,13 @@ pub(crate) struct ServerArgs {
     /// rolling updates behind one address) [default: no limit].
     #[arg(long, value_name = "DUR", value_parser = checked(fields::duration))]
     max_session_lifetime: Option<String>,
+    /// Ban an address (IPv6: its /64) from the control port after this many failed
+    /// handshakes within ban_window; 0 turns banning off [default: 10].
+    #[arg(long, value_name = "N")]
+    ban_after: Option<u32>,
+    /// How long a ban lasts [default: 10m].
+    #[arg(long, value_name = "DUR", value_parser = checked(fields::duration))]
+    ban_for: Option<String>,
     /// A UDP sink clients may send events to, NAME=IP:PORT (repeat for more; adds to the file's
     /// [[udp_sinks]]).
     #[arg(long = "udp-sink", value_name = "NAME=IP:PORT", value_parser = checked(fields::udp_sink))]
@@ -134,6 +142,11 @@ pub(crate) struct RawServer {
     max_sessions: Option<Item<i64>>,
     shutdown_grace: Option<Item<String>>,
     max_session_lifetime: Option<Item<String>>,
+    ban_after: Option<Item<i64>>,
+    ban_window: Option<Item<String>>,
+    ban_for: Option<Item<String>>,
+    #[serde(default)]
+    ban_exempt: Vec<Item<String>>,
     #[serde(default)]
     clients: Vec<RawIdentity>,
     #[serde(default)]
@@ -249,6 +262,7 @@ impl RawServer {
         self.udp_sinks.extend(flags);
         self.apply_edge_flags(a);
         self.apply_admin_flags(a);
+        self.apply_ban_flags(a);
         // Flags choose the transport as a whole: plain drops the file's TLS files and TLS
         // files drop the file's `insecure_plain`.
         if a.insecure_plain {
@@ -293,6 +307,7 @@ impl RawServer {
         let tls = self.tls_source(source, &mut p);
         let mut config = ServerConfig::new(auth, Transport::Plain);
         self.tune(&mut config, &mut p);
+        config.bans = self.bans(&mut p);
         config.udp_sinks = sinks::udp_sinks(&self.udp_sinks, &mut p);
         let edge = self.edge(source, &mut config.http, &mut p);
         let admin = self.admin(source, &mut config, &mut p);

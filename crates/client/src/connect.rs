@@ -96,6 +96,9 @@ async fn open(config: &ClientConfig) -> Result<(Carrier, [u8; 32]), ConnectError
         FrameIo::Preface(p) => {
             ConnectError::Fatal(format!("{} is not a burrow server: {p}", config.server))
         }
+        FrameIo::Io(e) if closed_at_once(&e) && matches!(config.transport, Transport::Plain) => {
+            ConnectError::Retry(closed_at_once_message(&config.server, false))
+        }
         other => ConnectError::Retry(format!(
             "the server closed the connection during the handshake ({other}); if it runs with \
              --insecure-plain, the client needs it too"
@@ -127,6 +130,8 @@ async fn tls_handshake(
         if tls::is_trust_error(&e) {
             let why = tls::trust_error_message(&e).unwrap_or_else(|| e.to_string());
             ConnectError::Fatal(format!("the server's certificate is not trusted: {why}"))
+        } else if closed_at_once(&e) {
+            ConnectError::Retry(closed_at_once_message(&config.server, true))
         } else {
             ConnectError::Retry(format!(
                 "TLS handshake with {} failed: {e} (if the server runs with --insecure-plain, the client needs it too)",
@@ -149,6 +154,34 @@ async fn exchange(carrier: &mut Carrier, hello: &Hello) -> Result<u64, ConnectEr
         Welcome::Err(e @ HandshakeError::AuthFailed) => Err(ConnectError::Fatal(e.to_string())),
         Welcome::Err(e) => Err(ConnectError::Retry(e.to_string())),
     }
+}
+
+/// Explains a server that closed the connection before answering: it bans addresses that failed
+/// too many handshakes and drops connections beyond its cap on handshakes in progress; a plain
+/// server also hangs up on a TLS client.
+fn closed_at_once_message(server: &str, tls: bool) -> String {
+    let (what, plain) = if tls {
+        (
+            "TLS handshake",
+            ", or when it runs with --insecure-plain, which the client then needs too",
+        )
+    } else {
+        ("handshake", "")
+    };
+    format!(
+        "{server} closed the connection before the {what} (is this address banned after failed \
+         logins? a server also does this when too many handshakes are in progress{plain})"
+    )
+}
+
+/// True when the server hung up without a word: end of file, or a reset because it closed
+/// with our first bytes unread.
+fn closed_at_once(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+    )
 }
 
 fn retry_io(what: &str, e: impl std::fmt::Display) -> ConnectError {

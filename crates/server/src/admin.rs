@@ -5,6 +5,8 @@
 //! operator set an admin token, every route but `/health` needs `Authorization: Bearer TOKEN`
 //! (the CLI refuses a listener off loopback without one).
 
+mod bans;
+
 use crate::Shared;
 use crate::metrics::TunnelStats;
 use crate::ports::Hold;
@@ -111,10 +113,14 @@ pub(crate) async fn route<B>(shared: &Shared, req: &Request<B>) -> Response<Full
         (&Method::GET, ["tunnels"]) => json_response(StatusCode::OK, tunnels(shared)),
         (&Method::GET, ["ports"]) => json_response(StatusCode::OK, ports(shared)),
         (&Method::GET, ["metrics"]) => metrics(shared),
+        (&Method::GET, ["bans"]) => json_response(StatusCode::OK, bans::list(shared)),
+        (&Method::DELETE, ["bans", address @ ..]) if !address.is_empty() => {
+            bans::lift(shared, &address.join("/"))
+        }
         (
             _,
             [
-                "health" | "ready" | "clients" | "tunnels" | "ports" | "metrics",
+                "health" | "ready" | "clients" | "tunnels" | "ports" | "metrics" | "bans",
                 ..,
             ],
         ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here"),
@@ -416,6 +422,12 @@ fn live_metrics(shared: &Shared) -> Registry {
         "burrow_streams_active",
         "Visitor streams open now",
         &[(vec![], count(active))],
+    );
+    gauge(
+        &mut registry,
+        "burrow_banned_addresses",
+        "Addresses (IPv6: /64 networks) banned from the control port now",
+        &[(vec![], count(bans::count(shared)))],
     );
     let total = Counter::<u64>::default();
     total.inc_by(shared.next_stream.load(Ordering::Relaxed).saturating_sub(1));

@@ -182,6 +182,50 @@ pub struct ServerConfig {
     /// `shutdown_grace` later), keeping their ports and names leased meanwhile: clients move to
     /// another server behind the same address in a rolling update. `None`: no limit.
     pub max_session_lifetime: Option<Duration>,
+    /// When addresses that keep failing their handshake are banned from the control port.
+    pub bans: BanPolicy,
+}
+
+/// Re-export so the CLI parses exempt networks into the same type.
+pub use ipnet::IpNet;
+
+/// Banning addresses that keep failing their handshake on the control port (what operators
+/// otherwise bolt on with fail2ban). IPv4 sources are counted per address, IPv6 sources per
+/// /64 network: one host commonly holds a whole /64.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BanPolicy {
+    /// Failed handshakes within `window` that start a ban; 0 turns banning off.
+    pub after: u32,
+    /// The failures of a source count from its first one until this has passed.
+    pub window: Duration,
+    /// How long a ban lasts.
+    pub duration: Duration,
+    /// Networks that are never banned (e.g. a monitoring host, or loopback while testing).
+    pub exempt: Vec<IpNet>,
+}
+
+impl BanPolicy {
+    /// True when banning is on.
+    pub fn enabled(&self) -> bool {
+        self.after > 0
+    }
+
+    /// True when `ip` is in one of the exempt networks.
+    pub fn exempts(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.exempt.iter().any(|net| net.contains(&ip))
+    }
+}
+
+impl Default for BanPolicy {
+    fn default() -> Self {
+        Self {
+            after: 10,
+            window: Duration::from_secs(60),
+            duration: Duration::from_secs(600),
+            exempt: Vec::new(),
+        }
+    }
 }
 
 /// The HTTP and HTTPS edge: one public port each, many named tunnels behind them.
@@ -263,6 +307,7 @@ impl ServerConfig {
             http: HttpEdge::default(),
             admin_token: None,
             max_session_lifetime: None,
+            bans: BanPolicy::default(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! deadline, and the number of connections in that phase is capped.
 
 mod admin;
+mod bans;
 pub mod config;
 mod handshake;
 mod http;
@@ -19,7 +20,7 @@ mod spans;
 mod tunnel;
 mod udp;
 
-pub use config::{Auth, HttpEdge, Identity, PortSet, ServerConfig, Transport};
+pub use config::{Auth, BanPolicy, HttpEdge, Identity, PortSet, ServerConfig, Transport};
 pub use reload::{Change, Reloader};
 
 use burrow_net::{Carrier, tune_carrier};
@@ -51,12 +52,18 @@ struct Shared {
     metrics: metrics::Metrics,
     /// The HTTP edge's listeners, as tunnels see them.
     edge: http::EdgePorts,
+    /// Failed handshakes and bans by source address; locked briefly, never across an await.
+    bans: std::sync::Mutex<bans::BanTable>,
 }
 
 impl Shared {
     fn new(config: ServerConfig, shutdown: CancellationToken, edge: http::EdgePorts) -> Self {
         Self {
             edge,
+            bans: std::sync::Mutex::new(bans::BanTable::new(
+                config.bans.clone(),
+                bans::DEFAULT_CAP,
+            )),
             registry: Registry::new(&config),
             config: tokio::sync::watch::Sender::new(Arc::new(config)),
             shutdown,
@@ -70,6 +77,38 @@ impl Shared {
     /// The configuration in force now.
     fn config(&self) -> Arc<ServerConfig> {
         self.config.borrow().clone()
+    }
+
+    /// The ban table, for one short critical section.
+    fn bans(&self) -> std::sync::MutexGuard<'_, bans::BanTable> {
+        self.bans.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True when `peer`'s address is banned: its connection is closed at once, before TLS,
+    /// counted, and logged only at debug level (the ban itself was logged when it began).
+    fn refuse_banned(&self, peer: SocketAddr) -> bool {
+        let banned = self.bans().is_banned(peer.ip(), std::time::Instant::now());
+        if banned {
+            self.metrics.banned_connection();
+            debug!(%peer, "connection closed: the address is banned");
+        }
+        banned
+    }
+
+    /// Records a failed handshake of `peer`: by reason in the metrics, and toward a ban when
+    /// the reason says the peer is not an honest client.
+    fn handshake_failed(&self, peer: SocketAddr, why: metrics::AuthFailure) {
+        self.metrics.auth_failure(why);
+        if !why.counts_toward_ban() {
+            return;
+        }
+        let failed = self.bans().failed(peer.ip(), std::time::Instant::now());
+        if let bans::Failed::Banned(ban) = failed {
+            self.metrics.ban_started();
+            let source = bans::Source::of(peer.ip());
+            let duration = ban.until.saturating_duration_since(ban.since);
+            warn!(%source, "address banned for {duration:?} after {} failed handshakes", ban.failures);
+        }
     }
 }
 
@@ -177,6 +216,9 @@ async fn serve_control(shared: &Arc<Shared>, control: TcpListener) {
         };
         match accepted {
             Ok((tcp, peer)) => {
+                if shared.refuse_banned(peer) {
+                    continue;
+                }
                 let Ok(permit) = unauthenticated.clone().try_acquire_owned() else {
                     warn!(%peer, "connection dropped: {} handshakes already in progress", config.max_unauthenticated);
                     continue;
@@ -250,11 +292,11 @@ async fn serve_connection(
         Ok(Ok(done)) => done,
         Ok(Err(why)) if why.is::<PeerLeft>() => return debug!(%peer, "{why}"),
         Ok(Err(why)) => {
-            shared.metrics.auth_failure(failure_reason(&why));
+            shared.handshake_failed(peer, failure_reason(&why));
             return warn!(%peer, "connection refused: {why}");
         }
         Err(_) => {
-            shared.metrics.auth_failure(metrics::AuthFailure::Timeout);
+            shared.handshake_failed(peer, metrics::AuthFailure::Timeout);
             return warn!(%peer, "connection closed: handshake not finished within {deadline:?}");
         }
     };
@@ -262,6 +304,9 @@ async fn serve_connection(
     shared.metrics.handshake(data, started.elapsed());
     match verdict {
         Verdict::Control { identity, secret } => {
+            shared
+                .bans()
+                .succeeded(peer.ip(), std::time::Instant::now());
             session::run(shared, carrier, identity, secret, peer).await
         }
         Verdict::Data { session } => add_data_connection(&shared, carrier, session).await,

@@ -50,6 +50,13 @@ pub(crate) enum AuthFailure {
 }
 
 impl AuthFailure {
+    /// True for failures that count toward banning the address: those of peers that are not
+    /// honest burrow clients. A client of another version, or a data connection of a session
+    /// that just ended, is honest and never counted.
+    pub(crate) fn counts_toward_ban(self) -> bool {
+        !matches!(self, AuthFailure::Version | AuthFailure::UnknownSession)
+    }
+
     fn label(self) -> &'static str {
         match self {
             AuthFailure::BadCredentials => "bad_credentials",
@@ -82,6 +89,8 @@ pub(crate) struct Metrics {
     stream_opens: Latencies,
     carrier_rtt: Histogram,
     auth_failures: Family<Label, Counter>,
+    bans: Counter,
+    banned_connections: Counter,
 }
 
 impl Metrics {
@@ -111,12 +120,26 @@ impl Metrics {
             "Connections to the control port that failed their handshake, by reason",
             auth_failures.clone(),
         );
+        let bans = Counter::default();
+        registry.register(
+            "burrow_bans",
+            "Bans started: addresses (IPv6: /64 networks) that failed too many handshakes",
+            bans.clone(),
+        );
+        let banned_connections = Counter::default();
+        registry.register(
+            "burrow_banned_connections",
+            "Connections to the control port closed at once because their address is banned",
+            banned_connections.clone(),
+        );
         Self {
             registry,
             handshakes,
             stream_opens,
             carrier_rtt,
             auth_failures,
+            bans,
+            banned_connections,
         }
     }
 
@@ -150,6 +173,16 @@ impl Metrics {
         self.auth_failures
             .get_or_create(&[("reason", why.label())])
             .inc();
+    }
+
+    /// A ban began.
+    pub(crate) fn ban_started(&self) {
+        self.bans.inc();
+    }
+
+    /// A connection from a banned address was closed.
+    pub(crate) fn banned_connection(&self) {
+        self.banned_connections.inc();
     }
 
     /// The recorded events as OpenMetrics text, followed by `live` (families read at scrape

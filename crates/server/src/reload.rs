@@ -123,6 +123,10 @@ pub fn diff(old: &ServerConfig, new: &ServerConfig) -> Vec<Change> {
             "max_session_lifetime",
             o.max_session_lifetime != n.max_session_lifetime,
         ),
+        ("ban_after", o.bans.after != n.bans.after),
+        ("ban_window", o.bans.window != n.bans.window),
+        ("ban_for", o.bans.duration != n.bans.duration),
+        ("ban_exempt", o.bans.exempt != n.bans.exempt),
     ];
     let restart = [
         ("ports", o.ports != n.ports),
@@ -237,6 +241,7 @@ impl Reloader {
         let changes = diff(&running, &new);
         let next = Arc::new(next_config(&running, new));
         self.shared.config.send_replace(next.clone());
+        self.shared.bans().set_policy(next.bans.clone());
         let revoked = self.shared.registry.reconfigure(&next);
         for change in &changes {
             if change.needs_restart() {

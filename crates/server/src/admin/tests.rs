@@ -105,6 +105,8 @@ async fn the_openapi_document_describes_every_route() {
         "/tunnels",
         "/ports",
         "/metrics",
+        "/bans",
+        "/bans/{address}",
     ] {
         assert!(
             paths.contains_key(path),
@@ -281,4 +283,74 @@ async fn errors_and_the_bearer_token() {
         call(&guarded, "GET", "/ready", Some("s3cret")).await.0,
         StatusCode::SERVICE_UNAVAILABLE
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn bans_are_listed_counted_and_lifted() {
+    use crate::metrics::AuthFailure;
+    let (shared, _client, _session, _task) = session_with_tunnel().await;
+    let v4: std::net::SocketAddr = "192.0.2.7:4000".parse().unwrap();
+    let v6: std::net::SocketAddr = "[2001:db8:1:2::9]:4000".parse().unwrap();
+    // The default policy bans at the tenth failure; versions and unknown sessions never count.
+    for _ in 0..20 {
+        shared.handshake_failed(v4, AuthFailure::Version);
+        shared.handshake_failed(v4, AuthFailure::UnknownSession);
+    }
+    assert_eq!(json_of(&shared, "/bans").await, json!([]));
+    for why in [
+        AuthFailure::BadCredentials,
+        AuthFailure::Tls,
+        AuthFailure::Timeout,
+    ] {
+        for _ in 0..4 {
+            shared.handshake_failed(v4, why);
+            shared.handshake_failed(v6, AuthFailure::NotBurrow);
+        }
+    }
+    assert!(shared.refuse_banned(v4));
+    assert!(shared.refuse_banned("[2001:db8:1:2::77]:1".parse().unwrap()));
+    assert!(!shared.refuse_banned("192.0.2.8:1".parse().unwrap()));
+
+    let bans = json_of(&shared, "/bans").await;
+    let listed: Vec<&str> = (bans.as_array().unwrap().iter())
+        .map(|b| b["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed.len(), 2, "{bans}");
+    assert!(
+        listed.contains(&"192.0.2.7") && listed.contains(&"2001:db8:1:2::/64"),
+        "{bans}"
+    );
+    let ban = &bans[0];
+    assert_eq!(ban["failures"], 10, "{ban}");
+    assert_eq!(
+        ban["until_unix"].as_u64().unwrap() - ban["since_unix"].as_u64().unwrap(),
+        600,
+        "{ban}"
+    );
+
+    let (_, text) = call(&shared, "GET", "/metrics", None).await;
+    for line in [
+        "burrow_bans_total 2",
+        "burrow_banned_connections_total 2",
+        "burrow_banned_addresses 2",
+        "# TYPE burrow_banned_addresses gauge",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+    }
+
+    for (uri, want) in [
+        ("/bans/192.0.2.7", StatusCode::OK),
+        ("/bans/192.0.2.7", StatusCode::NOT_FOUND),
+        ("/bans/2001:db8:1:2::%2F64", StatusCode::OK),
+        ("/bans/2001:db8:1:2::/64", StatusCode::NOT_FOUND),
+        ("/bans/not-an-address", StatusCode::BAD_REQUEST),
+        ("/bans/192.0.2.7/24", StatusCode::BAD_REQUEST),
+    ] {
+        let (status, body) = call(&shared, "DELETE", uri, None).await;
+        assert_eq!(status, want, "DELETE {uri}: {body}");
+    }
+    assert_eq!(json_of(&shared, "/bans").await, json!([]));
+    assert!(!shared.refuse_banned(v4));
+    let (status, _) = call(&shared, "DELETE", "/bans", None).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
 }

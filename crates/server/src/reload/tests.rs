@@ -122,6 +122,21 @@ fn every_kind_of_change_is_found() {
             ],
         ),
         (
+            "ban settings",
+            |c| {
+                c.bans.after = 0;
+                c.bans.window = Duration::from_secs(5);
+                c.bans.duration = Duration::from_secs(5);
+                c.bans.exempt = vec!["127.0.0.0/8".parse().unwrap()];
+            },
+            vec![
+                Change::Setting("ban_after"),
+                Change::Setting("ban_window"),
+                Change::Setting("ban_for"),
+                Change::Setting("ban_exempt"),
+            ],
+        ),
+        (
             "restart-only settings",
             |c| {
                 c.ports = PortSet::range(30000, 30010);

@@ -1,0 +1,135 @@
+//! End-to-end: an address that keeps failing its handshake is banned from the control port,
+//! even with the right token, until the ban is lifted through the admin API.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::proc::Proc;
+use common::targets::{assert_echo, echo_target};
+use common::{Client, Server, TestDir, any_line_has, bounded, ports, tcp_args};
+
+/// `curl -sS` with `args`; returns (status, body).
+async fn curl(args: &[&str]) -> (u16, String) {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-w", "\n%{http_code}"])
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("curl is required for this test (CI installs it): {e}"));
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (status.parse().unwrap(), body.to_owned())
+}
+
+/// The value of the sample `series` (name and labels as printed) in OpenMetrics `text`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_logins_ban_the_address_until_the_operator_lifts_it() {
+    bounded(90, async {
+        let dir = TestDir::new("bans");
+        let block = ports(2).arg();
+        let server = Server::start(
+            &dir,
+            &[
+                "--token",
+                "right",
+                "--ports",
+                &block,
+                "--ban-after",
+                "3",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ],
+        )
+        .await;
+        let line = server
+            .proc
+            .wait_stdout("`admin listening on`", |l| {
+                l.starts_with("admin listening on ")
+            })
+            .await;
+        let base = format!(
+            "http://{}",
+            line.trim_start_matches("admin listening on ").trim()
+        );
+        let echo = echo_target().await;
+
+        // Three wrong tokens: each client is refused, and the third failure starts a ban.
+        for attempt in 1..=3 {
+            let args = tcp_args(&dir, &server, echo, "wrong", &[]);
+            let mut wrong = Proc::spawn(&format!("wrong-{attempt}"), &dir, &args);
+            let stderr = wrong.expect_exit_1().await;
+            assert!(
+                any_line_has(&stderr, &["authentication failed"]),
+                "attempt {attempt}:\n{}",
+                wrong.dump()
+            );
+        }
+        server
+            .proc
+            .wait_stderr("the ban", |l| l.contains("address banned"))
+            .await;
+
+        // Now even the right token is refused, before TLS, with an error that says why.
+        let args = tcp_args(&dir, &server, echo, "right", &["--exit-on-disconnect"]);
+        let mut banned = Proc::spawn("banned", &dir, &args);
+        let stderr = banned.expect_exit_1().await;
+        assert!(
+            any_line_has(
+                &stderr,
+                &[
+                    "closed the connection before the TLS handshake",
+                    "is this address banned after failed logins?"
+                ]
+            ),
+            "no clear error for a banned address:\n{}",
+            banned.dump()
+        );
+
+        let (status, body) = curl(&[&format!("{base}/bans")]).await;
+        assert_eq!(status, 200, "{body}");
+        let bans: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(bans.as_array().map(Vec::len), Some(1), "{body}");
+        assert_eq!(bans[0]["address"], "127.0.0.1", "{body}");
+        assert_eq!(bans[0]["failures"], 3, "{body}");
+        let (_, text) = curl(&[&format!("{base}/metrics")]).await;
+        assert_eq!(sample(&text, "burrow_bans_total"), Some(1.0), "{text}");
+        assert_eq!(
+            sample(&text, "burrow_banned_addresses"),
+            Some(1.0),
+            "{text}"
+        );
+        assert!(
+            sample(&text, "burrow_banned_connections_total").is_some_and(|n| n >= 1.0),
+            "{text}"
+        );
+        let failures = "burrow_auth_failures_total{reason=\"bad_credentials\"}";
+        assert_eq!(sample(&text, failures), Some(3.0), "{text}");
+        // The ban is logged once, not once per refused connection.
+        let logged = server.proc.output().stderr;
+        let ban_lines = logged.iter().filter(|l| l.contains("banned")).count();
+        assert_eq!(ban_lines, 1, "{}", server.proc.dump());
+
+        // Lifted by the operator: the right client gets in.
+        let url = format!("{base}/bans/127.0.0.1");
+        let (status, body) = curl(&["-X", "DELETE", &url]).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, _) = curl(&["-X", "DELETE", &url]).await;
+        assert_eq!(status, 404, "lifted twice");
+        let right = Client::start_tcp(&dir, &server, echo, "right", &[]).await;
+        assert_echo(right.port, b"welcome back").await;
+        let (_, body) = curl(&[&format!("{base}/bans")]).await;
+        assert_eq!(body, "[]");
+    })
+    .await
+}
