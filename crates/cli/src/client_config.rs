@@ -193,7 +193,7 @@ pub(crate) struct HttpArgs {
 pub(crate) struct ClientArgs {
     /// Client config file (TOML).
     #[arg(long, value_name = "FILE")]
-    config: PathBuf,
+    pub(crate) config: PathBuf,
     /// Exit with an error when the connection is lost instead of reconnecting.
     #[arg(long)]
     exit_on_disconnect: bool,

@@ -131,18 +131,28 @@ fn run(command: Command, format: LogFormat) -> anyhow::Result<()> {
                 start::server(*args, plan, passed, shutdown, hangups)
             })
         }
-        Command::Tcp(args) => client(format, client_config::from_tcp(&args)?),
-        Command::Udp(args) => client(format, client_config::from_udp(&args)?),
-        Command::Http(args) => client(format, client_config::from_http(&args)?),
-        Command::Client(args) => client(format, client_config::load(&args)?),
+        Command::Tcp(args) => client(format, client_config::from_tcp(&args)?, None),
+        Command::Udp(args) => client(format, client_config::from_udp(&args)?, None),
+        Command::Http(args) => client(format, client_config::from_http(&args)?, None),
+        Command::Client(args) => {
+            let plan = client_config::load(&args)?;
+            client(format, plan, Some(args))
+        }
     }
 }
 
-/// Runs a client plan.
-fn client(format: LogFormat, mut plan: client_config::ClientPlan) -> anyhow::Result<()> {
+/// Runs a client plan; with the `args` of `burrow client`, it reloads its file on SIGHUP and
+/// when the file changes (the one-liners have no file, and ignore SIGHUP).
+fn client(
+    format: LogFormat,
+    mut plan: client_config::ClientPlan,
+    args: Option<ClientArgs>,
+) -> anyhow::Result<()> {
     let otlp = plan.otlp.take();
     let traces = Traces::start(otlp.as_ref(), Service::Client)?;
-    traced(format, traces, |shutdown, _| start::client(plan, shutdown))
+    traced(format, traces, |shutdown, hangups| {
+        start::client(plan, shutdown, args.map(|args| (args, hangups)))
+    })
 }
 
 /// Starts logging (and exporting `traces`, if any), runs `task`, then sends the last spans.

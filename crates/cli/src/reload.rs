@@ -1,11 +1,15 @@
-//! Reloading the server's configuration while it runs, on SIGHUP and when its config file
+//! Reloading a running server's or client's configuration, on SIGHUP and when its config file
 //! changes.
 //!
 //! Each time, the file and flags go through the same loader as at start-up. A file with
-//! problems is rejected as a whole and the running configuration stays; otherwise the server
-//! library applies what changed (see `burrow_server::reload`) and this module adds what only
-//! the command line knows about: listeners and TLS files, which need a restart. Every reload
-//! ends with one stdout line, `config reloaded: ...` or `config rejected: ...`.
+//! problems is rejected as a whole and the running configuration stays; otherwise the library
+//! applies what changed (see `burrow_server::reload` and `burrow_client::reload`) and this
+//! module adds what only the command line knows about: for a server its listeners and TLS
+//! files, for a client ([`client`]) its TLS trust, status socket and trace exporter, which need
+//! a restart. Every reload ends with one stdout line, `config reloaded: ...` or
+//! `config rejected: ...`.
+
+pub(crate) mod client;
 
 use crate::server_config::{self, ServerArgs, ServerPlan, TlsSource};
 use crate::signals::Hangups;
@@ -136,14 +140,12 @@ impl Fixed {
     }
 }
 
-/// Reloads on every trigger until `shutdown`. `started` is what the server started with: what
-/// needs a restart is compared against it.
-pub(crate) async fn serve(
-    args: ServerArgs,
-    started: Fixed,
-    reloader: Reloader,
+/// Runs `reload_once` on every trigger until `shutdown`, telling the service manager when each
+/// reload begins and ends.
+pub(crate) async fn on_triggers(
     mut triggers: Triggers,
     shutdown: CancellationToken,
+    mut reload_once: impl FnMut(),
 ) {
     loop {
         let why = tokio::select! {
@@ -152,29 +154,54 @@ pub(crate) async fn serve(
         };
         info!("reloading the configuration ({why})");
         announce(Phase::Reloading);
-        match server_config::load(&args) {
-            Ok(plan) => apply(&started, plan, &reloader),
-            Err(e) => reject(&e),
-        }
+        reload_once();
         announce(Phase::Ready);
     }
+}
+
+/// Reloads the server on every trigger until `shutdown`. `started` is what the server started
+/// with: what needs a restart is compared against it.
+pub(crate) async fn serve(
+    args: ServerArgs,
+    started: Fixed,
+    reloader: Reloader,
+    triggers: Triggers,
+    shutdown: CancellationToken,
+) {
+    on_triggers(triggers, shutdown, || match server_config::load(&args) {
+        Ok(plan) => apply(&started, plan, &reloader),
+        Err(e) => reject(&e),
+    })
+    .await
 }
 
 /// Applies a loaded plan and reports it.
 fn apply(started: &Fixed, plan: ServerPlan, reloader: &Reloader) {
     let restarts = restarts(started, &Fixed::of(&plan));
-    for change in &restarts {
-        warn!("config reload: {change}");
+    for what in &restarts {
+        warn!("config reload: {}", Change::NeedsRestart(what));
     }
-    let mut changes = reloader.reload(plan.config);
-    changes.extend(restarts);
-    let summary = summary(&changes);
+    let changes = reloader.reload(plan.config);
+    let mut restart: Vec<&str> = (changes.iter())
+        .filter_map(|c| match c {
+            Change::NeedsRestart(what) => Some(*what),
+            _ => None,
+        })
+        .collect();
+    let applied = changes.len() - restart.len();
+    restart.extend(restarts);
+    reloaded(applied, &restart);
+}
+
+/// Logs and prints the summary of an applied reload.
+pub(crate) fn reloaded(applied: usize, restart: &[&str]) {
+    let summary = summary(applied, restart);
     info!("config reloaded: {summary}");
     say(&format!("config reloaded: {summary}"));
 }
 
 /// Logs every problem of a rejected file and says so on stdout.
-fn reject(e: &anyhow::Error) {
+pub(crate) fn reject(e: &anyhow::Error) {
     let lines = match e.downcast_ref::<crate::diag::ConfigError>() {
         Some(config) => config.lines(),
         None => vec![format!("{e:#}").replace('\n', " ")],
@@ -192,7 +219,7 @@ fn reject(e: &anyhow::Error) {
 }
 
 /// What differs in the settings only the command line applies: listeners and TLS files.
-fn restarts(started: &Fixed, new: &Fixed) -> Vec<Change> {
+fn restarts(started: &Fixed, new: &Fixed) -> Vec<&'static str> {
     let (s, n) = (started, new);
     [
         ("listen", s.listen != n.listen),
@@ -204,20 +231,14 @@ fn restarts(started: &Fixed, new: &Fixed) -> Vec<Change> {
     ]
     .into_iter()
     .filter(|(_, differs)| *differs)
-    .map(|(what, _)| Change::NeedsRestart(what))
+    .map(|(what, _)| what)
     .collect()
 }
 
-/// `3 changes applied, 1 needs a restart (listen)`, or `no changes`.
-fn summary(changes: &[Change]) -> String {
-    let restart: Vec<String> = (changes.iter())
-        .filter_map(|c| match c {
-            Change::NeedsRestart(what) => Some((*what).to_owned()),
-            _ => None,
-        })
-        .collect();
-    let applied = changes.len() - restart.len();
-    if changes.is_empty() {
+/// `3 changes applied, 1 needs a restart (listen)`, or `no changes`: `applied` changes took
+/// effect, and the settings named in `restart` wait for one.
+fn summary(applied: usize, restart: &[&str]) -> String {
+    if applied == 0 && restart.is_empty() {
         return "no changes".into();
     }
     let plural =
@@ -236,25 +257,14 @@ mod tests {
 
     #[test]
     fn summaries_count_what_was_applied_and_what_waits() {
-        assert_eq!(summary(&[]), "no changes");
+        assert_eq!(summary(0, &[]), "no changes");
+        assert_eq!(summary(1, &[]), "1 change applied");
         assert_eq!(
-            summary(&[Change::IdentityAdded("a".into())]),
-            "1 change applied"
-        );
-        assert_eq!(
-            summary(&[
-                Change::IdentityAdded("a".into()),
-                Change::SinkAdded("s".into()),
-                Change::Setting("pool_wait"),
-                Change::NeedsRestart("listen"),
-            ]),
+            summary(3, &["listen"]),
             "3 changes applied, 1 needs a restart (listen)"
         );
         assert_eq!(
-            summary(&[
-                Change::NeedsRestart("listen"),
-                Change::NeedsRestart("ports")
-            ]),
+            summary(0, &["listen", "ports"]),
             "0 changes applied, 2 need a restart (listen, ports)"
         );
     }
@@ -266,22 +276,15 @@ mod tests {
         };
         let base = "token = \"t\"\nstate_dir = \"/s\"\n";
         let started = load(base);
-        assert_eq!(restarts(&started, &load(base)), vec![]);
+        assert_eq!(restarts(&started, &load(base)), Vec::<&str>::new());
         let moved = load(&format!(
             "{base}listen = \"127.0.0.1:1\"\nhttp_listen = \"127.0.0.1:2\"\nadmin_listen = \"127.0.0.1:3\"\n"
         ));
         assert_eq!(
             restarts(&started, &moved),
-            vec![
-                Change::NeedsRestart("listen"),
-                Change::NeedsRestart("http_listen"),
-                Change::NeedsRestart("admin_listen"),
-            ]
+            vec!["listen", "http_listen", "admin_listen"]
         );
         let plain = load(&format!("{base}insecure_plain = true\n"));
-        assert_eq!(
-            restarts(&started, &plain),
-            vec![Change::NeedsRestart("TLS identity")]
-        );
+        assert_eq!(restarts(&started, &plain), vec!["TLS identity"]);
     }
 }

@@ -5,7 +5,7 @@
 //! `tunnel ... ready at ...`): scripts wait for them, so each is flushed at once. systemd hears
 //! `READY=1` right after them.
 
-use crate::client_config::ClientPlan;
+use crate::client_config::{ClientArgs, ClientPlan};
 use crate::reload;
 use crate::server_config::{ServerArgs, ServerPlan, TlsSource};
 use crate::signals::Hangups;
@@ -175,8 +175,14 @@ fn load_identity(source: &TlsSource) -> anyhow::Result<ServerIdentity> {
     }
 }
 
-/// Runs a client until `shutdown` is cancelled or a fatal error.
-pub(crate) async fn client(plan: ClientPlan, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Runs a client until `shutdown` is cancelled or a fatal error; with the `args` of
+/// `burrow client` and SIGHUP, it reloads its config file on SIGHUP and when the file changes.
+pub(crate) async fn client(
+    plan: ClientPlan,
+    shutdown: CancellationToken,
+    reloads: Option<(ClientArgs, Hangups)>,
+) -> anyhow::Result<()> {
+    let fixed = reload::client::Fixed::of(&plan);
     let ClientPlan {
         trust,
         mut config,
@@ -202,12 +208,22 @@ pub(crate) async fn client(plan: ClientPlan, shutdown: CancellationToken) -> any
     });
     info!(server = %config.server, tunnels = config.tunnels.len(), "client starting");
     let first = systemd::FirstReady::new(config.tunnels.iter().map(|t| t.name.clone()));
-    let result = burrow_client::run(config, shutdown, move |event| {
+    let started = reload::client::Started {
+        fixed,
+        transport: config.transport.clone(),
+    };
+    let client = burrow_client::Client::new(config, move |event| {
         let name = tunnel_name(&event).to_owned();
         on_event(event);
         first.published(&name);
-    })
-    .await;
+    });
+    if let Some((args, hangups)) = reloads {
+        let triggers = reload::Triggers::new(hangups, Some(&args.config));
+        let reloads =
+            reload::client::serve(args, started, client.reloader(), triggers, shutdown.clone());
+        tokio::spawn(reloads);
+    }
+    let result = client.run(shutdown).await;
     // The status stays readable until the client has stopped, then its socket file goes.
     api_stop.cancel();
     if let Some((task, file)) = api {

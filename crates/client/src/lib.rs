@@ -5,27 +5,34 @@
 //! asking for the same public ports again (the server holds them as leases meanwhile). Errors
 //! that retrying cannot fix — authentication, protocol version, an untrusted certificate, a
 //! tunnel refused on the first connection — end [`run`] with [`ClientError::Fatal`].
+//!
+//! A [`Client`] built with [`Client::new`] also hands out a [`Reloader`], which changes the
+//! tunnels while the client runs (see [`reload`]).
 
 pub mod config;
 mod connect;
 mod host;
 mod proxy_protocol;
+pub mod reload;
 mod session;
 pub mod status;
 mod streams;
+mod tunnels;
 mod udp;
 
 pub use config::{ClientConfig, ProxyProtocol, Transport, TunnelConfig};
+pub use reload::{Change, Reloader};
 pub use status::Status;
 
 use connect::ConnectError;
 use session::{Context, End};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, warn};
+use tunnels::Tunnels;
 
 /// First pause before reconnecting.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
@@ -86,24 +93,58 @@ pub async fn run(
     shutdown: CancellationToken,
     on_event: impl Fn(Event) + Send + Sync + 'static,
 ) -> Result<(), ClientError> {
-    config.status.start(&config.server, &config.tunnels);
-    let ctx = Context {
-        granted: Mutex::new(vec![None; config.tunnels.len()]),
-        names: Mutex::new(vec![None; config.tunnels.len()]),
-        config: Arc::new(config),
-        on_event: Box::new(on_event),
-        streams: TaskTracker::new(),
-    };
-    let result = reconnect_loop(&ctx, &shutdown).await;
-    ctx.streams.close();
-    if !ctx.streams.is_empty() {
-        info!(
-            streams = ctx.streams.len(),
-            "waiting up to {SHUTDOWN_GRACE:?} for open streams"
-        );
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, ctx.streams.wait()).await;
+    Client::new(config, on_event).run(shutdown).await
+}
+
+/// A client ready to run, whose tunnels a [`Reloader`] may change while it runs.
+pub struct Client {
+    ctx: Arc<Context>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("server", &self.ctx.config.server)
+            .finish_non_exhaustive()
     }
-    result
+}
+
+impl Client {
+    /// A client of `config`; `on_event` will see every [`Event`], and `config.status` will
+    /// follow the session and every tunnel (see [`status`]).
+    pub fn new(mut config: ClientConfig, on_event: impl Fn(Event) + Send + Sync + 'static) -> Self {
+        config.status.start(&config.server, &config.tunnels);
+        let tunnels = Tunnels::new(std::mem::take(&mut config.tunnels));
+        let ctx = Context {
+            config: Arc::new(config),
+            tunnels: Arc::new(tunnels),
+            on_event: Box::new(on_event),
+            streams: TaskTracker::new(),
+        };
+        Self { ctx: Arc::new(ctx) }
+    }
+
+    /// A handle that changes this client's tunnels while it runs.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            ctx: self.ctx.clone(),
+        }
+    }
+
+    /// Runs the client until `shutdown` is cancelled or a fatal error.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ClientError> {
+        let ctx = &self.ctx;
+        let result = reconnect_loop(ctx, &shutdown).await;
+        ctx.streams.close();
+        if !ctx.streams.is_empty() {
+            info!(
+                streams = ctx.streams.len(),
+                "waiting up to {SHUTDOWN_GRACE:?} for open streams"
+            );
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, ctx.streams.wait()).await;
+        }
+        result
+    }
 }
 
 async fn reconnect_loop(ctx: &Context, shutdown: &CancellationToken) -> Result<(), ClientError> {

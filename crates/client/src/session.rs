@@ -1,19 +1,30 @@
 //! One session on the client side: publish the tunnels, answer heartbeats, keep the pool warm.
+//!
+//! The session keeps its own record of the tunnels it asked the server for ([`Published`]); a
+//! reload changes the shared table and wakes the session, which withdraws and publishes
+//! tunnels until its record matches the table again (`publish`). HTTP tunnels' health
+//! checkers run per tunnel and per session (`health`).
 
-use crate::config::ClientConfig;
+mod health;
+mod publish;
+
+use crate::config::{ClientConfig, TunnelConfig};
 use crate::connect::{Established, host_of};
 use crate::streams::Pool;
+use crate::tunnels::Tunnels;
 use crate::{ClientError, Event};
 use burrow_net::{Carrier, FrameIo, write_frame};
 use burrow_proto::liveness::{Action, Liveness};
-use burrow_proto::msg::{ClientMsg, Refusal, ServerMsg, TunnelKind, TunnelRequest};
-use std::sync::{Arc, Mutex};
+use burrow_proto::msg::{ClientMsg, ServerMsg, TunnelKind};
+use health::Report;
+use std::collections::HashMap;
+use std::sync::Arc;
 use tokio::io::WriteHalf;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::{Instant, sleep_until, timeout};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 /// Extra slots the pool may grow by on the server's request, beyond `pool_size` (the server
 /// keeps at most 256 idle data connections per session).
@@ -22,8 +33,6 @@ const INCOMING_QUEUE: usize = 64;
 /// Health-check changes waiting for the control stream (one task per tunnel sends at most one
 /// change per check, and waits when this is full).
 const HEALTH_QUEUE: usize = 16;
-/// Longest a health check waits for the target to accept a connection.
-const HEALTH_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How a session ended.
 #[derive(Debug)]
@@ -36,15 +45,28 @@ pub(crate) enum End {
     Fatal(String),
 }
 
-/// What outlives a session: the configuration, the ports granted so far, the event sink.
+/// What outlives a session: the settings, the tunnels with the ports granted so far, the
+/// event sink.
 pub(crate) struct Context {
+    /// The settings; its `tunnels` is empty: they live in `tunnels`, which reloads change.
     pub config: Arc<ClientConfig>,
-    /// Public port granted to each tunnel (by index), asked for again after a reconnect.
-    pub granted: Mutex<Vec<Option<u16>>>,
-    /// Name granted to each HTTP tunnel that let the server choose, asked for again likewise.
-    pub names: Mutex<Vec<Option<String>>>,
+    pub tunnels: Arc<Tunnels>,
     pub on_event: Box<dyn Fn(Event) + Send + Sync>,
     pub streams: TaskTracker,
+}
+
+/// A tunnel this session asked the server for.
+struct Published {
+    /// The configuration it was asked with (a retarget replaces it).
+    config: Arc<TunnelConfig>,
+    /// The request used a remembered (not configured) port or name.
+    remembered: bool,
+    /// A refusal ends the client: configured at start and asked for on the first session.
+    fatal: bool,
+    /// Its health checker's serial, and the guard that stops the checker when dropped.
+    health: Option<(u64, DropGuard)>,
+    /// Its checker last reported the target unhealthy.
+    unhealthy: bool,
 }
 
 struct Session<'a> {
@@ -53,10 +75,13 @@ struct Session<'a> {
     liveness: Liveness,
     pool: Arc<Pool>,
     extra: Arc<Semaphore>,
-    /// True until the first session has published every tunnel: refusals are fatal then.
+    /// True on the client's first session: refusals of the tunnels configured at start are
+    /// fatal then.
     first: bool,
-    /// Whether each tunnel's current request used a remembered (not configured) port or name.
-    remembered: Vec<bool>,
+    /// The tunnels asked for, by id.
+    published: HashMap<u32, Published>,
+    /// Where health checkers report, and the serial of the last one started.
+    health: (mpsc::Sender<Report>, u64),
     /// This session's id (the client id the server knows it by).
     session: u64,
 }
@@ -79,6 +104,7 @@ pub(crate) async fn run(
     let reader_task = tokio::spawn(burrow_net::forward_frames(reader, tx));
     let pool = Arc::new(Pool {
         config: ctx.config.clone(),
+        tunnels: ctx.tunnels.clone(),
         session,
         secret,
         closed: shutdown.child_token(),
@@ -91,6 +117,7 @@ pub(crate) async fn run(
     let now = Instant::now().into_std();
     let liveness = Liveness::new(now, ctx.config.heartbeat_interval, ctx.config.dead_after);
     let extra = Arc::new(Semaphore::new(MAX_EXTRA_SLOTS));
+    let (health_tx, mut health) = mpsc::channel(HEALTH_QUEUE);
     let mut s = Session {
         ctx,
         writer,
@@ -98,24 +125,10 @@ pub(crate) async fn run(
         pool,
         extra,
         first,
-        remembered: Vec::new(),
+        published: HashMap::new(),
+        health: (health_tx, 0),
         session,
     };
-    let (health_tx, mut health) = mpsc::channel(HEALTH_QUEUE);
-    for (i, tunnel) in ctx.config.tunnels.iter().enumerate() {
-        if let (TunnelKind::Http(_), Some(every)) = (&tunnel.kind, tunnel.health_check) {
-            let closed = s.pool.closed.clone();
-            let local = tunnel.local.clone();
-            tokio::spawn(check_health(
-                i as u32,
-                local,
-                every,
-                health_tx.clone(),
-                closed,
-            ));
-        }
-    }
-    drop(health_tx);
     let end = match s.publish_all().await {
         Ok(()) => s.run(&mut incoming, &mut health, shutdown).await,
         Err(end) => end,
@@ -126,59 +139,13 @@ pub(crate) async fn run(
 }
 
 impl Session<'_> {
-    async fn publish_all(&mut self) -> Result<(), End> {
-        self.send(ClientMsg::Host(crate::host::info())).await?;
-        let granted = self
-            .ctx
-            .granted
-            .lock()
-            .map(|g| g.clone())
-            .unwrap_or_default();
-        let names = self.ctx.names.lock().map(|g| g.clone()).unwrap_or_default();
-        for (i, tunnel) in self.ctx.config.tunnels.iter().enumerate() {
-            let remembered = granted.get(i).copied().flatten();
-            let name = names.get(i).cloned().flatten();
-            let (port, kind) = match &tunnel.kind {
-                TunnelKind::Http(options) if options.subdomain.is_none() && name.is_some() => {
-                    self.remembered.push(true);
-                    let mut options = options.clone();
-                    options.subdomain = name;
-                    (None, TunnelKind::Http(options))
-                }
-                _ => {
-                    self.remembered
-                        .push(tunnel.remote_port.is_none() && remembered.is_some());
-                    (tunnel.remote_port.or(remembered), tunnel.kind.clone())
-                }
-            };
-            self.request(i, port, kind).await?;
-        }
-        Ok(())
-    }
-
-    async fn request(
-        &mut self,
-        index: usize,
-        remote_port: Option<u16>,
-        kind: TunnelKind,
-    ) -> Result<(), End> {
-        let tunnel = &self.ctx.config.tunnels[index];
-        let req = TunnelRequest {
-            id: index as u32,
-            name: tunnel.name.clone(),
-            kind,
-            remote_port,
-            target: tunnel.local.clone(),
-        };
-        self.send(ClientMsg::OpenTunnel(req)).await
-    }
-
     async fn run(
         &mut self,
         incoming: &mut mpsc::Receiver<Result<ServerMsg, FrameIo>>,
-        health: &mut mpsc::Receiver<(u32, bool)>,
+        health: &mut mpsc::Receiver<Report>,
         shutdown: &CancellationToken,
     ) -> End {
+        let ctx = self.ctx;
         loop {
             let next_beat = match self.liveness.poll(Instant::now().into_std()) {
                 Action::WaitUntil(t) => Instant::from_std(t),
@@ -196,7 +163,8 @@ impl Session<'_> {
             let step = tokio::select! {
                 _ = shutdown.cancelled() => Err(self.goodbye().await),
                 msg = incoming.recv() => self.on_message(msg).await,
-                Some((id, healthy)) = health.recv() => self.on_health(id, healthy).await,
+                Some(report) = health.recv() => self.on_health(report).await,
+                () = ctx.tunnels.changed.notified() => self.reconcile().await,
                 _ = sleep_until(next_beat) => Ok(()),
             };
             if let Err(end) = step {
@@ -261,26 +229,12 @@ impl Session<'_> {
         }
     }
 
-    async fn on_health(&mut self, id: u32, healthy: bool) -> Result<(), End> {
-        if let Some(tunnel) = self.ctx.config.tunnels.get(id as usize) {
-            if healthy {
-                info!(tunnel = %tunnel.name, local = %tunnel.local, "target healthy again");
-            } else {
-                warn!(tunnel = %tunnel.name, local = %tunnel.local, "target failed its health check; visitors go to the other clients of this name");
-            }
-        }
-        self.send(ClientMsg::TunnelHealth { id, healthy }).await
-    }
-
     fn on_http_opened(&mut self, id: u32, name: String, urls: Vec<String>) {
-        let Some(tunnel) = self.ctx.config.tunnels.get(id as usize) else {
-            return warn!(tunnel = id, "server granted an unknown tunnel");
+        let Some(entry) = self.ctx.tunnels.get(id) else {
+            return debug!(tunnel = id, "server granted a tunnel withdrawn since");
         };
-        if let Ok(mut names) = self.ctx.names.lock()
-            && let Some(slot) = names.get_mut(id as usize)
-        {
-            *slot = Some(name);
-        }
+        self.ctx.tunnels.named(id, name);
+        let tunnel = &entry.config;
         let host = host_of(&self.ctx.config.server);
         // An IPv6 address goes in brackets in a URL.
         let host = if host.contains(':') && !host.starts_with('[') {
@@ -300,9 +254,10 @@ impl Session<'_> {
     }
 
     fn on_opened(&mut self, id: u32, port: u16) {
-        let Some(tunnel) = self.ctx.config.tunnels.get(id as usize) else {
-            return warn!(tunnel = id, "server granted an unknown tunnel");
+        let Some(entry) = self.ctx.tunnels.get(id) else {
+            return debug!(tunnel = id, "server granted a tunnel withdrawn since");
         };
+        let tunnel = &entry.config;
         if tunnel.kind == TunnelKind::UdpToSink {
             let server = host_of(&self.ctx.config.server).to_owned();
             info!(tunnel = %tunnel.name, local = %tunnel.local, "events tunnel ready");
@@ -315,11 +270,7 @@ impl Session<'_> {
                 server,
             });
         }
-        if let Ok(mut granted) = self.ctx.granted.lock()
-            && let Some(slot) = granted.get_mut(id as usize)
-        {
-            *slot = Some(port);
-        }
+        self.ctx.tunnels.granted(id, port);
         let public = format!("{}:{port}", host_of(&self.ctx.config.server));
         info!(tunnel = %tunnel.name, %public, local = %tunnel.local, "tunnel ready");
         (self.ctx.config.status).ready(&tunnel.name, Some(public.clone()), Vec::new());
@@ -328,26 +279,6 @@ impl Session<'_> {
             public,
             local: tunnel.local.clone(),
         });
-    }
-
-    async fn on_refused(&mut self, id: u32, reason: Refusal) -> Result<(), End> {
-        let index = id as usize;
-        let Some(tunnel) = self.ctx.config.tunnels.get(index) else {
-            return Ok(());
-        };
-        // A remembered port or name may have been taken after its lease ended: take any instead.
-        if self.remembered.get(index).copied().unwrap_or(false) {
-            self.remembered[index] = false;
-            info!(tunnel = %tunnel.name, "previous port or name unavailable ({reason}); asking for any");
-            return self.request(index, None, tunnel.kind.clone()).await;
-        }
-        let msg = format!("tunnel {} refused: {reason}", tunnel.name);
-        (self.ctx.config.status).refused(&tunnel.name, reason.to_string());
-        if self.first {
-            return Err(End::Fatal(msg));
-        }
-        warn!("{msg}");
-        Ok(())
     }
 
     /// Grows the pool by `count` slots, which retire once they go unused for a while.
@@ -361,37 +292,6 @@ impl Session<'_> {
                 pool.slot(Some(crate::streams::EXTRA_IDLE)).await;
                 drop(permit);
             });
-        }
-    }
-}
-
-/// Checks every `every` that `local` accepts a TCP connection and reports each change of the
-/// answer (starting from healthy) until the session ends.
-async fn check_health(
-    id: u32,
-    local: String,
-    every: std::time::Duration,
-    changes: mpsc::Sender<(u32, bool)>,
-    closed: CancellationToken,
-) {
-    let mut healthy = true;
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = closed.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        let wait = every.min(HEALTH_CONNECT_TIMEOUT);
-        let answers = matches!(
-            timeout(wait, tokio::net::TcpStream::connect(&local)).await,
-            Ok(Ok(_))
-        );
-        if answers != healthy {
-            healthy = answers;
-            if changes.send((id, healthy)).await.is_err() {
-                return;
-            }
         }
     }
 }

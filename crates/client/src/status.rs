@@ -37,7 +37,7 @@ struct Inner {
     connected_since: Option<SystemTime>,
     reconnects: u64,
     rtt: Option<Duration>,
-    /// In the order they were added (the config's order).
+    /// In the order they were added (the config's order, then what reloads added).
     tunnels: Vec<Tunnel>,
 }
 
@@ -131,7 +131,7 @@ pub struct Snapshot {
     pub reconnects: u64,
     /// The last heartbeat's round trip, in milliseconds.
     pub rtt_ms: Option<f64>,
-    /// Every tunnel, in the config's order.
+    /// Every tunnel, in the config's order (tunnels added by a reload come last).
     pub tunnels: Vec<TunnelSnapshot>,
 }
 
@@ -203,6 +203,12 @@ impl Status {
             Some(existing) => *existing = entry,
             None => inner.tunnels.push(entry),
         }
+    }
+
+    /// The tunnel called `tunnel.name` now forwards to `tunnel.local`; its state and counters
+    /// stay.
+    pub(crate) fn retarget(&self, tunnel: &TunnelConfig) {
+        self.with_tunnel(&tunnel.name, |t| t.local = tunnel.local.clone());
     }
 
     /// Stops reporting on the tunnel called `name`; streams still running are not counted.

@@ -6,11 +6,15 @@
 //! used. When visitors arrive faster than that, the server asks for more and the pool grows by
 //! extra slots; an extra slot whose connection sits unused for [`EXTRA_IDLE`] retires, so the
 //! pool shrinks back to `pool_size` when the burst is over.
-//! Streams outlive the session that opened them: a reconnect does not cut a running transfer.
+//! Streams outlive the session that opened them: a reconnect does not cut a running transfer,
+//! nor does a reload that removes or retargets the tunnel; a datagram connection, which carries
+//! every flow of its tunnel, closes then instead (the server opens another for a retargeted
+//! tunnel, toward its new target).
 
 use crate::config::ClientConfig;
 use crate::connect::{self, ConnectError};
 use crate::proxy_protocol::{ProxyProtocol, write_header};
+use crate::tunnels::Tunnels;
 use burrow_net::{Carrier, read_frame, relay, tune_endpoint};
 use burrow_proto::auth::Secret;
 use burrow_proto::msg::{StreamKind, StreamOpen, Target, TunnelKind};
@@ -41,6 +45,8 @@ pub(crate) enum Outcome {
 /// What data connections of one session need.
 pub(crate) struct Pool {
     pub config: Arc<ClientConfig>,
+    /// The running tunnels, where a stream looks up its target.
+    pub tunnels: Arc<Tunnels>,
     pub session: u64,
     pub secret: Secret,
     /// Cancelled when the session ends: idle connections close, streams go on.
@@ -95,9 +101,9 @@ impl Pool {
         match open {
             Ok(open) => {
                 let span = self.stream_span(&open);
-                let config = self.config.clone();
+                let (config, tunnels) = (self.config.clone(), self.tunnels.clone());
                 self.streams
-                    .spawn(run_stream(config, carrier, open).instrument(span));
+                    .spawn(run_stream(config, tunnels, carrier, open).instrument(span));
                 Outcome::Served
             }
             Err(e) => {
@@ -135,23 +141,36 @@ impl Pool {
 }
 
 /// Connects a stream to its target and relays until both directions finish.
-async fn run_stream(config: Arc<ClientConfig>, carrier: Carrier, open: StreamOpen) {
-    let tunnel = match &open.target {
-        Target::Tunnel(id) => match config.tunnels.get(*id as usize) {
-            Some(t) => t,
-            None => return warn!("stream for unknown tunnel {id}; closed"),
+async fn run_stream(
+    config: Arc<ClientConfig>,
+    tunnels: Arc<Tunnels>,
+    carrier: Carrier,
+    open: StreamOpen,
+) {
+    let entry = match &open.target {
+        Target::Tunnel(id) => match tunnels.get(*id) {
+            Some(entry) => entry,
+            None => return debug!("stream for tunnel {id}, withdrawn since; closed"),
         },
         Target::Address { host, port } => {
             return warn!("stream to {host}:{port} refused: this client allows no reverse dial");
         }
     };
+    let tunnel = &entry.config;
     let counted = config.status.stream(&tunnel.name);
+    let closed = &entry.closed;
     match (open.kind, &tunnel.kind) {
         (StreamKind::Datagrams, TunnelKind::Udp(options)) => {
-            crate::udp::run(carrier, &tunnel.local, *options).await
+            let relay = crate::udp::run(carrier, &tunnel.local, *options);
+            if closed.run_until_cancelled(relay).await.is_none() {
+                debug!("datagram connection closed: its tunnel was withdrawn or retargeted");
+            }
         }
         (StreamKind::Datagrams, TunnelKind::UdpToSink) => {
-            crate::udp::run_to_sink(carrier, &tunnel.local).await
+            let relay = crate::udp::run_to_sink(carrier, &tunnel.local);
+            if closed.run_until_cancelled(relay).await.is_none() {
+                debug!("event connection closed: its tunnel was withdrawn or retargeted");
+            }
         }
         _ => {
             let relayed = run_tcp(

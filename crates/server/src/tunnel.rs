@@ -53,7 +53,11 @@ async fn accept_loop(
 ) {
     loop {
         let accepted = tokio::select! {
-            _ = closed.cancelled() => return debug!("listener closed"),
+            _ = closed.cancelled() => {
+                // Closed before it is logged, so whoever reads the line finds the port closed.
+                drop(listener);
+                return debug!("listener closed");
+            }
             accepted = listener.accept() => accepted,
         };
         match accepted {
