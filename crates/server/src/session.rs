@@ -7,15 +7,14 @@
 
 use crate::handshake::send_welcome;
 use crate::ports::Endpoint;
-use crate::registry::{Route, SessionHandle, TunnelAbout};
+use crate::registry::SessionHandle;
 use crate::spans::SessionSpan;
-use crate::{Shared, pool::DataPool, tunnel, udp};
+use crate::{Shared, pool::DataPool};
 use burrow_net::{Carrier, FrameIo, write_frame};
 use burrow_proto::auth::Secret;
 use burrow_proto::liveness::{Action, Liveness};
 use burrow_proto::msg::{
-    ClientMsg, HandshakeError, HostInfo, HttpOptions, MAX_INFO_LEN, MAX_NAME_LEN, Refusal,
-    ServerMsg, TunnelKind, TunnelRequest,
+    ClientMsg, HandshakeError, HostInfo, MAX_INFO_LEN, MAX_NAME_LEN, ServerMsg,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,8 +27,6 @@ use tracing::{Instrument, debug, info, warn};
 
 /// Messages queued for the control stream (heartbeat answers, pool requests).
 const CONTROL_QUEUE: usize = 64;
-/// Attempts at finding a bindable port when the client lets the server choose.
-const BIND_ATTEMPTS: usize = 32;
 /// Heartbeats with this bit set in their sequence number were asked for by an operator (the
 /// admin API's ping); the session's own heartbeats count up from 1 and never reach it.
 pub(crate) const OPERATOR_PING: u64 = 1 << 63;
@@ -306,171 +303,6 @@ impl Session {
         Ok(())
     }
 
-    async fn open_tunnel(&mut self, req: TunnelRequest) -> ServerMsg {
-        let id = req.id;
-        if let TunnelKind::Http(options) = &req.kind {
-            return self.open_http(&req, options);
-        }
-        let opened = match self.admit(&req) {
-            Err(reason) => Err(reason),
-            Ok(()) if req.kind == TunnelKind::UdpToSink => self.open_sink(&req).map(|()| None),
-            Ok(()) => self.try_open_tunnel(&req).await.map(Some),
-        };
-        let name = printable(&req.name);
-        match opened {
-            Ok(Some((protocol, port))) => {
-                self.tunnels.insert(id, (protocol, port));
-                let about = TunnelAbout {
-                    name: name.clone(),
-                    target: about(&req.target),
-                };
-                self.shared.registry.describe((protocol, port), about);
-                info!(tunnel = id, %name, %protocol, port, "tunnel published");
-                ServerMsg::TunnelOpened { id, port }
-            }
-            Ok(None) => {
-                info!(tunnel = id, sink = %name, "events tunnel to a UDP sink published");
-                ServerMsg::TunnelOpened { id, port: 0 }
-            }
-            Err(reason) => {
-                warn!(tunnel = id, %name, "tunnel refused: {reason}");
-                ServerMsg::TunnelRefused { id, reason }
-            }
-        }
-    }
-
-    /// Checks what every tunnel request must satisfy, whatever its kind.
-    fn admit(&self, req: &TunnelRequest) -> Result<(), Refusal> {
-        if req.name.len() > MAX_NAME_LEN {
-            return Err(Refusal::Invalid(format!(
-                "tunnel name longer than {MAX_NAME_LEN} bytes"
-            )));
-        }
-        if self.tunnels.contains_key(&req.id)
-            || self.sinks.contains_key(&req.id)
-            || self.http.contains_key(&req.id)
-        {
-            return Err(Refusal::DuplicateId(req.id));
-        }
-        let limit = self.shared.config().max_tunnels_per_session;
-        if self.tunnels.len() + self.sinks.len() + self.http.len() >= limit as usize {
-            return Err(Refusal::TooManyTunnels(limit));
-        }
-        Ok(())
-    }
-
-    /// Publishes an HTTP tunnel on the edge and answers with its name and addresses.
-    fn open_http(&mut self, req: &TunnelRequest, options: &HttpOptions) -> ServerMsg {
-        let id = req.id;
-        let opened = self
-            .admit(req)
-            .and_then(|()| self.shared.edge.check(options))
-            .and_then(|options| {
-                let name = self.shared.registry.http_claim(
-                    &self.handle,
-                    id,
-                    &options,
-                    &about(&req.target),
-                )?;
-                Ok((name, options))
-            });
-        match opened {
-            Ok((name, options)) => {
-                let urls = self
-                    .shared
-                    .edge
-                    .urls(&self.shared.config().http, &name, &options);
-                info!(tunnel = id, %name, urls = %urls.join(" "), "HTTP tunnel published");
-                self.http.insert(id, name.clone());
-                ServerMsg::HttpOpened { id, name, urls }
-            }
-            Err(reason) => {
-                warn!(tunnel = id, name = %printable(&req.name), "HTTP tunnel refused: {reason}");
-                ServerMsg::TunnelRefused { id, reason }
-            }
-        }
-    }
-
-    /// Starts delivering a client's events to the server-side sink named like the tunnel.
-    fn open_sink(&mut self, req: &TunnelRequest) -> Result<(), Refusal> {
-        let Some(sink) = self
-            .shared
-            .config()
-            .udp_sinks
-            .iter()
-            .find(|s| s.name == req.name)
-            .cloned()
-        else {
-            return Err(Refusal::Invalid(format!(
-                "this server has no UDP sink named `{}`",
-                printable(&req.name)
-            )));
-        };
-        let socket = udp::sink::udp_sender(sink.deliver_to, false).map_err(|e| {
-            Refusal::Invalid(format!(
-                "the server cannot open a socket toward its sink: {e}"
-            ))
-        })?;
-        let closed = self.handle.closed.child_token();
-        self.sinks.insert(req.id, closed.clone());
-        let task = udp::sink::deliver(
-            self.shared.clone(),
-            self.handle.clone(),
-            req.id,
-            sink,
-            socket,
-            closed,
-        );
-        self.shared
-            .tracker
-            .spawn(task.instrument(tracing::Span::current()));
-        Ok(())
-    }
-
-    async fn try_open_tunnel(&mut self, req: &TunnelRequest) -> Result<Endpoint, Refusal> {
-        let protocol = req.kind.protocol();
-        let registry = &self.shared.registry;
-        let route: Route = Some((self.handle.clone(), req.id));
-        let mut busy = Vec::new();
-        for _ in 0..BIND_ATTEMPTS {
-            let claim = registry.claim(&self.handle, protocol, req.remote_port, &busy)?;
-            let endpoint = (protocol, claim.port);
-            if claim.taken_over && registry.reroute(endpoint, route.clone()) {
-                return Ok(endpoint);
-            }
-            match self.bind_and_publish(&req.kind, claim.port, route.clone()) {
-                Ok(()) => return Ok(endpoint),
-                Err(e) => {
-                    registry.unclaim(endpoint);
-                    if req.remote_port.is_some() || e.kind() != std::io::ErrorKind::AddrInUse {
-                        return Err(tunnel::bind_refusal(claim.port, &e));
-                    }
-                    busy.push(claim.port);
-                }
-            }
-        }
-        Err(Refusal::NoFreePort)
-    }
-
-    /// Binds the tunnel's public socket and starts serving it.
-    fn bind_and_publish(&self, kind: &TunnelKind, port: u16, route: Route) -> std::io::Result<()> {
-        match kind {
-            TunnelKind::Tcp => {
-                let listener = tunnel::bind(&self.shared, port)?;
-                tunnel::publish(&self.shared, listener, port, route);
-            }
-            TunnelKind::Udp(options) => {
-                let socket = udp::bind(&self.shared, port)?;
-                udp::publish(&self.shared, socket, port, route, *options);
-            }
-            // Sinks and HTTP tunnels claim no public port; they never reach this point.
-            TunnelKind::UdpToSink | TunnelKind::Http(_) => {
-                return Err(std::io::ErrorKind::Unsupported.into());
-            }
-        }
-        Ok(())
-    }
-
     /// Cleans up after the loop: the session leaves the registry, its ports become leases.
     fn finish(self, end: End, reader: tokio::task::JoinHandle<()>) {
         let Session {
@@ -581,5 +413,6 @@ pub(crate) fn printable(name: &str) -> String {
         .collect()
 }
 
+mod open;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -5,7 +5,7 @@
 use super::*;
 use crate::config::{Auth, PortSet, ServerConfig, Transport};
 use burrow_net::read_frame;
-use burrow_proto::msg::Welcome;
+use burrow_proto::msg::{TunnelKind, TunnelRequest, Welcome};
 use std::time::Duration;
 use tokio::io::{DuplexStream, duplex};
 use tokio_util::sync::CancellationToken;
