@@ -10,10 +10,9 @@
 
 use burrow_net::Carrier;
 use burrow_net::datagram_io::{
-    DATAGRAM_QUEUE, DatagramStats, offer, read_datagram, send_now, udp_listener, udp_sender,
-    write_datagrams,
+    DatagramStats, FrameReader, Outbox, udp_listener, udp_sender, write_datagrams,
 };
-use burrow_proto::datagram::{MAX_DATAGRAM, encode};
+use burrow_net::udp_batch::{BatchSocket, RECV_BATCH, RecvSlots, SendBatch};
 use burrow_proto::msg::UdpOptions;
 use std::collections::HashMap;
 use std::io;
@@ -22,15 +21,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::ReadHalf;
-use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+/// Datagrams a flow's socket takes per receive call: replies come a few at a time, and each flow
+/// holds its slots (64 KiB each) for as long as it lives.
+const FLOW_RECV_BATCH: usize = 4;
+
 /// One flow: its socket toward the target and when it last carried anything.
 struct Flow {
-    socket: Arc<UdpSocket>,
+    socket: Arc<BatchSocket>,
     /// Milliseconds since the relay started, at the last datagram either way.
     last_seen: Arc<AtomicU64>,
     reader: Option<AbortHandle>,
@@ -49,7 +50,7 @@ struct Relay {
     target: SocketAddr,
     options: UdpOptions,
     flows: Mutex<HashMap<u32, Flow>>,
-    tx: mpsc::Sender<Vec<u8>>,
+    outbox: Outbox,
     stats: DatagramStats,
     started: Instant,
 }
@@ -62,20 +63,19 @@ pub(crate) async fn run(carrier: Carrier, local: &str, options: UdpOptions) {
             return warn!(target = %local, "cannot resolve the UDP target; datagram connection closed");
         }
     };
-    let (mut reader, writer) = tokio::io::split(carrier);
-    let (tx, rx) = mpsc::channel(DATAGRAM_QUEUE);
+    let (reader, writer) = tokio::io::split(carrier);
     let relay = Arc::new(Relay {
         target,
         options,
         flows: Mutex::new(HashMap::new()),
-        tx,
+        outbox: Outbox::default(),
         stats: DatagramStats::default(),
         started: Instant::now(),
     });
     info!(%target, "datagram connection up");
     let ended = tokio::select! {
-        r = write_datagrams(writer, rx) => r,
-        r = relay.carry_server_datagrams(&mut reader) => r,
+        r = write_datagrams(writer, &relay.outbox) => r,
+        r = relay.carry_server_datagrams(FrameReader::new(reader)) => r,
         _ = relay.expire_flows() => Ok(()),
     };
     let flows = std::mem::take(&mut *relay.lock());
@@ -101,34 +101,50 @@ impl Relay {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Server → target: each datagram goes out on its flow's socket.
+    /// Server → target: each datagram goes out on its flow's socket; datagrams in a row for
+    /// one flow leave together.
     async fn carry_server_datagrams(
         self: &Arc<Self>,
-        reader: &mut ReadHalf<Carrier>,
+        mut frames: FrameReader<ReadHalf<Carrier>>,
     ) -> io::Result<()> {
-        let mut buf = Vec::with_capacity(MAX_DATAGRAM);
+        let mut batch = SendBatch::default();
+        let mut batch_flow: Option<(u32, Arc<BatchSocket>)> = None;
         loop {
-            let (flow, len) = read_datagram(reader, &mut buf)
-                .await
-                .map_err(io::Error::other)?;
-            let Some(socket) = self.socket_for(flow) else {
-                DatagramStats::bump(&self.stats.dropped_flow);
-                continue;
-            };
-            match send_now(&socket, &buf[..len], None) {
-                Ok(_) => {}
-                // A full buffer drops the datagram; an ICMP error from an earlier send is not
-                // this datagram's fault. Neither ends the flow.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    DatagramStats::bump(&self.stats.dropped_full)
+            frames.fill().await?;
+            while let Some((flow, payload)) = frames.next_frame()? {
+                if let Some((current, socket)) = &batch_flow
+                    && *current == flow
+                    && batch.push(payload, socket.max_segments())
+                {
+                    continue;
                 }
-                Err(e) => debug!(flow, "send to the target failed: {e}"),
+                self.send_to_target(&mut batch, batch_flow.take());
+                let Some(socket) = self.socket_for(flow) else {
+                    DatagramStats::bump(&self.stats.dropped_flow);
+                    continue;
+                };
+                batch.push(payload, socket.max_segments());
+                batch_flow = Some((flow, socket));
             }
+            self.send_to_target(&mut batch, batch_flow.take());
+        }
+    }
+
+    /// Sends the datagrams gathered for one flow. A full buffer drops them; an ICMP error from
+    /// an earlier send is not this datagram's fault. Neither ends the flow.
+    fn send_to_target(&self, batch: &mut SendBatch, flow: Option<(u32, Arc<BatchSocket>)>) {
+        let Some((flow, socket)) = flow else {
+            return;
+        };
+        let report = socket.send_batch(batch, self.target);
+        DatagramStats::add(&self.stats.dropped_full, report.full);
+        if let Some(e) = report.failed {
+            debug!(flow, "send to the target failed: {e}");
         }
     }
 
     /// The socket of `flow`, opened on first sight; `None` when no socket can be opened.
-    fn socket_for(self: &Arc<Self>, flow: u32) -> Option<Arc<UdpSocket>> {
+    fn socket_for(self: &Arc<Self>, flow: u32) -> Option<Arc<BatchSocket>> {
         let now = self.now_ms();
         let mut flows = self.lock();
         if let Some(f) = flows.get(&flow) {
@@ -177,21 +193,21 @@ impl Relay {
         Some(socket)
     }
 
-    /// Target → server: replies on one flow's socket.
+    /// Target → server: replies on one flow's socket, a few per receive call.
     async fn replies(
         self: Arc<Self>,
         flow: u32,
-        socket: Arc<UdpSocket>,
+        socket: Arc<BatchSocket>,
         last_seen: Arc<AtomicU64>,
     ) {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut slots = RecvSlots::new(FLOW_RECV_BATCH);
         loop {
-            match socket.recv(&mut buf).await {
+            match socket.recv_batch(&mut slots).await {
                 Ok(n) => {
                     last_seen.store(self.now_ms(), Ordering::Relaxed);
-                    let mut frame = Vec::with_capacity(n + 8);
-                    if encode(flow, &buf[..n], &mut frame).is_ok() {
-                        offer(&self.tx, frame, &self.stats);
+                    let mut offers = self.outbox.offers();
+                    for (_, payload) in slots.datagrams(n) {
+                        offers.offer(flow, payload, &self.stats);
                     }
                 }
                 // The target refused an earlier datagram (ICMP port unreachable): keep listening.
@@ -251,16 +267,16 @@ pub(crate) async fn run_to_sink(carrier: Carrier, local: &str) {
         }
     };
     let (mut reader, writer) = tokio::io::split(carrier);
-    let (tx, rx) = mpsc::channel(DATAGRAM_QUEUE);
+    let outbox = Outbox::default();
     let stats = DatagramStats::default();
     info!(%local, "event connection up");
     let hear = async {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut slots = RecvSlots::new(RECV_BATCH);
         loop {
-            let (n, _) = socket.recv_from(&mut buf).await?;
-            let mut frame = Vec::with_capacity(n + 8);
-            if encode(0, &buf[..n], &mut frame).is_ok() {
-                offer(&tx, frame, &stats);
+            let n = socket.recv_batch(&mut slots).await?;
+            let mut offers = outbox.offers();
+            for (_, payload) in slots.datagrams(n) {
+                offers.offer(0, payload, &stats);
             }
         }
     };
@@ -271,7 +287,7 @@ pub(crate) async fn run_to_sink(carrier: Carrier, local: &str) {
             .map(|_| ())
     };
     let ended: io::Result<()> = tokio::select! {
-        r = write_datagrams(writer, rx) => r,
+        r = write_datagrams(writer, &outbox) => r,
         r = hear => r,
         r = closed => r,
     };

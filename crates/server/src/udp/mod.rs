@@ -15,18 +15,16 @@ use crate::Shared;
 use crate::metrics::TunnelStats;
 use crate::registry::Route;
 use crate::tunnel::find_carrier;
-use burrow_net::datagram_io::{
-    DATAGRAM_QUEUE, DatagramStats, offer, read_datagram, send_now, write_datagrams,
-};
+use burrow_net::datagram_io::{DatagramStats, FrameReader, Outbox, write_datagrams};
+use burrow_net::udp_batch::{BatchSocket, RECV_BATCH, RecvSlots, SendBatch};
 use burrow_net::{Carrier, write_frame};
-use burrow_proto::datagram::{MAX_DATAGRAM, encode};
 use burrow_proto::msg::{Protocol, StreamKind, StreamOpen, Target, UdpOptions};
 use flows::FlowTable;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
@@ -48,17 +46,18 @@ pub(crate) async fn open_datagrams(
     write_frame(carrier, &open).await
 }
 
-/// Binds a public UDP port on the configured address.
-pub(crate) fn bind(shared: &Shared, port: u16) -> std::io::Result<UdpSocket> {
-    let socket = std::net::UdpSocket::bind((shared.config().public_bind, port))?;
-    socket.set_nonblocking(true)?;
-    UdpSocket::from_std(socket)
+/// Binds a public UDP port on the configured address, with large buffers and batched I/O.
+pub(crate) fn bind(shared: &Shared, port: u16) -> std::io::Result<BatchSocket> {
+    BatchSocket::new(std::net::UdpSocket::bind((
+        shared.config().public_bind,
+        port,
+    ))?)
 }
 
 /// Registers a bound UDP socket and starts serving it.
 pub(crate) fn publish(
     shared: &Arc<Shared>,
-    socket: UdpSocket,
+    socket: BatchSocket,
     port: u16,
     route: Route,
     options: UdpOptions,
@@ -87,7 +86,7 @@ pub(crate) fn publish(
 }
 
 struct UdpTunnel {
-    socket: UdpSocket,
+    socket: BatchSocket,
     flows: Mutex<FlowTable>,
     stats: Arc<TunnelStats>,
     idle: Duration,
@@ -96,20 +95,6 @@ struct UdpTunnel {
 impl UdpTunnel {
     fn flows(&self) -> std::sync::MutexGuard<'_, FlowTable> {
         self.flows.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The flow of `visitor`, a new one if there is room; counts new flows as streams.
-    fn flow_for(&self, visitor: std::net::SocketAddr) -> Option<u32> {
-        let mut flows = self.flows();
-        let before = flows.len();
-        let flow = flows.flow_for(visitor, Instant::now().into_std());
-        let after = flows.len();
-        drop(flows);
-        if after > before {
-            self.stats.streams_total.fetch_add(1, Ordering::Relaxed);
-            self.stats.streams_active.store(after, Ordering::Relaxed);
-        }
-        flow
     }
 
     /// Serves the tunnel until it is closed: takes a data connection of the current session,
@@ -152,23 +137,23 @@ impl UdpTunnel {
 
     /// Carries datagrams both ways over one data connection until it fails.
     async fn relay(&self, carrier: Carrier) -> std::io::Result<()> {
-        let (mut reader, writer) = tokio::io::split(carrier);
-        let (tx, rx) = mpsc::channel(DATAGRAM_QUEUE);
+        let (reader, writer) = tokio::io::split(carrier);
+        let outbox = Outbox::default();
         tokio::select! {
-            r = write_datagrams(writer, rx) => r,
-            r = self.carry_visitor_datagrams(&tx) => r,
-            r = self.carry_replies(&mut reader) => r,
+            r = write_datagrams(writer, &outbox) => r,
+            r = self.carry_visitor_datagrams(&outbox) => r,
+            r = self.carry_replies(FrameReader::new(reader)) => r,
             _ = self.expire_flows() => Ok(()),
         }
     }
 
-    /// Visitors → client: every datagram, framed with its flow id.
-    async fn carry_visitor_datagrams(&self, tx: &mpsc::Sender<Vec<u8>>) -> std::io::Result<()> {
-        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    /// Visitors → client: every datagram, framed with its flow id, many per receive call.
+    async fn carry_visitor_datagrams(&self, outbox: &Outbox) -> std::io::Result<()> {
+        let mut slots = RecvSlots::new(RECV_BATCH);
         let mut cap_warned = false;
         loop {
-            let (n, visitor) = match self.socket.recv_from(&mut buf).await {
-                Ok(got) => got,
+            let n = match self.socket.recv_batch(&mut slots).await {
+                Ok(n) => n,
                 // ICMP errors from earlier sends surface here on some systems: not fatal.
                 Err(e)
                     if matches!(
@@ -180,43 +165,82 @@ impl UdpTunnel {
                 }
                 Err(e) => return Err(e),
             };
-            let Some(flow) = self.flow_for(visitor) else {
-                DatagramStats::bump(&self.stats.datagrams.dropped_flow);
-                if !cap_warned {
-                    warn!(%visitor, "flow cap reached: datagrams from new visitors are dropped until flows expire");
-                    cap_warned = true;
-                }
-                continue;
-            };
-            cap_warned = false;
-            let mut frame = Vec::with_capacity(n + 8);
-            // `n` is at most MAX_DATAGRAM: the buffer is one byte larger only to detect nothing.
-            if encode(flow, &buf[..n.min(MAX_DATAGRAM)], &mut frame).is_ok() {
-                self.stats.add_bytes(n as u64, 0);
-                offer(tx, frame, &self.stats.datagrams);
-            }
+            self.frame_batch(slots.datagrams(n), outbox, &mut cap_warned);
         }
     }
 
-    /// Client → visitors: each reply goes to its flow's visitor from the public port.
+    /// Frames one batch of visitors' datagrams into the outbox, under one lock of each table.
+    fn frame_batch<'a>(
+        &self,
+        datagrams: impl Iterator<Item = (SocketAddr, &'a [u8])>,
+        outbox: &Outbox,
+        cap_warned: &mut bool,
+    ) {
+        let now = Instant::now().into_std();
+        let mut flows = self.flows();
+        let mut offers = outbox.offers();
+        let before = flows.len();
+        let mut bytes = 0;
+        for (visitor, payload) in datagrams {
+            let Some(flow) = flows.flow_for(visitor, now) else {
+                DatagramStats::bump(&self.stats.datagrams.dropped_flow);
+                if !*cap_warned {
+                    warn!(%visitor, "flow cap reached: datagrams from new visitors are dropped until flows expire");
+                    *cap_warned = true;
+                }
+                continue;
+            };
+            *cap_warned = false;
+            bytes += payload.len();
+            offers.offer(flow, payload, &self.stats.datagrams);
+        }
+        let after = flows.len();
+        drop((offers, flows));
+        self.stats.add_bytes(bytes as u64, 0);
+        if after > before {
+            (self.stats.streams_total).fetch_add((after - before) as u64, Ordering::Relaxed);
+            self.stats.streams_active.store(after, Ordering::Relaxed);
+        }
+    }
+
+    /// Client → visitors: each reply goes to its flow's visitor from the public port; replies
+    /// in a row to one visitor leave together.
     async fn carry_replies(
         &self,
-        reader: &mut tokio::io::ReadHalf<Carrier>,
+        mut frames: FrameReader<tokio::io::ReadHalf<Carrier>>,
     ) -> std::io::Result<()> {
-        let mut buf = Vec::with_capacity(MAX_DATAGRAM);
+        let mut batch = SendBatch::default();
+        let mut batch_to = None;
+        let max = self.socket.max_segments();
         loop {
-            let (flow, len) = read_datagram(reader, &mut buf)
-                .await
-                .map_err(std::io::Error::other)?;
-            let visitor = self.flows().visitor_of(flow, Instant::now().into_std());
-            match visitor {
-                // A full socket buffer drops the datagram, as the network would.
-                Some(visitor) => match send_now(&self.socket, &buf[..len], Some(visitor)) {
-                    Ok(_) => self.stats.add_bytes(0, len as u64),
-                    Err(_) => DatagramStats::bump(&self.stats.datagrams.dropped_full),
-                },
-                None => DatagramStats::bump(&self.stats.datagrams.dropped_flow),
+            frames.fill().await?;
+            while let Some((flow, payload)) = frames.next_frame()? {
+                let visitor = self.flows().visitor_of(flow, Instant::now().into_std());
+                let Some(visitor) = visitor else {
+                    DatagramStats::bump(&self.stats.datagrams.dropped_flow);
+                    continue;
+                };
+                if batch_to != Some(visitor) || !batch.push(payload, max) {
+                    self.send_replies(&mut batch, batch_to);
+                    batch.push(payload, max);
+                    batch_to = Some(visitor);
+                }
             }
+            self.send_replies(&mut batch, batch_to);
+        }
+    }
+
+    /// Sends the gathered replies; a full socket buffer drops them, as the network would.
+    fn send_replies(&self, batch: &mut SendBatch, to: Option<SocketAddr>) {
+        let (Some(to), false) = (to, batch.is_empty()) else {
+            return;
+        };
+        let (count, bytes) = (batch.len(), batch.bytes());
+        let report = self.socket.send_batch(batch, to);
+        DatagramStats::add(&self.stats.datagrams.dropped_full, report.full);
+        if report.full < count {
+            self.stats
+                .add_bytes(0, (bytes / count * (count - report.full)) as u64);
         }
     }
 

@@ -11,13 +11,12 @@ use crate::registry::SessionHandle;
 use crate::{Shared, config::UdpSink};
 use burrow_net::Carrier;
 pub(crate) use burrow_net::datagram_io::udp_sender;
-use burrow_net::datagram_io::{DatagramStats, read_datagram, send_now};
-use burrow_proto::datagram::MAX_DATAGRAM;
+use burrow_net::datagram_io::{DatagramStats, FrameReader};
+use burrow_net::udp_batch::{BatchSocket, SendBatch};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::net::UdpSocket;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -33,7 +32,7 @@ pub(crate) async fn deliver(
     session: Arc<SessionHandle>,
     tunnel: u32,
     mut sink: UdpSink,
-    mut socket: UdpSocket,
+    mut socket: BatchSocket,
     closed: CancellationToken,
 ) {
     let stats = DatagramStats::default();
@@ -77,7 +76,7 @@ pub(crate) async fn deliver(
 async fn reconfigured(
     configs: &mut tokio::sync::watch::Receiver<Arc<crate::ServerConfig>>,
     sink: &UdpSink,
-) -> Option<(UdpSink, UdpSocket)> {
+) -> Option<(UdpSink, BatchSocket)> {
     loop {
         if configs.changed().await.is_err() {
             return std::future::pending().await;
@@ -105,27 +104,53 @@ async fn reconfigured(
     }
 }
 
-/// Sends every datagram from the carrier to `to`; returns why the carrier ended.
+/// Sends every datagram from the carrier to `to`, those that arrive together in one call when
+/// they can; returns why the carrier ended.
 async fn forward(
-    socket: &UdpSocket,
-    mut carrier: Carrier,
+    socket: &BatchSocket,
+    carrier: Carrier,
     to: SocketAddr,
     stats: &DatagramStats,
 ) -> String {
-    let mut buf = Vec::with_capacity(MAX_DATAGRAM);
+    let mut frames = FrameReader::new(carrier);
+    let mut batch = SendBatch::default();
+    let max = socket.max_segments();
     loop {
-        let (_, len) = match read_datagram(&mut carrier, &mut buf).await {
-            Ok(got) => got,
-            Err(e) => return e.to_string(),
-        };
-        match send_now(socket, &buf[..len], Some(to)) {
-            Ok(_) => DatagramStats::bump(&stats.sent),
-            // A full buffer or an unreachable sink drops the datagram, as the network would.
-            Err(e) => {
-                DatagramStats::bump(&stats.dropped_full);
-                warn!(%to, "event not delivered: {e}");
+        if let Err(e) = frames.fill().await {
+            return e.to_string();
+        }
+        loop {
+            let frame = match frames.next_frame() {
+                Ok(Some((_, payload))) => payload,
+                Ok(None) => break,
+                Err(e) => return e.to_string(),
+            };
+            if !batch.push(frame, max) {
+                deliver_batch(socket, &mut batch, to, stats);
+                batch.push(frame, max);
             }
         }
+        deliver_batch(socket, &mut batch, to, stats);
+    }
+}
+
+/// Sends the gathered events; a full buffer or an unreachable sink drops them, as the network
+/// would.
+fn deliver_batch(
+    socket: &BatchSocket,
+    batch: &mut SendBatch,
+    to: SocketAddr,
+    stats: &DatagramStats,
+) {
+    let count = batch.len();
+    let report = socket.send_batch(batch, to);
+    DatagramStats::add(&stats.sent, count - report.full);
+    DatagramStats::add(&stats.dropped_full, report.full);
+    if report.full > 0 {
+        warn!(%to, dropped = report.full, "events not delivered: the socket's send buffer is full");
+    }
+    if let Some(e) = report.failed {
+        warn!(%to, "event not delivered: {e}");
     }
 }
 
