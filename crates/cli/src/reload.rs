@@ -42,7 +42,7 @@ fn announce(phase: Phase) {
     debug!(?phase, "reload phase");
     match phase {
         Phase::Reloading => crate::systemd::notify_reloading(),
-        Phase::Ready => crate::systemd::notify_ready(),
+        Phase::Ready => crate::systemd::notify_reloaded(),
     }
 }
 
@@ -159,11 +159,19 @@ pub(crate) async fn on_triggers(
     }
 }
 
+/// What a server started with that reloads are checked against.
+pub(crate) struct Started {
+    /// The settings only a restart changes.
+    pub(crate) fixed: Fixed,
+    /// The admin API listens off loopback: a reload may not remove its token.
+    pub(crate) admin_public: bool,
+}
+
 /// Reloads the server on every trigger until `shutdown`. `started` is what the server started
 /// with: what needs a restart is compared against it.
 pub(crate) async fn serve(
     args: ServerArgs,
-    started: Fixed,
+    started: Started,
     reloader: Reloader,
     triggers: Triggers,
     shutdown: CancellationToken,
@@ -176,8 +184,13 @@ pub(crate) async fn serve(
 }
 
 /// Applies a loaded plan and reports it.
-fn apply(started: &Fixed, plan: ServerPlan, reloader: &Reloader) {
-    let restarts = restarts(started, &Fixed::of(&plan));
+fn apply(started: &Started, plan: ServerPlan, reloader: &Reloader) {
+    if started.admin_public && plan.config.admin_token.is_none() {
+        return reject(&anyhow::anyhow!(
+            "the admin API listens off loopback and needs a token: a reload cannot remove it (restart with admin_listen on loopback to run without one)"
+        ));
+    }
+    let restarts = restarts(&started.fixed, &Fixed::of(&plan));
     for what in &restarts {
         warn!("config reload: {}", Change::NeedsRestart(what));
     }

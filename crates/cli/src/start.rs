@@ -69,8 +69,17 @@ pub(crate) async fn server(
     };
     let listeners = open_listeners(&configured, passed, config.admin_token.is_some())?;
     announce(fingerprint.as_deref(), &listeners)?;
+    // A reload may not leave an admin API off loopback without a token, wherever its socket
+    // came from.
+    let admin_public = (listeners.admin.as_ref())
+        .and_then(|l| l.local_addr().ok())
+        .is_some_and(|a| !a.ip().is_loopback());
     let server = burrow_server::Server::new(config, listeners, shutdown.clone());
-    let reloads = reload::serve(args, fixed, server.reloader(), triggers, shutdown);
+    let started = reload::Started {
+        fixed,
+        admin_public,
+    };
+    let reloads = reload::serve(args, started, server.reloader(), triggers, shutdown);
     tokio::spawn(reloads);
     systemd::notify_ready();
     server.run().await
@@ -207,10 +216,13 @@ pub(crate) async fn client(
         (tokio::spawn(serve), file)
     });
     info!(server = %config.server, tunnels = config.tunnels.len(), "client starting");
-    let first = systemd::FirstReady::new(config.tunnels.iter().map(|t| t.name.clone()));
+    let first = std::sync::Arc::new(systemd::FirstReady::new(
+        config.tunnels.iter().map(|t| t.name.clone()),
+    ));
     let started = reload::client::Started {
         fixed,
         transport: config.transport.clone(),
+        first: first.clone(),
     };
     let client = burrow_client::Client::new(config, move |event| {
         let name = tunnel_name(&event).to_owned();

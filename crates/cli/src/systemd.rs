@@ -11,5 +11,5 @@ mod notify;
 
 pub(crate) use activation::{Passed, Role, adopt};
 pub(crate) use notify::{
-    FirstReady, notify_ready, notify_reloading, notify_stopping, spawn_watchdog,
+    FirstReady, notify_ready, notify_reloaded, notify_reloading, notify_stopping, spawn_watchdog,
 };

@@ -185,3 +185,33 @@ async fn a_broken_file_is_rejected_and_the_running_config_stays() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_cannot_remove_the_token_of_a_public_admin_api() {
+    bounded(60, async {
+        let dir = TestDir::new("reload-admin");
+        let token = dir.write("admin.token", "adm1n\n");
+        let range = format!("ports = \"{}\"", ports(2).arg());
+        let public =
+            format!("{range}\nadmin_listen = \"0.0.0.0:0\"\nadmin_token_file = \"{token}\"");
+        let alice = [("alice", "alice-token")];
+        let config = dir.write("server.toml", &config_text(&public, &alice));
+        let server = Server::start(&dir, &["--config", &config]).await;
+        server
+            .proc
+            .wait_stdout("`admin listening on`", |l| {
+                l.starts_with("admin listening on ")
+            })
+            .await;
+        // On loopback and without a token, the file alone would be fine; the running listener
+        // is public, so the reload is refused as a whole.
+        let loopback = format!("{range}\nadmin_listen = \"127.0.0.1:0\"");
+        replace(&dir, &config_text(&loopback, &alice));
+        let line = server
+            .proc
+            .wait_stdout("`config rejected`", |l| l.starts_with("config rejected: "))
+            .await;
+        assert!(line.contains("needs a token"), "{line}");
+    })
+    .await
+}

@@ -137,7 +137,7 @@ impl Reloader {
             ..(*ctx.config).clone()
         };
         let changes = diff(&running, &new);
-        ctx.tunnels.apply(&changes, &new.tunnels);
+        // The status first: applying wakes the session, whose answers update the status.
         let status = &ctx.config.status;
         for change in &changes {
             let find = |name: &str| new.tunnels.iter().find(|t| t.name == name);
@@ -157,6 +157,7 @@ impl Reloader {
                 info!("config reload: {change}");
             }
         }
+        ctx.tunnels.apply(&changes, &new.tunnels);
         changes
     }
 }

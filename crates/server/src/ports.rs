@@ -107,7 +107,7 @@ impl PortTable {
             Some(p) if !permitted(p) => return Err(Refusal::PortDenied(p)),
             Some(p) => p,
             None => self
-                .leased_by(protocol, identity)
+                .leased_by(protocol, identity, &permitted)
                 .or_else(|| {
                     let candidates = allowed.unwrap_or(&self.range);
                     candidates.iter().find(|&p| {
@@ -131,13 +131,21 @@ impl PortTable {
         Ok(Claim { port, taken_over })
     }
 
-    fn leased_by(&self, protocol: Protocol, identity: &str) -> Option<u16> {
+    /// A port `identity` holds as a lease that it may still claim (a reload may have narrowed
+    /// what it may claim since).
+    fn leased_by(
+        &self,
+        protocol: Protocol,
+        identity: &str,
+        permitted: &dyn Fn(u16) -> bool,
+    ) -> Option<u16> {
         self.entries
             .iter()
-            .filter(|((proto, _), e)| {
+            .filter(|((proto, p), e)| {
                 *proto == protocol
                     && e.identity == identity
                     && matches!(e.hold, Hold::Leased { .. })
+                    && permitted(*p)
             })
             .map(|(&(_, p), _)| p)
             .min()
@@ -216,6 +224,20 @@ mod tests {
             t.claim(TCP, "b", None, Some(100), 3, &[]).unwrap().port,
             100
         );
+    }
+
+    #[test]
+    fn a_lease_outside_a_narrowed_allowance_is_not_handed_back() {
+        let mut t = table();
+        t.claim(TCP, "a", None, Some(100), 1, &[]).unwrap();
+        t.lease_session(1, Instant::now() + Duration::from_secs(30));
+        // A reload narrowed `a` to 103-104: asking for any port must not return its lease.
+        let narrowed: PortSet = "103-104".parse().unwrap();
+        let claim = t.claim(TCP, "a", Some(&narrowed), None, 2, &[]).unwrap();
+        assert_eq!((claim.port, claim.taken_over), (103, false));
+        // With the whole range allowed, the lease comes back.
+        let again = t.claim(TCP, "a", None, None, 2, &[]).unwrap();
+        assert_eq!((again.port, again.taken_over), (100, true));
     }
 
     #[test]

@@ -144,7 +144,7 @@ async fn serve(
         tunnels: HashMap::new(),
         sinks: HashMap::new(),
         http: HashMap::new(),
-        lifetime_check: cfg.max_session_lifetime.map(|d| Instant::now() + d),
+        lifetime_check: (cfg.max_session_lifetime).and_then(|d| Instant::now().checked_add(d)),
         drain_until: None,
     };
     let end = session.run(incoming, outgoing).await;

@@ -38,7 +38,7 @@ pub(crate) fn publish(shared: &Arc<Shared>, listener: TcpListener, port: u16, ro
     let (routes, stats) = shared
         .registry
         .publish((Protocol::Tcp, port), route, closed.clone());
-    let span = tracing::info_span!("tunnel", port);
+    let span = tracing::info_span!(parent: None, "tunnel", port);
     shared
         .tracker
         .spawn(accept_loop(shared.clone(), listener, routes, stats, closed).instrument(span));

@@ -39,6 +39,8 @@ pub(crate) struct Started {
     pub(crate) fixed: Fixed,
     /// The transport built from the trust at start.
     pub(crate) transport: Transport,
+    /// systemd's start-up readiness, which waits only for tunnels still configured.
+    pub(crate) first: std::sync::Arc<crate::systemd::FirstReady>,
 }
 
 /// Reloads the client's file on every trigger until `shutdown`.
@@ -63,6 +65,8 @@ fn apply(started: &Started, mut plan: ClientPlan, reloader: &Reloader) {
         warn!("config reload: {}", Change::NeedsRestart(what));
     }
     plan.config.transport = started.transport.clone();
+    let names = plan.config.tunnels.iter().map(|t| t.name.as_str());
+    started.first.keep_only(names);
     let changes = reloader.reload(plan.config);
     let mut restart: Vec<&str> = (changes.iter())
         .filter_map(|c| match c {

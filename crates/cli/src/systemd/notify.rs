@@ -8,21 +8,36 @@
 use sd_notify::NotifyState;
 use std::collections::HashSet;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tracing::{debug, warn};
 
-/// Sends `READY=1`: the server's listeners are bound, a client's tunnels are all published,
-/// or a configuration reload is done.
+/// Whether the first `READY=1` went out: until then a reload says nothing to systemd, which
+/// would otherwise take the reload's `READY=1` for the start-up's.
+static READY: AtomicBool = AtomicBool::new(false);
+
+/// Sends `READY=1`: the server's listeners are bound, or a client's tunnels are all published.
 pub(crate) fn notify_ready() {
+    READY.store(true, Ordering::Relaxed);
     send(&[NotifyState::Ready]);
 }
 
 /// Sends `RELOADING=1` with `MONOTONIC_USEC`, as `Type=notify-reload` requires, when a
-/// configuration reload starts; [`notify_ready`] ends it.
+/// configuration reload starts; [`notify_reloaded`] ends it. Nothing before start-up is over.
 pub(crate) fn notify_reloading() {
+    if !READY.load(Ordering::Relaxed) {
+        return;
+    }
     match NotifyState::monotonic_usec_now() {
         Ok(now) => send(&[NotifyState::Reloading, now]),
         Err(e) => warn!("cannot tell systemd about the reload: no monotonic clock: {e}"),
+    }
+}
+
+/// Sends `READY=1` at the end of a reload, if start-up is over.
+pub(crate) fn notify_reloaded() {
+    if READY.load(Ordering::Relaxed) {
+        send(&[NotifyState::Ready]);
     }
 }
 
@@ -88,6 +103,24 @@ impl FirstReady {
     /// Records that tunnel `name` is published, and sends `READY=1` if it was the last.
     pub(crate) fn published(&self, name: &str) {
         if self.mark(name) {
+            notify_ready();
+        }
+    }
+
+    /// Stops waiting for tunnels a reload removed: readiness means every tunnel of the
+    /// current configuration is published. Sends `READY=1` if none is left to wait for.
+    pub(crate) fn keep_only<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        let keep: HashSet<&str> = names.into_iter().collect();
+        let Ok(mut waiting) = self.waiting.lock() else {
+            return;
+        };
+        let Some(left) = waiting.as_mut() else {
+            return;
+        };
+        left.retain(|n| keep.contains(n.as_str()));
+        if left.is_empty() {
+            *waiting = None;
+            drop(waiting);
             notify_ready();
         }
     }

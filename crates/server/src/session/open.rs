@@ -10,6 +10,10 @@ use tracing::{Instrument, info, warn};
 
 /// Attempts at finding a bindable port when the client lets the server choose.
 const BIND_ATTEMPTS: usize = 32;
+/// A port found in use is bound again this many times, this far apart, before it counts as
+/// taken by another process.
+const REBIND_TRIES: u32 = 5;
+const REBIND_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl Session {
     pub(super) async fn open_tunnel(&mut self, req: TunnelRequest) -> ServerMsg {
@@ -144,7 +148,12 @@ impl Session {
             if claim.taken_over && registry.reroute(endpoint, route.clone()) {
                 return Ok(endpoint);
             }
-            match self.bind_and_publish(&req.kind, claim.port, route.clone()) {
+            // A port the client asked for by number is worth a short wait; any other is not.
+            let patient = req.remote_port.is_some();
+            match self
+                .bind_fresh(&req.kind, claim.port, route.clone(), patient)
+                .await
+            {
                 Ok(()) => return Ok(endpoint),
                 Err(e) => {
                     registry.unclaim(endpoint);
@@ -156,6 +165,28 @@ impl Session {
             }
         }
         Err(Refusal::NoFreePort)
+    }
+
+    /// [`Self::bind_and_publish`], retried briefly when the port is in use: a port the table
+    /// holds free may still have the socket of a tunnel closed a moment ago (its task closes it
+    /// on its next turn), as when a client's reload moves a tunnel to a port another just left.
+    async fn bind_fresh(
+        &self,
+        kind: &TunnelKind,
+        port: u16,
+        route: Route,
+        patient: bool,
+    ) -> std::io::Result<()> {
+        let mut tries = if patient { 0 } else { REBIND_TRIES };
+        loop {
+            match self.bind_and_publish(kind, port, route.clone()) {
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < REBIND_TRIES => {
+                    tries += 1;
+                    tokio::time::sleep(REBIND_PAUSE).await;
+                }
+                done => return done,
+            }
+        }
     }
 
     /// Binds the tunnel's public socket and starts serving it.

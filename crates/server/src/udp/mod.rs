@@ -77,7 +77,7 @@ pub(crate) fn publish(
         stats,
         idle,
     };
-    let span = tracing::info_span!("udp", port);
+    let span = tracing::info_span!(parent: None, "udp", port);
     shared.tracker.spawn(
         tunnel
             .serve(shared.clone(), routes, closed)
