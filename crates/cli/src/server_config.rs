@@ -140,6 +140,8 @@ pub(crate) struct RawServer {
     pool_wait: Option<Item<String>>,
     max_unauthenticated: Option<Item<i64>>,
     max_sessions: Option<Item<i64>>,
+    max_udp_flows: Option<Item<i64>>,
+    max_udp_flows_per_session: Option<Item<i64>>,
     shutdown_grace: Option<Item<String>>,
     max_session_lifetime: Option<Item<String>>,
     ban_after: Option<Item<i64>>,
@@ -354,6 +356,19 @@ impl RawServer {
         ];
         for (item, slot) in limits {
             if let Some(n) = p.parse(item.as_ref(), fields::count_in(1, MAX_LIMIT)) {
+                *slot = n;
+            }
+        }
+        let flows = [
+            (&self.max_udp_flows, &mut c.max_udp_flows),
+            (
+                &self.max_udp_flows_per_session,
+                &mut c.max_udp_flows_per_session,
+            ),
+        ];
+        for (item, slot) in flows {
+            let n = p.parse(item.as_ref(), fields::count_in(1, MAX_LIMIT));
+            if let Some(n) = n.and_then(|n| u32::try_from(n).ok()) {
                 *slot = n;
             }
         }

@@ -17,10 +17,10 @@ use common::udp::{
     udp_echo_target, udp_target, wait_datagrams_up,
 };
 use common::{
-    Client, Proc, Server, TestDir, any_line_has, bounded, is_ready_line, one_liner_args,
-    parse_ready, ports,
+    Client, Proc, Server, TestDir, any_line_has, bounded, one_liner_args, parse_ready, ports,
+    ready_ports,
 };
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -44,19 +44,6 @@ async fn udp_tunnel(dir: &TestDir, target: u16, extra: &[&str]) -> (Server, Clie
     let client = Client::start_udp(dir, &server, target, "t", extra).await;
     wait_datagrams_up(&server, client.port).await;
     (server, client)
-}
-
-/// The public port of every tunnel a client printed as ready, by name, once `n` are ready.
-async fn ready_ports(client: &Proc, n: usize) -> HashMap<String, u16> {
-    client
-        .wait_for(&format!("{n} `tunnel ... ready at` lines"), |o| {
-            let ready: Vec<_> = o.stdout.iter().filter(|l| is_ready_line(l)).collect();
-            (ready.len() >= n).then(|| {
-                let parsed = ready.iter().map(|l| parse_ready(l));
-                parsed.map(|r| (r.name, r.port)).collect()
-            })
-        })
-        .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -360,16 +347,18 @@ async fn events_heard_by_the_client_reach_the_servers_sink() {
         let (_server, client, local) = to_sink(&dir, &named, "events").await;
         let want = format!("tunnel events ready: 127.0.0.1:{local} -> sink events on 127.0.0.1");
         client.wait_stdout(&want, |l| l == want).await;
-        // Not connected: an ICMP error for an event sent before the client listens must not
-        // fail the next send.
         let device = bind_any().await;
-        // The client listens only once the server opened the event connection, and nothing
-        // answers an event: the first one to arrive is the readiness signal. Later ones are
-        // resent only if loopback drops them.
+        // The client listens from its ready line on: the first event, sent once right after
+        // it (before the server has opened the event connection, most likely), waits in the
+        // listener's buffer and arrives. Later ones are resent only if loopback drops them.
         for i in 0..=20 {
             let event = format!("event {i}");
-            let tries = if i == 0 { 40 } else { TRIES };
-            let heard = sink.hear(event.as_bytes(), tries, PER_TRY, || async {
+            let (tries, per_try) = if i == 0 {
+                (1, Duration::from_secs(20))
+            } else {
+                (TRIES, PER_TRY)
+            };
+            let heard = sink.hear(event.as_bytes(), tries, per_try, || async {
                 device
                     .send_to(event.as_bytes(), ("127.0.0.1", local))
                     .await

@@ -261,6 +261,7 @@ impl Session<'_> {
         if tunnel.kind == TunnelKind::UdpToSink {
             let server = host_of(&self.ctx.config.server).to_owned();
             info!(tunnel = %tunnel.name, local = %tunnel.local, "events tunnel ready");
+            listen_for_events(&entry);
             let sink = format!("sink {} on {server}", tunnel.name);
             (self.ctx.config.status).ready(&tunnel.name, Some(sink), Vec::new());
             let (name, local) = (tunnel.name.clone(), tunnel.local.clone());
@@ -313,6 +314,26 @@ impl From<End> for Result<(), ClientError> {
             End::Shutdown => Ok(()),
             End::Lost(e) => Err(ClientError::Disconnected(e)),
             End::Fatal(e) => Err(ClientError::Fatal(e)),
+        }
+    }
+}
+
+/// Binds a to-sink tunnel's listener now, when its address is an IP address, so the events
+/// heard until the server opens the event connection are kept (a name is resolved, and the
+/// listener bound, when that connection opens).
+fn listen_for_events(entry: &crate::tunnels::Entry) {
+    let Ok(addr) = entry.config.local.parse::<std::net::SocketAddr>() else {
+        return;
+    };
+    if entry.sink.get().is_some() {
+        return;
+    }
+    match burrow_net::datagram_io::udp_listener(addr) {
+        Ok(socket) => {
+            let _ = entry.sink.set(std::sync::Arc::new(socket));
+        }
+        Err(e) => {
+            tracing::warn!(local = %addr, "cannot listen for events yet: {e}; trying again when the event connection opens")
         }
     }
 }

@@ -167,7 +167,8 @@ async fn run_stream(
             }
         }
         (StreamKind::Datagrams, TunnelKind::UdpToSink) => {
-            let relay = crate::udp::run_to_sink(carrier, &tunnel.local);
+            let bound = entry.sink.get().cloned();
+            let relay = crate::udp::run_to_sink(carrier, &tunnel.local, bound);
             if closed.run_until_cancelled(relay).await.is_none() {
                 debug!("event connection closed: its tunnel was withdrawn or retargeted");
             }

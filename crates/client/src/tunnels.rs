@@ -42,6 +42,10 @@ pub(crate) struct Entry {
     pub(crate) closed: CancellationToken,
     /// In the configuration the client started with: refused on the first session, it is fatal.
     pub(crate) initial: bool,
+    /// A to-sink tunnel's listener, bound as soon as the server accepts the tunnel, so events
+    /// heard before its first event connection wait in the socket's buffer instead of being
+    /// lost; kept across event connections, closed with the tunnel.
+    pub(crate) sink: Arc<std::sync::OnceLock<Arc<burrow_net::udp_batch::BatchSocket>>>,
 }
 
 impl Tunnels {
@@ -155,6 +159,7 @@ impl Table {
             named,
             closed: CancellationToken::new(),
             initial,
+            sink: Arc::default(),
         };
         self.entries.insert(id, entry);
     }

@@ -254,17 +254,26 @@ impl Relay {
 
 /// Forwards every datagram heard on `local` (a LAN broadcast port, typically) to the server's
 /// sink over this data connection, until the connection ends. Nothing comes back.
-pub(crate) async fn run_to_sink(carrier: Carrier, local: &str) {
-    let socket = match tokio::net::lookup_host(local).await.map(|mut a| a.next()) {
-        Ok(Some(addr)) => match udp_listener(addr) {
-            Ok(s) => s,
-            Err(e) => {
-                return warn!(local = %addr, "cannot listen for events: {e}; event connection closed");
+/// `bound` is the tunnel's listener when it was bound already (see the session's
+/// `listen_for_events`); otherwise `local` is resolved and bound for this connection.
+pub(crate) async fn run_to_sink(
+    carrier: Carrier,
+    local: &str,
+    bound: Option<std::sync::Arc<BatchSocket>>,
+) {
+    let socket = match bound {
+        Some(socket) => socket,
+        None => match tokio::net::lookup_host(local).await.map(|mut a| a.next()) {
+            Ok(Some(addr)) => match udp_listener(addr) {
+                Ok(s) => std::sync::Arc::new(s),
+                Err(e) => {
+                    return warn!(local = %addr, "cannot listen for events: {e}; event connection closed");
+                }
+            },
+            Ok(None) | Err(_) => {
+                return warn!(local = %local, "cannot resolve the events address; closed");
             }
         },
-        Ok(None) | Err(_) => {
-            return warn!(local = %local, "cannot resolve the events address; closed");
-        }
     };
     let (mut reader, writer) = tokio::io::split(carrier);
     let outbox = Outbox::default();

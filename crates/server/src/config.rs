@@ -171,6 +171,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Most flows one UDP tunnel may hold, whatever its client asks for.
     pub max_udp_flows: u32,
+    /// Most flows one session may hold over all its UDP tunnels; new visitors beyond it are
+    /// dropped (and counted) until flows expire.
+    pub max_udp_flows_per_session: u32,
     /// Named server-side UDP destinations that clients may send events to (by tunnel name).
     /// Only these: a client can never make the server send datagrams anywhere else.
     pub udp_sinks: Vec<UdpSink>,
@@ -304,6 +307,7 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             udp_sinks: Vec::new(),
             max_udp_flows: 16_384,
+            max_udp_flows_per_session: 65_536,
             http: HttpEdge::default(),
             admin_token: None,
             max_session_lifetime: None,

@@ -49,6 +49,8 @@ pub(crate) struct SessionHandle {
     pub pings: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<()>>>,
     /// The machine the client says it runs on.
     pub host: Mutex<Option<burrow_proto::msg::HostInfo>>,
+    /// UDP flows held by this session's tunnels, against `max_udp_flows_per_session`.
+    pub udp_flows: std::sync::atomic::AtomicUsize,
     /// The session's span, for its streams' spans to link to.
     pub span: crate::spans::SessionSpan,
 }

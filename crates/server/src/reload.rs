@@ -105,6 +105,10 @@ pub fn diff(old: &ServerConfig, new: &ServerConfig) -> Vec<Change> {
         ),
         ("max_idle_data", o.max_idle_data != n.max_idle_data),
         ("max_udp_flows", o.max_udp_flows != n.max_udp_flows),
+        (
+            "max_udp_flows_per_session",
+            o.max_udp_flows_per_session != n.max_udp_flows_per_session,
+        ),
         ("shutdown_grace", o.shutdown_grace != n.shutdown_grace),
         (
             "http_header_timeout",

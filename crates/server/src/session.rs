@@ -98,6 +98,7 @@ pub(crate) async fn run(
         streams: Default::default(),
         pings: Default::default(),
         host: Default::default(),
+        udp_flows: Default::default(),
         span: SessionSpan::new(span.clone()),
     });
     serve(shared, carrier, handle.clone(), outgoing)

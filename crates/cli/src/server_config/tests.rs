@@ -31,6 +31,8 @@ handshake_timeout = "10s"
 pool_wait = "500ms"
 max_unauthenticated = 256
 max_sessions = 4096
+max_udp_flows = 1000
+max_udp_flows_per_session = 5000
 shutdown_grace = "1m"
 "#;
     let plan = check(&source_in("s.toml", text, dir.clone())).unwrap();
@@ -49,6 +51,7 @@ shutdown_grace = "1m"
     assert_eq!(c.pool_wait, Duration::from_millis(500));
     assert_eq!(c.shutdown_grace, Duration::from_secs(60));
     assert_eq!(c.max_sessions, 4096);
+    assert_eq!((c.max_udp_flows, c.max_udp_flows_per_session), (1000, 5000));
     assert!(matches!(&c.auth, Auth::SharedToken(t) if t.expose() == b"s3cret"));
 }
 

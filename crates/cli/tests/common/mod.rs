@@ -355,3 +355,16 @@ pub(crate) async fn curl(args: &[&str]) -> (u16, String) {
     let (body, status) = text.rsplit_once('\n').unwrap();
     (status.parse().unwrap(), body.to_owned())
 }
+
+/// The public port of every tunnel a client printed as ready, by name, once `n` are ready.
+pub(crate) async fn ready_ports(client: &Proc, n: usize) -> std::collections::HashMap<String, u16> {
+    client
+        .wait_for(&format!("{n} `tunnel ... ready at` lines"), |o| {
+            let ready: Vec<_> = o.stdout.iter().filter(|l| is_ready_line(l)).collect();
+            (ready.len() >= n).then(|| {
+                let parsed = ready.iter().map(|l| parse_ready(l));
+                parsed.map(|r| (r.name, r.port)).collect()
+            })
+        })
+        .await
+}

@@ -33,6 +33,11 @@ impl FlowTable {
         }
     }
 
+    /// Whether `visitor` has a flow now.
+    pub(crate) fn knows(&self, visitor: SocketAddr) -> bool {
+        self.by_visitor.contains_key(&visitor)
+    }
+
     /// The flow of a datagram from `visitor`, created if new; `None` when the table is full.
     pub(crate) fn flow_for(&mut self, visitor: SocketAddr, now: Instant) -> Option<u32> {
         if let Some(&id) = self.by_visitor.get(&visitor) {

@@ -119,11 +119,14 @@ impl UdpTunnel {
             }
             info!(session = %format_args!("{:016x}", session.id), "datagram connection up");
             let session_closed = session.closed.clone();
+            let cap = shared.config().max_udp_flows_per_session as usize;
+            let budget = SessionFlows::charge(&session, cap, self.flows().len());
             let ended = tokio::select! {
                 _ = closed.cancelled() => break,
                 _ = session_closed.cancelled() => "the session ended".to_owned(),
-                r = self.relay(carrier) => r.err().map_or_else(|| "closed".to_owned(), |e| e.to_string()),
+                r = self.relay(carrier, &budget) => r.err().map_or_else(|| "closed".to_owned(), |e| e.to_string()),
             };
+            drop(budget);
             let s = &self.stats.datagrams;
             info!(
                 sent = s.sent.load(Ordering::Relaxed),
@@ -136,19 +139,23 @@ impl UdpTunnel {
     }
 
     /// Carries datagrams both ways over one data connection until it fails.
-    async fn relay(&self, carrier: Carrier) -> std::io::Result<()> {
+    async fn relay(&self, carrier: Carrier, budget: &SessionFlows) -> std::io::Result<()> {
         let (reader, writer) = tokio::io::split(carrier);
         let outbox = Outbox::default();
         tokio::select! {
             r = write_datagrams(writer, &outbox) => r,
-            r = self.carry_visitor_datagrams(&outbox) => r,
+            r = self.carry_visitor_datagrams(&outbox, budget) => r,
             r = self.carry_replies(FrameReader::new(reader)) => r,
-            _ = self.expire_flows() => Ok(()),
+            _ = self.expire_flows(budget) => Ok(()),
         }
     }
 
     /// Visitors → client: every datagram, framed with its flow id, many per receive call.
-    async fn carry_visitor_datagrams(&self, outbox: &Outbox) -> std::io::Result<()> {
+    async fn carry_visitor_datagrams(
+        &self,
+        outbox: &Outbox,
+        budget: &SessionFlows,
+    ) -> std::io::Result<()> {
         let mut slots = RecvSlots::new(RECV_BATCH);
         let mut cap_warned = false;
         loop {
@@ -165,7 +172,7 @@ impl UdpTunnel {
                 }
                 Err(e) => return Err(e),
             };
-            self.frame_batch(slots.datagrams(n), outbox, &mut cap_warned);
+            self.frame_batch(slots.datagrams(n), outbox, budget, &mut cap_warned);
         }
     }
 
@@ -174,6 +181,7 @@ impl UdpTunnel {
         &self,
         datagrams: impl Iterator<Item = (SocketAddr, &'a [u8])>,
         outbox: &Outbox,
+        budget: &SessionFlows,
         cap_warned: &mut bool,
     ) {
         let now = Instant::now().into_std();
@@ -182,7 +190,17 @@ impl UdpTunnel {
         let before = flows.len();
         let mut bytes = 0;
         for (visitor, payload) in datagrams {
+            let new = !flows.knows(visitor);
+            if new && !budget.take() {
+                DatagramStats::bump(&self.stats.datagrams.dropped_flow);
+                if !*cap_warned {
+                    warn!(%visitor, cap = budget.cap, "the session's flow cap is reached: datagrams from new visitors are dropped until flows expire");
+                    *cap_warned = true;
+                }
+                continue;
+            }
             let Some(flow) = flows.flow_for(visitor, now) else {
+                budget.give_back(1);
                 DatagramStats::bump(&self.stats.datagrams.dropped_flow);
                 if !*cap_warned {
                     warn!(%visitor, "flow cap reached: datagrams from new visitors are dropped until flows expire");
@@ -245,7 +263,7 @@ impl UdpTunnel {
     }
 
     /// Forgets idle flows, a few times per idle period.
-    async fn expire_flows(&self) {
+    async fn expire_flows(&self, budget: &SessionFlows) {
         let every = (self.idle / 4).max(Duration::from_millis(250));
         loop {
             tokio::time::sleep(every).await;
@@ -254,9 +272,62 @@ impl UdpTunnel {
                 (flows.expire(Instant::now().into_std()), flows.len())
             };
             self.stats.streams_active.store(left, Ordering::Relaxed);
+            budget.give_back(expired);
             if expired > 0 {
                 debug!(expired, flows = left, "idle flows expired");
             }
         }
+    }
+}
+
+/// A UDP tunnel's share of its session's flow budget, while a datagram connection of that
+/// session carries it: the tunnel's flows are counted against `max_udp_flows_per_session` and
+/// handed back when the connection ends (the flows stay; a reconnected session is charged for
+/// them anew).
+struct SessionFlows {
+    session: Arc<crate::registry::SessionHandle>,
+    /// The session's cap.
+    cap: usize,
+    /// What this tunnel holds of it now.
+    held: std::sync::atomic::AtomicUsize,
+}
+
+impl SessionFlows {
+    /// Charges the session for the `flows` the tunnel already has (over the cap if need be:
+    /// they exist; only new ones are refused).
+    fn charge(session: &Arc<crate::registry::SessionHandle>, cap: usize, flows: usize) -> Self {
+        session.udp_flows.fetch_add(flows, Ordering::Relaxed);
+        Self {
+            session: session.clone(),
+            cap,
+            held: flows.into(),
+        }
+    }
+
+    /// Takes one flow from the budget; false when the session is at its cap.
+    fn take(&self) -> bool {
+        let taken = (self.session.udp_flows)
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.cap).then_some(n + 1)
+            })
+            .is_ok();
+        if taken {
+            self.held.fetch_add(1, Ordering::Relaxed);
+        }
+        taken
+    }
+
+    /// Hands back `n` flows (expired, or never opened).
+    fn give_back(&self, n: usize) {
+        let n = n.min(self.held.load(Ordering::Relaxed));
+        self.held.fetch_sub(n, Ordering::Relaxed);
+        self.session.udp_flows.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+impl Drop for SessionFlows {
+    fn drop(&mut self) {
+        let held = self.held.swap(0, Ordering::Relaxed);
+        self.session.udp_flows.fetch_sub(held, Ordering::Relaxed);
     }
 }
