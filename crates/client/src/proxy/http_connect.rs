@@ -93,7 +93,8 @@ fn overlap(head: &[u8]) -> usize {
 }
 
 /// Reads the status of an answer head: 2xx is a tunnel, 407 a credentials problem (one the
-/// user must fix), anything else a refusal worth retrying.
+/// user must fix), anything else a refusal worth retrying. 401 counts as 407: before the tunnel
+/// exists only the proxy can answer, and some proxies (tinyproxy) send 401 for their own login.
 pub(super) fn check_answer(head: &[u8], sent_credentials: bool) -> Result<(), ConnectError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut answer = httparse::Response::new(&mut headers);
@@ -115,10 +116,10 @@ pub(super) fn check_answer(head: &[u8], sent_credentials: bool) -> Result<(), Co
     let status = format!("{code} {reason}").trim_end().to_owned();
     match code {
         200..=299 => Ok(()),
-        407 if sent_credentials => Err(ConnectError::ProxyAuth(format!(
+        401 | 407 if sent_credentials => Err(ConnectError::ProxyAuth(format!(
             "the proxy refused these credentials ({status})"
         ))),
-        407 => Err(ConnectError::ProxyAuth(format!(
+        401 | 407 => Err(ConnectError::ProxyAuth(format!(
             "the proxy wants credentials ({status}): give them in the proxy URL, \
              http://USER:PASSWORD@HOST:PORT"
         ))),

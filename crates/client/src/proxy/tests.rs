@@ -234,6 +234,12 @@ fn answers_are_judged_by_their_status() {
         matches!(&err, Err(ConnectError::ProxyAuth(m)) if m.contains("refused these credentials")),
         "{err:?}"
     );
+    let err = check_answer(b"HTTP/1.0 401 Unauthorized\r\n\r\n", true);
+    assert!(
+        matches!(&err, Err(ConnectError::ProxyAuth(m))
+            if m == "the proxy refused these credentials (401 Unauthorized)"),
+        "{err:?}"
+    );
     let err = check_answer(b"HTTP/1.1 403 Forbidden\r\nVia: x\r\n\r\n", false);
     assert!(
         matches!(&err, Err(ConnectError::Retry(m)) if m.ends_with("answered CONNECT with 403 Forbidden")),
