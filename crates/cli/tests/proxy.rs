@@ -241,6 +241,13 @@ async fn a_client_reaches_its_server_through_tinyproxy_with_credentials() {
         let url = format!("http://alice:s3cret@127.0.0.1:{}", proxy.port);
         let client = tunnel_through(&dir, &server, &admin, &url, false).await;
         drop(client);
+        let request = format!("CONNECT 127.0.0.1:{} HTTP/1.1", server.addr.port());
+        let logged = proxy.proc.output().stdout;
+        assert!(
+            logged.iter().any(|l| l.contains(&request)),
+            "{}",
+            proxy.proc.dump()
+        );
 
         let wrong = format!("http://alice:wr0ng@127.0.0.1:{}", proxy.port);
         let stderr = refused_client(&dir, &server, &wrong).await;
