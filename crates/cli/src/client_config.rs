@@ -4,9 +4,11 @@
 //! The one-liners build the same raw config a file would hold, so every path is checked by the
 //! same code and means the same thing; `tcp` and `udp` share their flags ([`PublishArgs`]) and
 //! differ only in the tunnel's protocol and each one's own options (TCP's `--proxy-protocol`;
-//! UDP's flows, or `--to-sink` for events toward the server). `BURROW_TOKEN` and `BURROW_KNOWN_HOSTS` fill in only what neither the
-//! flags nor the file say.
+//! UDP's flows, or `--to-sink` for events toward the server). `BURROW_TOKEN` and
+//! `BURROW_KNOWN_HOSTS` fill in only what neither the flags nor the file say, and so do the
+//! proxy variables (see [`proxy`]).
 
+mod proxy;
 mod tunnels;
 
 use crate::diag::{ConfigError, Item, Problems, Source};
@@ -15,6 +17,8 @@ use crate::status_socket::StatusSocket;
 use burrow_client::{ClientConfig, Transport, TunnelConfig};
 use burrow_net::tls::{Trust, default_known_hosts};
 use burrow_proto::auth::Secret;
+use proxy::EnvProxy;
+pub(crate) use proxy::ProxyArgs;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use tunnels::{MAX_FLOWS, RawTunnel, TO_SINK};
@@ -70,6 +74,8 @@ pub(crate) struct PublishArgs {
     /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT) [default: off].
     #[arg(long, value_name = "URL", value_parser = checked(crate::traces::checked_url))]
     otlp_endpoint: Option<String>,
+    #[command(flatten)]
+    proxy: ProxyArgs,
     #[command(flatten)]
     status: StatusSocketArgs,
 }
@@ -201,6 +207,8 @@ pub(crate) struct ClientArgs {
     #[arg(long, value_name = "URL", value_parser = checked(crate::traces::checked_url))]
     otlp_endpoint: Option<String>,
     #[command(flatten)]
+    proxy: ProxyArgs,
+    #[command(flatten)]
     status: StatusSocketArgs,
 }
 
@@ -223,6 +231,10 @@ pub(crate) struct RawClient {
     connect_timeout: Option<Item<String>>,
     status_socket: Option<Item<SocketSetting>>,
     otlp_endpoint: Option<Item<String>>,
+    proxy: Option<Item<String>>,
+    /// The proxy the environment names, when neither flags nor file say (see [`proxy`]).
+    #[serde(skip)]
+    env_proxy: Option<EnvProxy>,
     #[serde(default)]
     tunnels: Vec<RawTunnel>,
 }
@@ -252,6 +264,9 @@ pub(crate) fn load(args: &ClientArgs) -> anyhow::Result<ClientPlan> {
     }
     if let Some(url) = &args.otlp_endpoint {
         raw.otlp_endpoint = Some(Item::flag("--otlp-endpoint", url.clone()));
+    }
+    if let Some(item) = args.proxy.item() {
+        raw.proxy = Some(item);
     }
     raw.apply_env();
     Ok(raw.into_plan(&source, problems)?)
@@ -374,6 +389,8 @@ impl RawClient {
             connect_timeout: None,
             status_socket: a.status.item(),
             otlp_endpoint: text("--otlp-endpoint", &a.otlp_endpoint),
+            proxy: a.proxy.item(),
+            env_proxy: None,
             tunnels: vec![tunnel],
         }
     }
@@ -391,6 +408,9 @@ impl RawClient {
         }
         if self.otlp_endpoint.is_none() {
             self.otlp_endpoint = crate::traces::env_endpoint();
+        }
+        if self.proxy.is_none() {
+            self.env_proxy = EnvProxy::from_env();
         }
     }
 
@@ -414,7 +434,14 @@ impl RawClient {
         let trust = self.trust(source, &mut p);
         // A missing or bad token was reported above, so this placeholder never runs.
         let token = token.unwrap_or_else(|| Secret::new(""));
+        let proxy = proxy::resolve(
+            self.proxy.as_ref(),
+            self.env_proxy.as_ref(),
+            &server,
+            &mut p,
+        );
         let mut config = ClientConfig::new(server, name, token, Transport::Plain);
+        config.proxy = proxy;
         self.tune(&mut config, &mut p);
         config.tunnels = tunnels::tunnels(&self.tunnels, &mut p);
         let status_socket = self.status_socket(source, &config.tunnels);

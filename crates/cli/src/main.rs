@@ -291,6 +291,10 @@ mod tests {
         ok("burrow client --config c.toml --otlp-endpoint https://otel.example.net");
         ok("burrow http 3000 --to example.net --otlp-endpoint http://[::1]:4318/v1/traces");
         ok("burrow --log-format json check c.toml");
+        ok("burrow tcp 8080 --to example.net --proxy http://u:p@proxy.corp:3128");
+        ok("burrow udp 53 --to example.net --proxy socks5h://proxy:1080");
+        ok("burrow http 3000 --to example.net --no-proxy");
+        ok("burrow client --config c.toml --proxy socks5://10.0.0.1:1080");
     }
 
     #[test]
@@ -332,6 +336,8 @@ mod tests {
             "burrow status --json=yes",
             "burrow server --otlp-endpoint localhost:4318",
             "burrow tcp 80 --to h --otlp-endpoint ftp://c",
+            "burrow tcp 80 --to h --proxy http://p:1 --no-proxy",
+            "burrow client --config c.toml --no-proxy=yes",
         ] {
             let err = Cli::try_parse_from(line.split_whitespace()).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{line}");

@@ -216,6 +216,9 @@ pub(crate) async fn client(
         (tokio::spawn(serve), file)
     });
     info!(server = %config.server, tunnels = config.tunnels.len(), "client starting");
+    if let Some(proxy) = &config.proxy {
+        info!(%proxy, "reaching the server through a proxy");
+    }
     let first = std::sync::Arc::new(systemd::FirstReady::new(
         config.tunnels.iter().map(|t| t.name.clone()),
     ));

@@ -1,5 +1,6 @@
 //! The client's validated runtime configuration.
 
+pub use crate::proxy::Proxy;
 pub use crate::proxy_protocol::ProxyProtocol;
 use crate::status::Status;
 use burrow_proto::auth::Secret;
@@ -58,6 +59,8 @@ pub struct ClientConfig {
     pub token: Secret,
     /// TLS or plain.
     pub transport: Transport,
+    /// The HTTP CONNECT or SOCKS5 proxy every connection to the server goes through, if any.
+    pub proxy: Option<Proxy>,
     /// Tunnels to publish.
     pub tunnels: Vec<TunnelConfig>,
     /// Idle data connections kept open, ready for visitors.
@@ -87,6 +90,7 @@ impl ClientConfig {
             name,
             token,
             transport,
+            proxy: None,
             tunnels: Vec::new(),
             pool_size: 8,
             exit_on_disconnect: false,

@@ -1,4 +1,5 @@
-//! Dialing the server: TCP, TLS (unless plain), then the burrow handshake, under one deadline.
+//! Dialing the server: TCP (directly or through a proxy), TLS (unless plain), then the burrow
+//! handshake, under one deadline.
 
 use crate::config::{ClientConfig, Transport};
 use burrow_net::{
@@ -20,6 +21,10 @@ pub(crate) enum ConnectError {
     /// The server could not be reached or the connection broke; try again later.
     #[error("{0}")]
     Retry(String),
+    /// The proxy wants credentials, or refused the ones given: fatal on the first connection,
+    /// as a wrong token is, and retried on later ones (a proxy's login backend may be down).
+    #[error("{0}")]
+    ProxyAuth(String),
 }
 
 /// An established control stream.
@@ -73,11 +78,14 @@ pub(crate) async fn data(
     .unwrap_or_else(|_| Err(ConnectError::Retry("data connection timed out".into())))
 }
 
-/// TCP, TLS, prefaces and the challenge.
+/// TCP (through the proxy, if any), TLS, prefaces and the challenge.
 async fn open(config: &ClientConfig) -> Result<(Carrier, [u8; 32]), ConnectError> {
-    let tcp = TcpStream::connect(&config.server)
-        .await
-        .map_err(|e| ConnectError::Retry(format!("cannot reach {}: {e}", config.server)))?;
+    let tcp = match &config.proxy {
+        Some(proxy) => crate::proxy::dial(proxy, &config.server).await?,
+        None => TcpStream::connect(&config.server)
+            .await
+            .map_err(|e| ConnectError::Retry(format!("cannot reach {}: {e}", config.server)))?,
+    };
     let _ = tune_carrier(&tcp);
     let mut carrier = match &config.transport {
         Transport::Plain => Carrier::Plain(tcp),

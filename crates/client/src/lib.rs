@@ -4,7 +4,9 @@
 //! data connections. When the carrier is lost it reconnects with exponential backoff and jitter,
 //! asking for the same public ports again (the server holds them as leases meanwhile). Errors
 //! that retrying cannot fix — authentication, protocol version, an untrusted certificate, a
-//! tunnel refused on the first connection — end [`run`] with [`ClientError::Fatal`].
+//! tunnel refused on the first connection, a proxy refusing its credentials on the first
+//! connection — end [`run`] with [`ClientError::Fatal`]. With [`ClientConfig::proxy`] set, every
+//! connection to the server goes through that HTTP CONNECT or SOCKS5 proxy (see [`proxy`]).
 //!
 //! A [`Client`] built with [`Client::new`] also hands out a [`Reloader`], which changes the
 //! tunnels while the client runs (see [`reload`]).
@@ -12,6 +14,7 @@
 pub mod config;
 mod connect;
 mod host;
+pub mod proxy;
 mod proxy_protocol;
 pub mod reload;
 mod session;
@@ -21,6 +24,7 @@ mod tunnels;
 mod udp;
 
 pub use config::{ClientConfig, ProxyProtocol, Transport, TunnelConfig};
+pub use proxy::Proxy;
 pub use reload::{Change, Reloader};
 pub use status::Status;
 
@@ -178,10 +182,13 @@ async fn reconnect_loop(ctx: &Context, shutdown: &CancellationToken) -> Result<(
                 }
             }
             Err(ConnectError::Fatal(e)) => return Err(ClientError::Fatal(e)),
-            Err(ConnectError::Retry(e)) if config.exit_on_disconnect => {
+            Err(ConnectError::ProxyAuth(e)) if first => return Err(ClientError::Fatal(e)),
+            Err(ConnectError::Retry(e) | ConnectError::ProxyAuth(e))
+                if config.exit_on_disconnect =>
+            {
                 return Err(ClientError::Disconnected(e));
             }
-            Err(ConnectError::Retry(e)) => {
+            Err(ConnectError::Retry(e) | ConnectError::ProxyAuth(e)) => {
                 warn!("{e}; retrying in {:?}", backoff);
                 config.status.failed(&e);
             }

@@ -60,6 +60,7 @@ pub fn diff(old: &ClientConfig, new: &ClientConfig) -> Vec<Change> {
         ("name", o.name != n.name),
         ("token", o.token.expose() != n.token.expose()),
         ("insecure_plain", plain(&o.transport) != plain(&n.transport)),
+        ("proxy", o.proxy != n.proxy),
         ("pool_size", o.pool_size != n.pool_size),
         (
             "exit_on_disconnect",

@@ -81,7 +81,7 @@ impl Pool {
         };
         let mut carrier = match carrier {
             Ok(c) => c,
-            Err(ConnectError::Fatal(e) | ConnectError::Retry(e)) => {
+            Err(ConnectError::Fatal(e) | ConnectError::Retry(e) | ConnectError::ProxyAuth(e)) => {
                 debug!("data connection failed: {e}");
                 return Outcome::Failed;
             }

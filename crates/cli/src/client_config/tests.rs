@@ -428,3 +428,80 @@ fn a_status_socket_of_the_wrong_type_is_reported_at_its_value() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn the_proxy_comes_from_the_file_or_the_flags() {
+    let base = "server = \"example.net\"\ntoken = \"t\"\n";
+    let tunnel = "\n[[tunnels]]\nlocal_port = 80\n";
+    let file = plan(&format!(
+        "{base}proxy = \"socks5h://bob:p%40ss@proxy.corp:1080\"\n{tunnel}"
+    ))
+    .unwrap();
+    let proxy = file.config.proxy.unwrap();
+    assert_eq!(proxy.to_string(), "socks5h://bob:***@proxy.corp:1080");
+    let password = proxy.credentials.map(|c| c.password);
+    assert_eq!(password, Some(burrow_proto::auth::Secret::new("p@ss")));
+    // `""` turns a proxy from the environment off.
+    let off = plan(&format!("{base}proxy = \"\"\n{tunnel}")).unwrap();
+    assert_eq!(off.config.proxy, None);
+
+    let flag = tcp(&[
+        "80",
+        "--to",
+        "h",
+        "--token",
+        "t",
+        "--proxy",
+        "http://p:3128",
+    ])
+    .unwrap();
+    assert_eq!(flag.config.proxy.unwrap().to_string(), "http://p:3128");
+    let none = tcp(&["80", "--to", "h", "--token", "t", "--no-proxy"]).unwrap();
+    assert_eq!(none.config.proxy, None);
+    if !["https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"]
+        .iter()
+        .any(|v| env_set(v))
+    {
+        assert_eq!(
+            tcp(&["80", "--to", "h", "--token", "t"])
+                .unwrap()
+                .config
+                .proxy,
+            None
+        );
+    }
+}
+
+#[test]
+fn a_bad_proxy_is_reported_at_its_value_without_the_password() {
+    let text = "server = \"h\"\ntoken = \"t\"\nproxy = \"gopher://u:hunter2@p:1\"\n\
+                \n[[tunnels]]\nlocal_port = 80\n";
+    assert_eq!(
+        lines(plan(text)),
+        [
+            "c.toml:3:9: `gopher://u:***@p:1`: unknown proxy scheme `gopher` (use http://, \
+          socks5:// or socks5h://)"
+        ]
+    );
+    let got = lines(tcp(&[
+        "80",
+        "--to",
+        "h",
+        "--token",
+        "t",
+        "--proxy",
+        "socks5://u@p",
+    ]));
+    assert_eq!(
+        got,
+        [
+            "--proxy: `socks5://u@p`: SOCKS5 credentials need a user and a password of 1 to 255 \
+          bytes each"
+        ]
+    );
+    let wrong_type = lines(plan("server = \"h\"\ntoken = \"t\"\nproxy = 3\n"));
+    assert!(
+        wrong_type.contains(&"c.toml:3:9: invalid type: integer `3`, expected a string".into()),
+        "{wrong_type:?}"
+    );
+}

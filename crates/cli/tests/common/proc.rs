@@ -87,6 +87,13 @@ impl Proc {
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")
+            // A proxy from the test's own environment would sit between every client and server.
+            .env_remove("https_proxy")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("all_proxy")
+            .env_remove("ALL_PROXY")
+            .env_remove("no_proxy")
+            .env_remove("NO_PROXY")
             .env("XDG_CONFIG_HOME", dir.join("xdg-config"))
             .env("XDG_STATE_HOME", dir.join("xdg-state"))
             .env("XDG_RUNTIME_DIR", dir.join("xdg-runtime"));

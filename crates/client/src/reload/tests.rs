@@ -154,6 +154,7 @@ fn session_settings_need_a_restart() {
             c.target_timeout = Duration::from_secs(3)
         }),
         ("max_backoff", |c| c.max_backoff = Duration::from_secs(3)),
+        ("proxy", |c| c.proxy = "socks5h://proxy:1080".parse().ok()),
     ];
     for (setting, edit) in edits {
         let mut new = base.clone();
