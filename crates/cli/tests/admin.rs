@@ -61,16 +61,7 @@ async fn the_admin_api_reports_and_disconnects_clients() {
             ],
         )
         .await;
-        let line = server
-            .proc
-            .wait_stdout("`admin listening on`", |l| {
-                l.starts_with("admin listening on ")
-            })
-            .await;
-        let base = format!(
-            "http://{}",
-            line.trim_start_matches("admin listening on ").trim()
-        );
+        let base = server.admin_base().await;
         let echo = echo_target().await;
         let client = Client::start_tcp(&dir, &server, echo, "t", &["--name", "alice"]).await;
         assert_echo(client.port, b"counted").await;

@@ -6,26 +6,7 @@ mod common;
 
 use common::proc::Proc;
 use common::targets::{assert_echo, echo_target};
-use common::{Client, Server, TestDir, any_line_has, bounded, ports, tcp_args};
-
-/// `curl -sS` with `args`; returns (status, body).
-async fn curl(args: &[&str]) -> (u16, String) {
-    let out = tokio::process::Command::new("curl")
-        .args(["-sS", "--max-time", "20", "-w", "\n%{http_code}"])
-        .args(args)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("curl is required for this test (CI installs it): {e}"));
-    assert!(
-        out.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, status) = text.rsplit_once('\n').unwrap();
-    (status.parse().unwrap(), body.to_owned())
-}
+use common::{Client, Server, TestDir, any_line_has, bounded, curl, ports, tcp_args};
 
 /// The value of the sample `series` (name and labels as printed) in OpenMetrics `text`.
 fn sample(text: &str, series: &str) -> Option<f64> {
@@ -52,16 +33,7 @@ async fn failed_logins_ban_the_address_until_the_operator_lifts_it() {
             ],
         )
         .await;
-        let line = server
-            .proc
-            .wait_stdout("`admin listening on`", |l| {
-                l.starts_with("admin listening on ")
-            })
-            .await;
-        let base = format!(
-            "http://{}",
-            line.trim_start_matches("admin listening on ").trim()
-        );
+        let base = server.admin_base().await;
         let echo = echo_target().await;
 
         // Three wrong tokens: each client is refused, and the third failure starts a ban.

@@ -151,16 +151,7 @@ async fn server_with_admin(dir: &TestDir, plain: bool) -> (Server, String) {
         args.push("--insecure-plain");
     }
     let server = Server::start(dir, &args).await;
-    let line = server
-        .proc
-        .wait_stdout("`admin listening on`", |l| {
-            l.starts_with("admin listening on ")
-        })
-        .await;
-    let base = format!(
-        "http://{}",
-        line.trim_start_matches("admin listening on ").trim()
-    );
+    let base = server.admin_base().await;
     (server, base)
 }
 

@@ -143,6 +143,20 @@ pub(crate) struct Server {
 }
 
 impl Server {
+    /// The admin API's base URL (`http://ADDR`), once the server printed
+    /// `admin listening on ADDR`.
+    pub(crate) async fn admin_base(&self) -> String {
+        let line = (self.proc)
+            .wait_stdout("`admin listening on`", |l| {
+                l.starts_with("admin listening on ")
+            })
+            .await;
+        format!(
+            "http://{}",
+            line.trim_start_matches("admin listening on ").trim()
+        )
+    }
+
     /// Starts `burrow server --state-dir DIR/state ARGS`, adding `--listen 127.0.0.1:0` and
     /// `--public-bind 127.0.0.1` unless given, and waits for `listening on`.
     pub(crate) async fn start(dir: &TestDir, args: &[&str]) -> Server {
