@@ -18,6 +18,7 @@ Cases (each `iperf3 -c 127.0.0.1 -p PUBLIC -u -t DURATION --json` plus):
   100M/1400   -b 100M -l 1400
   1G/1400     -b 1G   -l 1400
   pps/64      -b 0    -l 64    (unlimited: as many 64-byte datagrams as the sender can write)
+  max/1400    -b 0    -l 1400  (unlimited: the most each tunnel delivers, beyond a 1 Gbit/s offer)
 
 The cases are measured system after system, ROUNDS times, with the system order rotated each
 round (as the shared harness does), and the medians are reported. From iperf3's JSON it takes
@@ -44,6 +45,7 @@ CASES = {
     "100M/1400": ("100M", 1400),
     "1G/1400": ("1G", 1400),
     "pps/64": ("0", 64),
+    "max/1400": ("0", 1400),
 }
 SYSTEMS = ["direct", "burrow-plain", "burrow-tls", "rathole"]
 LABEL = {"direct": "direct", "burrow-plain": "burrow (plain)", "burrow-tls": "burrow (TLS)",
