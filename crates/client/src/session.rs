@@ -261,7 +261,7 @@ impl Session<'_> {
         if tunnel.kind == TunnelKind::UdpToSink {
             let server = host_of(&self.ctx.config.server).to_owned();
             info!(tunnel = %tunnel.name, local = %tunnel.local, "events tunnel ready");
-            listen_for_events(&entry);
+            let _ = sink_listener(&entry);
             let sink = format!("sink {} on {server}", tunnel.name);
             (self.ctx.config.status).ready(&tunnel.name, Some(sink), Vec::new());
             let (name, local) = (tunnel.name.clone(), tunnel.local.clone());
@@ -318,24 +318,28 @@ impl From<End> for Result<(), ClientError> {
     }
 }
 
-/// Binds a to-sink tunnel's listener now, when its address is an IP address, so the events
-/// heard until the server opens the event connection are kept (a name is resolved, and the
-/// listener bound, when that connection opens).
-fn listen_for_events(entry: &crate::tunnels::Entry) {
-    let Ok(addr) = entry.config.local.parse::<std::net::SocketAddr>() else {
-        return;
-    };
-    if entry.sink.get().is_some() {
-        return;
+/// A to-sink tunnel's listener, bound on first use and kept in its entry: the session binds it
+/// when the server accepts the tunnel (so events heard until the event connection opens are
+/// kept), and the event connection takes the same socket, whichever comes first. `None` when the
+/// address is a name (the event connection resolves and binds it) or cannot be bound.
+pub(crate) fn sink_listener(
+    entry: &crate::tunnels::Entry,
+) -> Option<std::sync::Arc<burrow_net::udp_batch::BatchSocket>> {
+    if let Some(socket) = entry.sink.get() {
+        return Some(socket.clone());
     }
+    let addr = entry.config.local.parse::<std::net::SocketAddr>().ok()?;
     match burrow_net::datagram_io::udp_listener(addr) {
+        // Two callers at once both bind; the slot keeps one, and the other socket closes.
         Ok(socket) => {
             let _ = entry.sink.set(std::sync::Arc::new(socket));
         }
         Err(e) => {
-            tracing::warn!(local = %addr, "cannot listen for events yet: {e}; trying again when the event connection opens")
+            tracing::warn!(local = %addr, "cannot listen for events yet: {e}");
+            return None;
         }
     }
+    entry.sink.get().cloned()
 }
 
 #[cfg(test)]

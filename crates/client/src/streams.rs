@@ -167,7 +167,7 @@ async fn run_stream(
             }
         }
         (StreamKind::Datagrams, TunnelKind::UdpToSink) => {
-            let bound = entry.sink.get().cloned();
+            let bound = crate::session::sink_listener(&entry);
             let relay = crate::udp::run_to_sink(carrier, &tunnel.local, bound);
             if closed.run_until_cancelled(relay).await.is_none() {
                 debug!("event connection closed: its tunnel was withdrawn or retargeted");

@@ -254,8 +254,8 @@ impl Relay {
 
 /// Forwards every datagram heard on `local` (a LAN broadcast port, typically) to the server's
 /// sink over this data connection, until the connection ends. Nothing comes back.
-/// `bound` is the tunnel's listener when it was bound already (see the session's
-/// `listen_for_events`); otherwise `local` is resolved and bound for this connection.
+/// `bound` is the tunnel's listener (see `session::sink_listener`); without one (a host name),
+/// `local` is resolved and bound for this connection.
 pub(crate) async fn run_to_sink(
     carrier: Carrier,
     local: &str,
