@@ -195,14 +195,22 @@ fn apply(started: &Started, plan: ServerPlan, reloader: &Reloader) {
         warn!("config reload: {}", Change::NeedsRestart(what));
     }
     let changes = reloader.reload(plan.config);
-    let mut restart: Vec<&str> = (changes.iter())
-        .filter_map(|c| match c {
-            Change::NeedsRestart(what) => Some(*what),
-            _ => None,
-        })
-        .collect();
+    conclude(&changes, restarts, |c| match c {
+        Change::NeedsRestart(what) => Some(*what),
+        _ => None,
+    });
+}
+
+/// Reports a reload the library applied: its `changes` (of which `kept` names those that wait
+/// for a restart) and the settings only the command line compares, `also_restart`.
+pub(crate) fn conclude<C>(
+    changes: &[C],
+    also_restart: Vec<&'static str>,
+    kept: impl Fn(&C) -> Option<&'static str>,
+) {
+    let mut restart: Vec<&str> = changes.iter().filter_map(kept).collect();
     let applied = changes.len() - restart.len();
-    restart.extend(restarts);
+    restart.extend(also_restart);
     reloaded(applied, &restart);
 }
 

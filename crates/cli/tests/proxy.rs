@@ -10,38 +10,13 @@
 mod common;
 
 use common::targets::{assert_echo, echo_target, visit};
-use common::{Client, Proc, Server, TestDir, bounded, curl, ports, tcp_args};
-use std::path::PathBuf;
+use common::{Client, Proc, Server, TestDir, bounded, curl, free_port, ports, program, tcp_args};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The address the proxies connect out from, told apart from a direct client's 127.0.0.1.
 const PROXY_OUT: &str = "127.0.0.2";
 /// Attempts at a free port for a proxy before the test gives up.
 const PORT_ATTEMPTS: usize = 20;
-
-/// The program `name` (searched on PATH, then in /usr/sbin and /usr/bin), or `None` (the test
-/// is skipped) when it is missing outside CI. Under CI (`CI` set) a missing program fails.
-fn program(name: &str, package: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/bin", "/sbin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        let why = format!(
-            "`{name}` is not installed (Debian: apt-get install {package}; .ci/run installs it)"
-        );
-        assert!(std::env::var_os("CI").is_none(), "{why}");
-        eprintln!("skipping: {why}");
-    }
-    found
-}
-
-/// A port nobody listens on right now (the kernel's choice, released at once).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
 
 /// A running proxy and the port it listens on.
 struct RunningProxy {

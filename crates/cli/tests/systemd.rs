@@ -9,7 +9,7 @@
 mod common;
 
 use common::targets::{assert_echo, echo_target};
-use common::{Client, Proc, Server, TestDir, WAIT, bounded, ports};
+use common::{Client, Proc, Server, TestDir, WAIT, bounded, free_port, ports};
 use std::path::PathBuf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixDatagram};
@@ -17,24 +17,7 @@ use tokio::net::{TcpStream, UnixDatagram};
 /// `systemd-socket-activate`, or `None` (the test is skipped) when it is missing outside CI.
 /// Under CI (`CI` set) a missing tool fails the test.
 fn socket_activate() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path)
-        .chain(["/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|dir| dir.join("systemd-socket-activate"))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        let why = "`systemd-socket-activate` is not installed (Debian: apt-get install systemd; \
-                   .ci/run installs it)";
-        assert!(std::env::var_os("CI").is_none(), "{why}");
-        eprintln!("skipping: {why}");
-    }
-    found
-}
-
-/// A port nobody listens on right now (the kernel's choice, released at once).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+    common::program("systemd-socket-activate", "systemd")
 }
 
 /// `burrow server` behind `systemd-socket-activate`, which listens on `ports` and starts the

@@ -340,16 +340,15 @@ impl Registry {
             .ports
             .entries()
             .into_iter()
-            .map(|(endpoint, identity, hold)| PortInfo {
-                endpoint,
-                identity,
-                hold,
-                stats: state.tunnels.get(&endpoint).map(|t| t.stats.clone()),
-                about: state
-                    .tunnels
-                    .get(&endpoint)
-                    .map(|t| t.about.clone())
-                    .unwrap_or_default(),
+            .map(|(endpoint, identity, hold)| {
+                let tunnel = state.tunnels.get(&endpoint);
+                PortInfo {
+                    endpoint,
+                    identity,
+                    hold,
+                    stats: tunnel.map(|t| t.stats.clone()),
+                    about: tunnel.map(|t| t.about.clone()).unwrap_or_default(),
+                }
             })
             .collect();
         (ports, state.http.names())

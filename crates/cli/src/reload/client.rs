@@ -5,7 +5,7 @@
 //! so a reloaded plan runs with the transport the client started with, and a change of trust is
 //! reported here instead.
 
-use super::{on_triggers, reject, reloaded};
+use super::{conclude, on_triggers, reject};
 use crate::client_config::{self, ClientArgs, ClientPlan};
 use crate::status_socket::StatusSocket;
 use crate::traces::Endpoint;
@@ -68,15 +68,10 @@ fn apply(started: &Started, mut plan: ClientPlan, reloader: &Reloader) {
     let names = plan.config.tunnels.iter().map(|t| t.name.as_str());
     started.first.keep_only(names);
     let changes = reloader.reload(plan.config);
-    let mut restart: Vec<&str> = (changes.iter())
-        .filter_map(|c| match c {
-            Change::NeedsRestart(what) => Some(*what),
-            _ => None,
-        })
-        .collect();
-    let applied = changes.len() - restart.len();
-    restart.extend(restarts);
-    reloaded(applied, &restart);
+    conclude(&changes, restarts, |c| match c {
+        Change::NeedsRestart(what) => Some(*what),
+        _ => None,
+    });
 }
 
 /// What differs in the settings only the command line applies.

@@ -382,3 +382,27 @@ pub(crate) async fn ready_ports(client: &Proc, n: usize) -> std::collections::Ha
         })
         .await
 }
+
+/// The program `name` (searched on PATH, then in /usr/sbin and /usr/bin), or `None` (the test
+/// is skipped) when it is missing outside CI. Under CI (`CI` set) a missing program fails.
+pub(crate) fn program(name: &str, package: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        let why = format!(
+            "`{name}` is not installed (Debian: apt-get install {package}; .ci/run installs it)"
+        );
+        assert!(std::env::var_os("CI").is_none(), "{why}");
+        eprintln!("skipping: {why}");
+    }
+    found
+}
+
+/// A port nobody listens on right now (the kernel's choice, released at once).
+pub(crate) fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
