@@ -14,7 +14,7 @@ mod tunnels;
 use crate::diag::{ConfigError, Item, Problems, Source};
 use crate::fields::{self, checked};
 use crate::status_socket::StatusSocket;
-use burrow_client::{ClientConfig, Transport, TunnelConfig};
+use burrow_client::{CarrierKind, ClientConfig, Transport, TunnelConfig};
 use burrow_net::tls::{Trust, default_known_hosts};
 use burrow_proto::auth::Secret;
 use proxy::EnvProxy;
@@ -74,10 +74,58 @@ pub(crate) struct PublishArgs {
     /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT) [default: off].
     #[arg(long, value_name = "URL", value_parser = checked(crate::traces::checked_url))]
     otlp_endpoint: Option<String>,
+    /// Carriers to try in order, comma-separated: tcp, mux [default: tcp].
+    #[arg(long, value_name = "LIST", value_parser = checked(carrier_list))]
+    carrier: Option<String>,
     #[command(flatten)]
     proxy: ProxyArgs,
     #[command(flatten)]
     status: StatusSocketArgs,
+}
+
+/// Checks a `--carrier` list.
+fn carrier_list(s: &str) -> Result<String, String> {
+    carriers(&Carriers::from_flag(s)).map(|_| s.to_owned())
+}
+
+/// `carrier` as written: one carrier, or a list tried in order.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Carriers {
+    /// One carrier.
+    One(String),
+    /// Several, in order of preference.
+    List(Vec<String>),
+}
+
+impl Carriers {
+    /// A comma-separated list from a flag.
+    fn from_flag(s: &str) -> Self {
+        Carriers::List(s.split(',').map(|c| c.trim().to_owned()).collect())
+    }
+}
+
+/// The carriers a `carrier` setting names, in order.
+fn carriers(setting: &Carriers) -> Result<Vec<CarrierKind>, String> {
+    let names = match setting {
+        Carriers::One(one) => std::slice::from_ref(one),
+        Carriers::List(list) => list.as_slice(),
+    };
+    if names.is_empty() {
+        return Err("name at least one carrier".into());
+    }
+    let kinds = names
+        .iter()
+        .map(|n| n.parse::<CarrierKind>())
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(twice) = kinds
+        .iter()
+        .enumerate()
+        .find(|(i, k)| kinds[..*i].contains(k))
+    {
+        return Err(format!("carrier {} is listed twice", twice.1));
+    }
+    Ok(kinds)
 }
 
 /// Where a client serves its status (`burrow status` reads it).
@@ -206,6 +254,9 @@ pub(crate) struct ClientArgs {
     /// Export traces to this OTLP/HTTP collector (replaces the file's `otlp_endpoint`).
     #[arg(long, value_name = "URL", value_parser = checked(crate::traces::checked_url))]
     otlp_endpoint: Option<String>,
+    /// Carriers to try in order, comma-separated (replaces the file's `carrier`).
+    #[arg(long, value_name = "LIST", value_parser = checked(carrier_list))]
+    carrier: Option<String>,
     #[command(flatten)]
     proxy: ProxyArgs,
     #[command(flatten)]
@@ -232,6 +283,7 @@ pub(crate) struct RawClient {
     status_socket: Option<Item<SocketSetting>>,
     otlp_endpoint: Option<Item<String>>,
     proxy: Option<Item<String>>,
+    carrier: Option<Item<Carriers>>,
     /// The proxy the environment names, when neither flags nor file say (see [`proxy`]).
     #[serde(skip)]
     env_proxy: Option<EnvProxy>,
@@ -267,6 +319,9 @@ pub(crate) fn load(args: &ClientArgs) -> anyhow::Result<ClientPlan> {
     }
     if let Some(item) = args.proxy.item() {
         raw.proxy = Some(item);
+    }
+    if let Some(list) = &args.carrier {
+        raw.carrier = Some(Item::flag("--carrier", Carriers::from_flag(list)));
     }
     raw.apply_env();
     Ok(raw.into_plan(&source, problems)?)
@@ -390,6 +445,8 @@ impl RawClient {
             status_socket: a.status.item(),
             otlp_endpoint: text("--otlp-endpoint", &a.otlp_endpoint),
             proxy: a.proxy.item(),
+            carrier: (a.carrier.as_deref())
+                .map(|l| Item::flag("--carrier", Carriers::from_flag(l))),
             env_proxy: None,
             tunnels: vec![tunnel],
         }
@@ -487,6 +544,9 @@ impl RawClient {
         fields::liveness(p, heartbeat, (&self.dead_after, c.dead_after));
         if let Some(n) = p.parse(self.pool_size.as_ref(), fields::count_in(1, MAX_POOL_SIZE)) {
             c.pool_size = n;
+        }
+        if let Some(kinds) = p.parse(self.carrier.as_ref(), carriers) {
+            c.carriers = kinds;
         }
         c.exit_on_disconnect = self.exit_on_disconnect.unwrap_or(false);
     }

@@ -156,6 +156,11 @@ fn summary(s: &Snapshot, now: SystemTime) -> String {
         State::Connecting => write!(out, "connecting to {}", s.server),
         State::Reconnecting => write!(out, "reconnecting to {} (last session {session})", s.server),
     };
+    if let (Some(carrier), State::Connected) = (&s.carrier, s.state) {
+        if carrier != "tcp" {
+            let _ = write!(out, " over {carrier}");
+        }
+    }
     if let Some(since) = s.connected_since_unix {
         let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let up = Duration::from_secs(now.saturating_sub(since));
@@ -250,6 +255,7 @@ mod tests {
             state: State::Connected,
             last_error: None,
             session: Some("5f0c2a91d3e4b7aa".into()),
+            carrier: Some("tcp".into()),
             connected_since_unix: Some(1000),
             reconnects: 2,
             rtt_ms: Some(1.25),
@@ -261,6 +267,28 @@ mod tests {
             "connected to example.net:7777, session 5f0c2a91d3e4b7aa, up 1m 30s, rtt 1.2 ms, \
              2 reconnects\n  web (tcp) ready: example.net:20001 -> 127.0.0.1:8080, streams 1 \
              open / 7 total, 1.5 KiB in / 3.0 MiB out\n"
+        );
+    }
+
+    #[test]
+    fn the_summary_names_a_carrier_other_than_tcp() {
+        let snapshot = Snapshot {
+            server: "example.net:7777".into(),
+            state: State::Connected,
+            last_error: None,
+            session: Some("5f0c2a91d3e4b7aa".into()),
+            carrier: Some("mux".into()),
+            connected_since_unix: None,
+            reconnects: 0,
+            rtt_ms: None,
+            tunnels: Vec::new(),
+        };
+        let text = summary(&snapshot, UNIX_EPOCH);
+        assert!(
+            text.starts_with(
+                "connected to example.net:7777, session 5f0c2a91d3e4b7aa over mux, 0 reconnects"
+            ),
+            "{text}"
         );
     }
 
@@ -277,6 +305,7 @@ mod tests {
             state: State::Reconnecting,
             last_error: Some("carrier lost".into()),
             session: Some("0000000000000001".into()),
+            carrier: Some("mux".into()),
             connected_since_unix: None,
             reconnects: 0,
             rtt_ms: None,

@@ -29,6 +29,38 @@ impl std::fmt::Debug for Transport {
     }
 }
 
+/// How the client carries its session to the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CarrierKind {
+    /// A TCP connection (TLS unless plain) for the control stream and for each data stream,
+    /// from a warm pool: the default, and the fastest where it is allowed.
+    Tcp,
+    /// One TCP connection (TLS unless plain) with every stream multiplexed over it, for
+    /// networks that allow a single outbound connection.
+    Mux,
+}
+
+impl std::fmt::Display for CarrierKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CarrierKind::Tcp => f.write_str("tcp"),
+            CarrierKind::Mux => f.write_str("mux"),
+        }
+    }
+}
+
+impl std::str::FromStr for CarrierKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "tcp" => Ok(CarrierKind::Tcp),
+            "mux" => Ok(CarrierKind::Mux),
+            other => Err(format!("unknown carrier `{other}` (expected tcp or mux)")),
+        }
+    }
+}
+
 /// One service to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TunnelConfig {
@@ -61,6 +93,8 @@ pub struct ClientConfig {
     pub transport: Transport,
     /// The HTTP CONNECT or SOCKS5 proxy every connection to the server goes through, if any.
     pub proxy: Option<Proxy>,
+    /// The carriers to try, in order of preference; a session uses the first that connects.
+    pub carriers: Vec<CarrierKind>,
     /// Tunnels to publish.
     pub tunnels: Vec<TunnelConfig>,
     /// Idle data connections kept open, ready for visitors.
@@ -91,6 +125,7 @@ impl ClientConfig {
             token,
             transport,
             proxy: None,
+            carriers: vec![CarrierKind::Tcp],
             tunnels: Vec::new(),
             pool_size: 8,
             exit_on_disconnect: false,

@@ -1,14 +1,16 @@
 //! Dialing the server: TCP (directly or through a proxy), TLS (unless plain), then the burrow
 //! handshake, under one deadline.
 
-use crate::config::{ClientConfig, Transport};
+use crate::config::{CarrierKind, ClientConfig, Transport};
+use burrow_net::mux::Opener;
 use burrow_net::{
     Carrier, FrameIo, read_frame, read_preface, tls, tune_carrier, write_frame, write_preface,
+    write_preface_with,
 };
 use burrow_proto::auth::{self, Secret};
 use burrow_proto::msg::{Challenge, HandshakeError, Hello, Welcome};
 use burrow_proto::preface::version_advice;
-use burrow_proto::{PrefaceError, VERSION};
+use burrow_proto::{Preface, PrefaceError, VERSION, caps};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -32,12 +34,55 @@ pub(crate) struct Established {
     pub carrier: Carrier,
     pub session: u64,
     pub secret: Secret,
+    /// How the session opens its data connections.
+    pub link: Link,
 }
 
-/// Opens a control stream and authenticates.
+/// How a session opens its data connections: the way its control stream was opened.
+#[derive(Debug, Clone)]
+pub(crate) enum Link {
+    /// A new TCP (or TLS) connection each.
+    Dial,
+    /// A new stream of the session's multiplexed connection.
+    Mux(Opener),
+}
+
+impl Link {
+    /// The carrier's name, for logs and status.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Link::Dial => "tcp",
+            Link::Mux(_) => "mux",
+        }
+    }
+}
+
+/// Opens a control stream and authenticates, over the first of the configured carriers that
+/// gets through; the others are tried in order when one cannot connect.
 pub(crate) async fn control(config: &ClientConfig) -> Result<Established, ConnectError> {
+    let mut carriers = config.carriers.iter().peekable();
+    while let Some(kind) = carriers.next() {
+        match control_over(config, kind).await {
+            Err(e) if carriers.peek().is_some() => {
+                tracing::warn!("carrier {kind} failed: {e}; trying the next one");
+            }
+            done => return done,
+        }
+    }
+    Err(ConnectError::Fatal("no carrier is configured".into()))
+}
+
+/// Opens a control stream over one carrier.
+async fn control_over(
+    config: &ClientConfig,
+    kind: &CarrierKind,
+) -> Result<Established, ConnectError> {
     timeout(config.connect_timeout, async {
-        let (mut carrier, challenge) = open(config).await?;
+        let link = match kind {
+            CarrierKind::Tcp => Link::Dial,
+            CarrierKind::Mux => Link::Mux(open_link(config).await?),
+        };
+        let (mut carrier, challenge) = open(config, &link).await?;
         let nonce = auth::nonce();
         let proof = auth::control_proof(&config.token, &config.name, &challenge, &nonce);
         let hello = Hello::Control {
@@ -51,6 +96,7 @@ pub(crate) async fn control(config: &ClientConfig) -> Result<Established, Connec
             carrier,
             session,
             secret,
+            link,
         })
     })
     .await
@@ -65,11 +111,12 @@ pub(crate) async fn control(config: &ClientConfig) -> Result<Established, Connec
 /// Opens a data connection for `session`.
 pub(crate) async fn data(
     config: &ClientConfig,
+    link: &Link,
     session: u64,
     secret: &Secret,
 ) -> Result<Carrier, ConnectError> {
     timeout(config.connect_timeout, async {
-        let (mut carrier, challenge) = open(config).await?;
+        let (mut carrier, challenge) = open(config, link).await?;
         let proof = auth::data_proof(secret, session, &challenge);
         exchange(&mut carrier, &Hello::Data { session, proof }).await?;
         Ok(carrier)
@@ -78,8 +125,44 @@ pub(crate) async fn data(
     .unwrap_or_else(|_| Err(ConnectError::Retry("data connection timed out".into())))
 }
 
-/// TCP (through the proxy, if any), TLS, prefaces and the challenge.
-async fn open(config: &ClientConfig) -> Result<(Carrier, [u8; 32]), ConnectError> {
+/// A new connection (or stream) over `link`, with prefaces exchanged and the challenge read.
+async fn open(config: &ClientConfig, link: &Link) -> Result<(Carrier, [u8; 32]), ConnectError> {
+    let carrier = match link {
+        Link::Dial => dial(config).await?,
+        Link::Mux(opener) => Carrier::stream(
+            opener
+                .open()
+                .await
+                .map_err(|e| ConnectError::Retry(format!("multiplexed connection lost: {e}")))?,
+            "mux",
+        ),
+    };
+    greet(config, carrier).await
+}
+
+/// A multiplexed connection: dialed and secured as the TCP carrier's connections are, then
+/// turned into a link by its preface.
+async fn open_link(config: &ClientConfig) -> Result<Opener, ConnectError> {
+    let mut carrier = dial(config).await?;
+    let link = Preface {
+        caps: Preface::ours().caps | caps::LINK,
+        ..Preface::ours()
+    };
+    write_preface_with(&mut carrier, link)
+        .await
+        .map_err(|e| retry_io("sending the preface", e))?;
+    let theirs = read_server_preface(config, &mut carrier).await?;
+    if theirs.caps & caps::MUX == 0 {
+        return Err(ConnectError::Fatal(format!(
+            "{} does not accept the mux carrier; upgrade the server or choose carrier = \"tcp\"",
+            config.server
+        )));
+    }
+    Ok(burrow_net::mux::client(carrier))
+}
+
+/// TCP (through the proxy, if any), then TLS unless plain.
+async fn dial(config: &ClientConfig) -> Result<Carrier, ConnectError> {
     let tcp = match &config.proxy {
         Some(proxy) => crate::proxy::dial(proxy, &config.server).await?,
         None => TcpStream::connect(&config.server)
@@ -87,16 +170,35 @@ async fn open(config: &ClientConfig) -> Result<(Carrier, [u8; 32]), ConnectError
             .map_err(|e| ConnectError::Retry(format!("cannot reach {}: {e}", config.server)))?,
     };
     let _ = tune_carrier(&tcp);
-    let mut carrier = match &config.transport {
+    Ok(match &config.transport {
         Transport::Plain => Carrier::Plain(tcp),
         Transport::Tls(tls_config) => {
             Carrier::ClientTls(Box::new(tls_handshake(config, tls_config, tcp).await?))
         }
-    };
+    })
+}
+
+/// Prefaces and the challenge.
+async fn greet(
+    config: &ClientConfig,
+    mut carrier: Carrier,
+) -> Result<(Carrier, [u8; 32]), ConnectError> {
     write_preface(&mut carrier)
         .await
         .map_err(|e| retry_io("sending the preface", e))?;
-    let theirs = read_preface(&mut carrier).await.map_err(|e| match e {
+    read_server_preface(config, &mut carrier).await?;
+    let challenge: Challenge = read_frame(&mut carrier)
+        .await
+        .map_err(|e| retry_io("reading the challenge", e))?;
+    Ok((carrier, challenge.nonce))
+}
+
+/// Reads the server's preface and checks its version.
+async fn read_server_preface(
+    config: &ClientConfig,
+    carrier: &mut Carrier,
+) -> Result<Preface, ConnectError> {
+    let theirs = read_preface(carrier).await.map_err(|e| match e {
         FrameIo::Preface(PrefaceError::LooksLikeTls) => ConnectError::Fatal(
             "the server speaks TLS; drop --insecure-plain (plain TCP needs it on both sides)"
                 .into(),
@@ -119,10 +221,7 @@ async fn open(config: &ClientConfig) -> Result<(Carrier, [u8; 32]), ConnectError
             false,
         )));
     }
-    let challenge: Challenge = read_frame(&mut carrier)
-        .await
-        .map_err(|e| retry_io("reading the challenge", e))?;
-    Ok((carrier, challenge.nonce))
+    Ok(theirs)
 }
 
 async fn tls_handshake(

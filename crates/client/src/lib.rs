@@ -23,7 +23,7 @@ mod streams;
 mod tunnels;
 mod udp;
 
-pub use config::{ClientConfig, ProxyProtocol, Transport, TunnelConfig};
+pub use config::{CarrierKind, ClientConfig, ProxyProtocol, Transport, TunnelConfig};
 pub use proxy::Proxy;
 pub use reload::{Change, Reloader};
 pub use status::Status;
@@ -163,9 +163,10 @@ async fn reconnect_loop(ctx: &Context, shutdown: &CancellationToken) -> Result<(
         match attempt {
             Ok(est) => {
                 let started = Instant::now();
-                config.status.connected(est.session);
+                let carrier = est.link.kind();
+                config.status.connected(est.session, carrier);
                 let span = session_span(config, est.session);
-                info!(parent: &span, "{}", if first { "session established" } else { "reconnected: session established" });
+                info!(parent: &span, carrier, "{}", if first { "session established" } else { "reconnected: session established" });
                 let end = session::run(ctx, est, first, shutdown, span.clone())
                     .instrument(span)
                     .await;

@@ -98,6 +98,7 @@ pub(crate) async fn run(
         carrier,
         session,
         secret,
+        link,
     } = est;
     let (reader, writer) = tokio::io::split(carrier);
     let (tx, mut incoming) = mpsc::channel(INCOMING_QUEUE);
@@ -107,6 +108,7 @@ pub(crate) async fn run(
         tunnels: ctx.tunnels.clone(),
         session,
         secret,
+        link,
         closed: shutdown.child_token(),
         streams: ctx.streams.clone(),
         span,

@@ -34,6 +34,7 @@ struct Inner {
     state: State,
     last_error: Option<String>,
     session: Option<u64>,
+    carrier: Option<&'static str>,
     connected_since: Option<SystemTime>,
     reconnects: u64,
     rtt: Option<Duration>,
@@ -125,6 +126,9 @@ pub struct Snapshot {
     pub last_error: Option<String>,
     /// The current (or last) session's id, as the logs and the server's admin API write it.
     pub session: Option<String>,
+    /// The carrier the current (or last) session runs over: `tcp`, `mux`, ...
+    #[serde(default)]
+    pub carrier: Option<String>,
     /// When the current session was established, in seconds since the Unix epoch.
     pub connected_since_unix: Option<u64>,
     /// Sessions established after the first one.
@@ -179,6 +183,7 @@ impl Status {
             state: inner.state,
             last_error: inner.last_error.clone(),
             session: inner.session.map(|s| format!("{s:016x}")),
+            carrier: inner.carrier.map(str::to_owned),
             connected_since_unix: since.map(|d| d.as_secs()),
             reconnects: inner.reconnects,
             rtt_ms: inner.rtt.map(|d| d.as_secs_f64() * 1e3),
@@ -225,14 +230,15 @@ impl Status {
         tunnels.iter().for_each(|t| self.add_tunnel(t));
     }
 
-    /// A session was established.
-    pub(crate) fn connected(&self, session: u64) {
+    /// A session was established over `carrier`.
+    pub(crate) fn connected(&self, session: u64, carrier: &'static str) {
         let mut inner = self.lock();
         if inner.session.is_some() {
             inner.reconnects += 1;
         }
         inner.state = State::Connected;
         inner.session = Some(session);
+        inner.carrier = Some(carrier);
         inner.connected_since = Some(SystemTime::now());
         inner.rtt = None;
         for tunnel in &mut inner.tunnels {

@@ -49,6 +49,8 @@ pub(crate) struct Pool {
     pub tunnels: Arc<Tunnels>,
     pub session: u64,
     pub secret: Secret,
+    /// How data connections are opened (new connections, or streams of one).
+    pub link: connect::Link,
     /// Cancelled when the session ends: idle connections close, streams go on.
     pub closed: CancellationToken,
     /// Streams, tracked so shutdown can wait for them.
@@ -77,7 +79,7 @@ impl Pool {
     async fn serve_one(&self, idle_limit: Option<Duration>) -> Outcome {
         let carrier = tokio::select! {
             _ = self.closed.cancelled() => return Outcome::Served,
-            carrier = connect::data(&self.config, self.session, &self.secret) => carrier,
+            carrier = connect::data(&self.config, &self.link, self.session, &self.secret) => carrier,
         };
         let mut carrier = match carrier {
             Ok(c) => c,

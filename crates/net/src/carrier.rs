@@ -21,6 +21,21 @@ pub enum Carrier {
     ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     /// An in-memory pipe: protocol tests drive sessions through it, with paused time.
     Memory(tokio::io::DuplexStream),
+    /// One stream of a multiplexed carrier (mux, WebSocket, QUIC), or any other byte stream,
+    /// with the carrier's name for logs.
+    Stream(Box<dyn Duplex>, &'static str),
+}
+
+/// A byte stream a [`Carrier::Stream`] can hold.
+pub trait Duplex: AsyncRead + AsyncWrite + Send + Sync + Unpin + std::fmt::Debug + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin + std::fmt::Debug + 'static> Duplex for T {}
+
+impl Carrier {
+    /// A carrier over any byte stream, named `kind` in logs.
+    pub fn stream(io: impl Duplex, kind: &'static str) -> Self {
+        Carrier::Stream(Box::new(io), kind)
+    }
 }
 
 impl Carrier {
@@ -30,14 +45,24 @@ impl Carrier {
             Carrier::Plain(s) => Some(s),
             Carrier::ClientTls(s) => Some(s.get_ref().0),
             Carrier::ServerTls(s) => Some(s.get_ref().0),
-            Carrier::Memory(_) => None,
+            Carrier::Memory(_) | Carrier::Stream(..) => None,
         }
     }
 
     /// True when nothing arrived on an idle connection and the peer has not closed it: an idle
     /// data connection receives nothing until it is used, so readable bytes or end-of-stream
     /// both mean it is no longer usable. Does not consume anything.
-    pub fn is_idle_and_open(&self) -> bool {
+    pub fn is_idle_and_open(&mut self) -> bool {
+        if let Carrier::Stream(io, _) = self {
+            // A stream of a multiplexed carrier has no socket to peek at: try a read without
+            // waiting. Anything that arrived (bytes, end, error) makes it unusable anyway.
+            let mut byte = [0u8; 1];
+            let mut buf = ReadBuf::new(&mut byte);
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            return Pin::new(&mut **io)
+                .poll_read(&mut cx, &mut buf)
+                .is_pending();
+        }
         let Some(tcp) = self.tcp() else {
             return true;
         };
@@ -48,12 +73,13 @@ impl Carrier {
         }
     }
 
-    /// A short name for logs: `tcp` or `tls`.
+    /// A short name for logs: `tcp`, `tls`, `mux`, ...
     pub fn kind(&self) -> &'static str {
         match self {
             Carrier::Plain(_) => "tcp",
             Carrier::ClientTls(_) | Carrier::ServerTls(_) => "tls",
             Carrier::Memory(_) => "memory",
+            Carrier::Stream(_, kind) => kind,
         }
     }
 }
@@ -115,6 +141,10 @@ macro_rules! delegate {
                 let $s = Pin::new($s);
                 $e
             }
+            Carrier::Stream($s, _) => {
+                let $s = Pin::new(&mut **$s);
+                $e
+            }
         }
     };
 }
@@ -160,6 +190,7 @@ impl AsyncWrite for Carrier {
             Carrier::ClientTls(s) => s.is_write_vectored(),
             Carrier::ServerTls(s) => s.is_write_vectored(),
             Carrier::Memory(s) => s.is_write_vectored(),
+            Carrier::Stream(s, _) => s.is_write_vectored(),
         }
     }
 }

@@ -26,7 +26,15 @@ pub enum FrameIo {
 
 /// Writes this build's preface.
 pub async fn write_preface<W: AsyncWrite + Unpin>(w: &mut W) -> io::Result<()> {
-    w.write_all(&Preface::ours().encode()).await?;
+    write_preface_with(w, Preface::ours()).await
+}
+
+/// Writes a preface (this build's, with capability bits added or taken away).
+pub async fn write_preface_with<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    preface: Preface,
+) -> io::Result<()> {
+    w.write_all(&preface.encode()).await?;
     w.flush().await
 }
 

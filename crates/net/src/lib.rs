@@ -6,10 +6,14 @@
 pub mod carrier;
 pub mod datagram_io;
 pub mod frame_io;
+pub mod mux;
 pub mod relay;
 pub mod tls;
 pub mod udp_batch;
 
-pub use carrier::{Carrier, listen, tune_carrier, tune_endpoint};
-pub use frame_io::{FrameIo, forward_frames, read_frame, read_preface, write_frame, write_preface};
+pub use carrier::{Carrier, Duplex, listen, tune_carrier, tune_endpoint};
+pub use frame_io::{
+    FrameIo, forward_frames, read_frame, read_preface, write_frame, write_preface,
+    write_preface_with,
+};
 pub use relay::relay;

@@ -30,6 +30,14 @@ pub const VERSION: u16 = 2;
 pub mod caps {
     /// TCP tunnels over pooled data connections.
     pub const TCP: u32 = 1 << 0;
+    /// Multiplexed links (see [`LINK`]).
+    pub const MUX: u32 = 1 << 1;
     /// Everything this build supports.
-    pub const ALL: u32 = TCP;
+    pub const ALL: u32 = TCP | MUX;
+    /// Not a capability but a request, sent only by a client: this connection is a multiplexed
+    /// link. After the two prefaces it carries a yamux session, and each of its streams starts
+    /// with its own preface and handshake, as a connection of the TCP carrier does. A server
+    /// without [`MUX`] ignores the bit and answers as it would any connection, which the client
+    /// sees in the server's capabilities.
+    pub const LINK: u32 = 1 << 16;
 }

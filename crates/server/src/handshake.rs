@@ -9,7 +9,7 @@ use burrow_net::{FrameIo, read_frame, read_preface, write_frame, write_preface};
 use burrow_proto::auth::{self, Secret};
 use burrow_proto::msg::{Challenge, HandshakeError, Hello, MAX_NAME_LEN, Welcome};
 use burrow_proto::preface::version_advice;
-use burrow_proto::{Preface, PrefaceError, VERSION, encode_frame};
+use burrow_proto::{Preface, PrefaceError, VERSION, caps, encode_frame};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
@@ -36,6 +36,9 @@ pub(crate) enum Verdict {
         /// The session it joins.
         session: u64,
     },
+    /// A multiplexed link: the prefaces are exchanged, and the connection now carries a yamux
+    /// session whose streams each begin a handshake of their own.
+    Link,
 }
 
 /// Why a handshake failed; each is logged once by the caller, and only this connection closes.
@@ -71,8 +74,14 @@ impl From<FrameIo> for Failure {
     }
 }
 
-/// Runs the handshake; on failure the client has already been told what it may know.
-pub(crate) async fn accept<S>(io: &mut S, authority: &dyn Authority) -> Result<Verdict, Failure>
+/// Runs the handshake; on failure the client has already been told what it may know. A
+/// connection may ask to become a multiplexed link only where `links` allows it (not on a
+/// stream that is already inside one).
+pub(crate) async fn accept<S>(
+    io: &mut S,
+    authority: &dyn Authority,
+    links: bool,
+) -> Result<Verdict, Failure>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -85,6 +94,15 @@ where
             theirs.version,
             true,
         )));
+    }
+    if theirs.caps & caps::LINK != 0 {
+        if !links {
+            return Err(Failure::Malformed(
+                "a stream of a multiplexed connection asked to be one itself".into(),
+            ));
+        }
+        write_preface(io).await.map_err(Failure::Io)?;
+        return Ok(Verdict::Link);
     }
     // Preface and challenge leave in one write (one TLS record, one wake-up at the client).
     let nonce = auth::nonce();

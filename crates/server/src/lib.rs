@@ -10,6 +10,7 @@ mod bans;
 pub mod config;
 mod handshake;
 mod http;
+mod link;
 mod metrics;
 mod pool;
 pub mod ports;
@@ -54,6 +55,8 @@ struct Shared {
     edge: http::EdgePorts,
     /// Failed handshakes and bans by source address; locked briefly, never across an await.
     bans: std::sync::Mutex<bans::BanTable>,
+    /// Handshakes in progress, over every carrier and multiplexed link (`max_unauthenticated`).
+    unauthenticated: Arc<Semaphore>,
 }
 
 impl Shared {
@@ -65,6 +68,7 @@ impl Shared {
                 bans::DEFAULT_CAP,
             )),
             registry: Registry::new(&config),
+            unauthenticated: Arc::new(Semaphore::new(config.max_unauthenticated)),
             config: tokio::sync::watch::Sender::new(Arc::new(config)),
             shutdown,
             tracker: TaskTracker::new(),
@@ -72,6 +76,12 @@ impl Shared {
             active_streams: Arc::default(),
             metrics: metrics::Metrics::new(),
         }
+    }
+
+    /// A place in the handshake phase, or `None` when `max_unauthenticated` handshakes are
+    /// already in progress (the caller closes the connection or stream at once).
+    fn handshake_permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.unauthenticated.clone().try_acquire_owned().ok()
     }
 
     /// The configuration in force now.
@@ -207,7 +217,6 @@ impl Server {
 async fn serve_control(shared: &Arc<Shared>, control: TcpListener) {
     let shutdown = shared.shutdown.clone();
     let config = shared.config();
-    let unauthenticated = Arc::new(Semaphore::new(config.max_unauthenticated));
     info!(ports = %config.ports, free = shared.registry.free_ports(burrow_proto::msg::Protocol::Tcp), "server ready");
     loop {
         let accepted = tokio::select! {
@@ -219,7 +228,7 @@ async fn serve_control(shared: &Arc<Shared>, control: TcpListener) {
                 if shared.refuse_banned(peer) {
                     continue;
                 }
-                let Ok(permit) = unauthenticated.clone().try_acquire_owned() else {
+                let Some(permit) = shared.handshake_permit() else {
                     warn!(%peer, "connection dropped: {} handshakes already in progress", config.max_unauthenticated);
                     continue;
                 };
@@ -273,7 +282,7 @@ async fn drain(shared: &Shared) {
     }
 }
 
-/// Takes one control-port connection through the handshake and hands it on.
+/// Takes one control-port connection through TLS and the handshake, and hands it on.
 async fn serve_connection(
     shared: Arc<Shared>,
     tcp: TcpStream,
@@ -281,11 +290,26 @@ async fn serve_connection(
     permit: OwnedSemaphorePermit,
 ) {
     let _ = tune_carrier(&tcp);
+    let handshake = handshake(&shared, tcp);
+    dispatch(&shared, handshake, peer, permit, None).await;
+}
+
+/// Runs a connection's handshake (or a multiplexed stream's) under the pre-auth deadline and
+/// hands the connection to what it asked to be: a session's control stream, one of its data
+/// connections, or a multiplexed link. `authenticated` is cancelled once the handshake proved
+/// who the peer is.
+pub(crate) async fn dispatch(
+    shared: &Arc<Shared>,
+    handshake: impl Future<Output = anyhow::Result<(Carrier, Verdict)>>,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    authenticated: Option<&CancellationToken>,
+) {
     let deadline = shared.config().handshake_timeout;
     let started = std::time::Instant::now();
     let outcome = tokio::select! {
         _ = shared.shutdown.cancelled() => return,
-        outcome = timeout(deadline, handshake(&shared, tcp)) => outcome,
+        outcome = timeout(deadline, handshake) => outcome,
     };
     drop(permit);
     let (carrier, verdict) = match outcome {
@@ -300,6 +324,12 @@ async fn serve_connection(
             return warn!(%peer, "connection closed: handshake not finished within {deadline:?}");
         }
     };
+    if let Verdict::Link = verdict {
+        return link::serve(shared.clone(), carrier, peer).await;
+    }
+    if let Some(authenticated) = authenticated {
+        authenticated.cancel();
+    }
     let data = matches!(verdict, Verdict::Data { .. });
     shared.metrics.handshake(data, started.elapsed());
     match verdict {
@@ -307,15 +337,16 @@ async fn serve_connection(
             shared
                 .bans()
                 .succeeded(peer.ip(), std::time::Instant::now());
-            session::run(shared, carrier, identity, secret, peer).await
+            session::run(shared.clone(), carrier, identity, secret, peer).await
         }
-        Verdict::Data { session } => add_data_connection(&shared, carrier, session).await,
+        Verdict::Data { session } => add_data_connection(shared, carrier, session).await,
+        Verdict::Link => {}
     }
 }
 
 /// TLS (unless plain), then the burrow handshake.
 async fn handshake(shared: &Shared, tcp: TcpStream) -> anyhow::Result<(Carrier, Verdict)> {
-    let mut carrier = match &shared.config().transport {
+    let carrier = match &shared.config().transport {
         Transport::Plain => Carrier::Plain(tcp),
         Transport::Tls(tls) => {
             let acceptor = burrow_net::tls::tokio_rustls::TlsAcceptor::from(tls.clone());
@@ -323,7 +354,16 @@ async fn handshake(shared: &Shared, tcp: TcpStream) -> anyhow::Result<(Carrier, 
             Carrier::ServerTls(Box::new(stream))
         }
     };
-    let verdict = match handshake::accept(&mut carrier, &shared.registry).await {
+    greet(shared, carrier, true).await
+}
+
+/// The burrow handshake on a secured carrier.
+async fn greet(
+    shared: &Shared,
+    mut carrier: Carrier,
+    links: bool,
+) -> anyhow::Result<(Carrier, Verdict)> {
+    let verdict = match handshake::accept(&mut carrier, &shared.registry, links).await {
         Err(handshake::Failure::Io(e)) if hung_up(&e) => return Err(PeerLeft.into()),
         other => other?,
     };

@@ -46,7 +46,7 @@ impl DataPool {
     /// Takes a live idle connection, if there is one.
     pub(crate) fn take(&self) -> Option<Carrier> {
         loop {
-            let carrier = self.lock().pop_front()?;
+            let mut carrier = self.lock().pop_front()?;
             if carrier.is_idle_and_open() {
                 return Some(carrier);
             }
@@ -75,10 +75,16 @@ impl DataPool {
     /// Closes idle connections the client has closed (a retired extra slot), so their sockets
     /// do not linger until the next visitor.
     pub(crate) fn prune(&self) {
-        let closed: VecDeque<Carrier> = {
+        let closed: Vec<Carrier> = {
             let mut idle = self.lock();
-            let (open, closed) = idle.drain(..).partition(Carrier::is_idle_and_open);
-            *idle = open;
+            let mut closed = Vec::new();
+            for mut carrier in std::mem::take(&mut *idle) {
+                if carrier.is_idle_and_open() {
+                    idle.push_back(carrier);
+                } else {
+                    closed.push(carrier);
+                }
+            }
             closed
         };
         drop(closed);

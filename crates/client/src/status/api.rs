@@ -164,7 +164,7 @@ mod tests {
             health_check: None,
         };
         status.start("example.net:7777", &[tunnel]);
-        status.connected(0xabc);
+        status.connected(0xabc, "tcp");
         status.ready("web", Some("example.net:20001".into()), Vec::new());
         status
     }

@@ -61,7 +61,7 @@ fn a_failed_first_attempt_stays_connecting_with_its_error() {
 fn sessions_grants_and_reconnects_are_tracked() {
     let status = Status::new();
     status.start("srv:7777", &tunnels());
-    status.connected(0x5f0c);
+    status.connected(0x5f0c, "tcp");
     status.rtt(Duration::from_micros(1500));
     status.ready("web", Some("srv:20001".into()), Vec::new());
     status.refused("dns", "port taken".into());
@@ -94,7 +94,7 @@ fn sessions_grants_and_reconnects_are_tracked() {
         "the last grant is kept"
     );
 
-    status.connected(0x77);
+    status.connected(0x77, "tcp");
     let s = status.snapshot();
     assert_eq!((s.state, s.reconnects), (State::Connected, 1));
     assert_eq!(s.session.as_deref(), Some("0000000000000077"));
@@ -143,7 +143,7 @@ fn tunnels_are_added_and_removed_by_name() {
 fn snapshots_read_back_from_json() {
     let status = Status::new();
     status.start("srv:7777", &tunnels());
-    status.connected(1);
+    status.connected(1, "tcp");
     status.ready("web", Some("srv:1".into()), Vec::new());
     let snapshot = status.snapshot();
     let text = serde_json::to_string(&snapshot).unwrap();

@@ -25,7 +25,7 @@ impl Authority for Keys {
 fn start() -> (DuplexStream, ServerSide) {
     let (client, mut server) = duplex(4096);
     let task = tokio::spawn(async move {
-        let verdict = accept(&mut server, &Keys).await;
+        let verdict = accept(&mut server, &Keys, true).await;
         (verdict, server)
     });
     (client, task)
@@ -176,4 +176,32 @@ async fn a_peer_that_hangs_up_mid_handshake_ends_only_its_connection() {
     open(&mut io).await;
     drop(io);
     assert!(matches!(server.await.unwrap().0, Err(Failure::Io(_))));
+}
+
+#[tokio::test]
+async fn a_link_request_is_answered_with_the_preface_alone() {
+    let (mut io, server) = start();
+    let link = Preface {
+        caps: Preface::ours().caps | caps::LINK,
+        ..Preface::ours()
+    };
+    burrow_net::write_preface_with(&mut io, link).await.unwrap();
+    let theirs = read_preface(&mut io).await.unwrap();
+    assert_ne!(theirs.caps & caps::MUX, 0, "the server says it takes links");
+    let (verdict, _server_end) = server.await.unwrap();
+    assert!(matches!(verdict.unwrap(), Verdict::Link));
+}
+
+#[tokio::test]
+async fn a_stream_inside_a_link_cannot_ask_for_another_link() {
+    let (mut client, mut server) = duplex(4096);
+    let side = tokio::spawn(async move { accept(&mut server, &Keys, false).await });
+    let link = Preface {
+        caps: Preface::ours().caps | caps::LINK,
+        ..Preface::ours()
+    };
+    burrow_net::write_preface_with(&mut client, link)
+        .await
+        .unwrap();
+    assert!(matches!(side.await.unwrap(), Err(Failure::Malformed(_))));
 }

@@ -1,0 +1,74 @@
+//! The server's side of a multiplexed link (the `mux` carrier, and the WebSocket carrier that
+//! runs it over a WebSocket): one connection whose yamux streams each take the same handshake as
+//! a connection of the TCP carrier, and then serve as a control stream or a data connection.
+//!
+//! A link is not trusted for itself: every stream proves its session on its own. Before any
+//! stream has authenticated, the link is held to the pre-auth rules: it must authenticate one
+//! within `handshake_timeout` or it is closed, and it may hold only [`UNPROVEN_STREAMS`]
+//! handshakes at once (each also counts against `max_unauthenticated`).
+
+use crate::{Shared, dispatch, greet};
+use burrow_net::Carrier;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, warn};
+
+/// Handshakes one link may run at once; streams beyond that are refused (reset).
+const UNPROVEN_STREAMS: usize = 32;
+
+/// Serves a link until its connection ends. (Boxed: a link's streams are dispatched like
+/// connections, and dispatching a connection may start a link, so the future's type would
+/// otherwise contain itself.)
+pub(crate) fn serve(
+    shared: Arc<Shared>,
+    carrier: Carrier,
+    peer: SocketAddr,
+) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(run(shared, carrier, peer))
+}
+
+async fn run(shared: Arc<Shared>, carrier: Carrier, peer: SocketAddr) {
+    let kind = match carrier.kind() {
+        "tls" | "tcp" => "mux",
+        other => other,
+    };
+    let mut streams = burrow_net::mux::server(carrier);
+    let authenticated = CancellationToken::new();
+    let handshakes = Arc::new(Semaphore::new(UNPROVEN_STREAMS));
+    let deadline = tokio::time::sleep(shared.config().handshake_timeout);
+    tokio::pin!(deadline);
+    debug!(%peer, "multiplexed connection open");
+    loop {
+        let stream = tokio::select! {
+            _ = &mut deadline, if !authenticated.is_cancelled() => {
+                shared.handshake_failed(peer, crate::metrics::AuthFailure::Timeout);
+                return warn!(%peer, "multiplexed connection closed: no stream authenticated within {:?}", shared.config().handshake_timeout);
+            }
+            stream = streams.recv() => stream,
+        };
+        let Some(stream) = stream else {
+            return debug!(%peer, "multiplexed connection closed");
+        };
+        if shared.shutdown.is_cancelled() {
+            // Streams already open may finish; new ones are refused.
+            continue;
+        }
+        let (Ok(local), Some(permit)) = (
+            handshakes.clone().try_acquire_owned(),
+            shared.handshake_permit(),
+        ) else {
+            warn!(%peer, "stream refused: too many handshakes in progress");
+            continue;
+        };
+        let (shared, authenticated) = (shared.clone(), authenticated.clone());
+        let task = async move {
+            let carrier = Carrier::stream(stream, kind);
+            let handshake = greet(&shared, carrier, false);
+            dispatch(&shared, handshake, peer, permit, Some(&authenticated)).await;
+            drop(local);
+        };
+        tokio::spawn(task.instrument(tracing::Span::current()));
+    }
+}
