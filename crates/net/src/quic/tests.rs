@@ -172,6 +172,45 @@ async fn a_refused_connection_is_not_a_trust_error() {
 }
 
 #[tokio::test]
+async fn a_client_without_burrows_alpn_is_refused() {
+    within(async {
+        let setup = Setup::new();
+        let mut tls = setup.pinned(setup.identity.fingerprint());
+        tls.config.alpn_protocols = vec![b"h3".to_vec()];
+        let (client, server) = tokio::join!(
+            connect(&setup.client, setup.server_addr(), "127.0.0.1", &tls),
+            async { setup.server.accept().await.unwrap().await }
+        );
+        let err = client.unwrap_err();
+        assert!(!tls::is_trust_error(&err), "{err}");
+        // TLS alert 120: no_application_protocol.
+        let no_alpn = quinn::TransportErrorCode::crypto(120);
+        assert!(
+            matches!(server, Err(quinn::ConnectionError::TransportError(ref e)) if e.code == no_alpn),
+            "{server:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_dropped_stream_still_delivers_what_was_written() {
+    within(async {
+        let setup = Setup::new();
+        let (client, server) = setup.connected().await;
+        let mut stream = open(&client).await.unwrap();
+        let data = vec![0x5a; usize::try_from(MB).unwrap()];
+        stream.write_all(&data).await.unwrap();
+        drop(stream);
+        let mut received = Vec::new();
+        let mut stream = accept(&server).await.unwrap().unwrap();
+        stream.read_to_end(&mut received).await.unwrap();
+        assert!(received == data, "got {} bytes", received.len());
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_stream_carries_20_mb_each_way_with_half_close() {
     within(async {
         let setup = Setup::new();
