@@ -10,14 +10,14 @@
 //!
 //! Choices, with the reasons:
 //!
-//! - **TLS is burrow's own.** The server reuses its TCP identity ([`ServerIdentity::config`](tls::ServerIdentity::config)),
-//!   so users pin the same fingerprint; the client checks the server exactly as on TCP
-//!   ([`Trust`]). Both sides add the ALPN protocol [`ALPN`] on a copy of their configuration,
-//!   leaving TCP's untouched. A refused certificate comes back from [`connect`] as the same kind
-//!   of `io::Error` a TCP TLS handshake gives, so [`tls::is_trust_error`] and
-//!   [`tls::trust_error_message`] recognise both carriers alike. No 0-RTT: burrow's handshake is
-//!   a challenge–response that 0-RTT data could not carry anyway, and replay is not worth a
-//!   round trip.
+//! - **TLS is burrow's own.** The server reuses its TCP identity
+//!   ([`tls::ServerIdentity::config`]), so users pin the same fingerprint; the client checks the
+//!   server exactly as on TCP ([`Trust`]). Both sides add the ALPN protocol [`ALPN`] on a copy of
+//!   their configuration, leaving TCP's untouched. A refused certificate comes back from
+//!   [`connect`] as the same kind of `io::Error` a TCP TLS handshake gives, so
+//!   [`tls::is_trust_error`] and [`tls::trust_error_message`] recognise both carriers alike.
+//!   No 0-RTT: early data can be replayed, and burrow's challenge–response waits for the
+//!   server's challenge in any case, so it would save nothing.
 //! - **Windows sized from the bandwidth-delay product.** 100 Mbit/s over a 50 ms round trip
 //!   keeps 625 kB in flight. A stream may have [`STREAM_RECEIVE_WINDOW`] (4 MiB, ~670 Mbit/s at
 //!   50 ms) unread; the whole connection [`CONNECTION_RECEIVE_WINDOW`] (32 MiB), which also caps
@@ -96,8 +96,10 @@ pub fn transport_config() -> Arc<quinn::TransportConfig> {
 
 /// A server endpoint on an already-bound UDP socket, with the server's TLS identity.
 ///
-/// Must be called inside a tokio runtime. Accept connections with `endpoint.accept()`; awaiting
-/// the `Incoming` it yields runs the handshake, which the idle timeout bounds.
+/// Must be called inside a tokio runtime. Accept connections with `endpoint.accept()` in a loop
+/// that never waits on a handshake: a connection attempt makes no progress until its
+/// `Incoming` is accepted, and awaiting that `Incoming` (in its own task) runs the handshake,
+/// which the idle timeout bounds. `Incoming::refuse` turns one away cheaply.
 pub fn server_endpoint(
     socket: UdpSocket,
     tls: Arc<rustls::ServerConfig>,
