@@ -1,5 +1,6 @@
-//! Carriers and byte moving: TCP and TLS connections as one [`Carrier`] type, frame I/O over
-//! them, socket tuning, and the relay that joins a visitor to a stream.
+//! Carriers and byte moving: TCP and TLS connections as one [`Carrier`] type, QUIC links
+//! ([`quic`]), frame I/O over them, socket tuning, and the relay that joins a visitor to a
+//! stream.
 //!
 //! Nothing here knows about sessions or tunnels; the server and client crates compose these.
 
@@ -7,6 +8,7 @@ pub mod carrier;
 pub mod datagram_io;
 pub mod frame_io;
 pub mod mux;
+pub mod quic;
 pub mod relay;
 pub mod tls;
 pub mod udp_batch;

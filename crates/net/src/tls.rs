@@ -176,17 +176,39 @@ pub enum Trust {
 /// Builds the client's TLS 1.3 configuration for `server` (`host:port` as the user wrote it,
 /// which is also the known_servers key in first-use mode).
 pub fn client_config(trust: &Trust, server: &str) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    client_config_with(server_verifier(trust, server)?).map(Arc::new)
+}
+
+/// burrow's client configuration around a given certificate check.
+pub(crate) fn client_config_with(
+    verifier: Arc<dyn ServerCertVerifier>,
+) -> anyhow::Result<rustls::ClientConfig> {
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("the TLS provider does not support TLS 1.3")?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::in_memory_sessions(SESSION_CACHE);
+    Ok(config)
+}
+
+/// The check behind [`client_config`] on its own, for carriers that build their own rustls
+/// configuration around it (QUIC wraps it to tell trust failures apart).
+pub(crate) fn server_verifier(
+    trust: &Trust,
+    server: &str,
+) -> anyhow::Result<Arc<dyn ServerCertVerifier>> {
     let provider = provider();
     let algorithms = provider.signature_verification_algorithms;
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .context("the TLS provider does not support TLS 1.3")?;
     let pin = match trust {
         Trust::CaFile(path) => {
-            let roots = load_roots(path)?;
-            let mut config = builder.with_root_certificates(roots).with_no_client_auth();
-            config.resumption = rustls::client::Resumption::in_memory_sessions(SESSION_CACHE);
-            return Ok(Arc::new(config));
+            let roots = Arc::new(load_roots(path)?);
+            let verifier =
+                rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
+                    .build()
+                    .with_context(|| format!("cannot use the CA file {}", path.display()))?;
+            return Ok(verifier);
         }
         Trust::Fingerprint(fp) => Pin::Fixed(parse_fingerprint(fp)?),
         Trust::FirstUse { known_hosts } => Pin::KnownHosts {
@@ -195,13 +217,7 @@ pub fn client_config(trust: &Trust, server: &str) -> anyhow::Result<Arc<rustls::
             unsaved: Mutex::new(None),
         },
     };
-    let verifier = Arc::new(PinVerifier { pin, algorithms });
-    let mut config = builder
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    config.resumption = rustls::client::Resumption::in_memory_sessions(SESSION_CACHE);
-    Ok(Arc::new(config))
+    Ok(Arc::new(PinVerifier { pin, algorithms }))
 }
 
 /// The default known_servers file: `<config dir>/burrow/known_servers`.

@@ -1,0 +1,340 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use ::aws_lc_rs::digest;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+/// A guard against a hung test, far beyond what any run needs; not a measurement.
+const HANG_GUARD: Duration = Duration::from_secs(120);
+const MB: u64 = 1 << 20;
+
+/// A directory under the system temp dir, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "burrow-quic-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_dir_all(&path);
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A server endpoint on 127.0.0.1 with a fresh identity, and a client endpoint.
+struct Setup {
+    _dir: TempDir,
+    identity: tls::ServerIdentity,
+    server: quinn::Endpoint,
+    client: quinn::Endpoint,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let dir = TempDir::new();
+        let identity = tls::ServerIdentity::load_or_generate(&dir.0).unwrap();
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let server = server_endpoint(socket, identity.config()).unwrap();
+        let client = client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+        Self {
+            _dir: dir,
+            identity,
+            server,
+            client,
+        }
+    }
+
+    fn server_addr(&self) -> SocketAddr {
+        self.server.local_addr().unwrap()
+    }
+
+    fn pinned(&self, fingerprint: &str) -> ClientTls {
+        let trust = Trust::Fingerprint(fingerprint.to_owned());
+        client_tls(&trust, &self.server_addr().to_string()).unwrap()
+    }
+
+    /// Connects with the server's own fingerprint pinned; returns (client side, server side).
+    async fn connected(&self) -> (quinn::Connection, quinn::Connection) {
+        let tls = self.pinned(self.identity.fingerprint());
+        let (client, server) = tokio::join!(
+            connect(&self.client, self.server_addr(), "127.0.0.1", &tls),
+            async { self.server.accept().await.unwrap().await }
+        );
+        (client.unwrap(), server.unwrap())
+    }
+}
+
+async fn within<T>(test: impl Future<Output = T>) -> T {
+    tokio::time::timeout(HANG_GUARD, test)
+        .await
+        .expect("the test hung")
+}
+
+/// Writes `len` bytes of a pattern picked by `seed`, shuts down, and returns their SHA-256.
+async fn send_pattern(mut w: impl AsyncWrite + Unpin, seed: u64, len: u64) -> Vec<u8> {
+    let mut hash = digest::Context::new(&digest::SHA256);
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut left = len;
+    while left > 0 {
+        for word in chunk.chunks_mut(8) {
+            // xorshift64: cheap, and different for every seed and offset.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            word.copy_from_slice(&state.to_le_bytes()[..word.len()]);
+        }
+        let n = usize::try_from(left.min(chunk.len() as u64)).unwrap();
+        hash.update(&chunk[..n]);
+        w.write_all(&chunk[..n]).await.unwrap();
+        left -= n as u64;
+    }
+    w.shutdown().await.unwrap();
+    hash.finish().as_ref().to_vec()
+}
+
+/// Reads to end of stream; returns the SHA-256 and length of what arrived.
+async fn drain(mut r: impl AsyncRead + Unpin) -> (Vec<u8>, u64) {
+    let mut hash = digest::Context::new(&digest::SHA256);
+    let total = drain_into(&mut r, &mut hash).await;
+    (hash.finish().as_ref().to_vec(), total)
+}
+
+/// Reads to end of stream into `hash`; returns the byte count.
+async fn drain_into(mut r: impl AsyncRead + Unpin, hash: &mut digest::Context) -> u64 {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0;
+    loop {
+        let n = r.read(&mut buf).await.unwrap();
+        if n == 0 {
+            return total;
+        }
+        hash.update(&buf[..n]);
+        total += n as u64;
+    }
+}
+
+#[tokio::test]
+async fn pinned_fingerprint_connects_and_a_wrong_one_is_a_trust_error() {
+    within(async {
+        let setup = Setup::new();
+        let (client, _server) = setup.connected().await;
+        let alpn = client
+            .handshake_data()
+            .unwrap()
+            .downcast::<quinn::crypto::rustls::HandshakeData>()
+            .unwrap()
+            .protocol;
+        assert_eq!(alpn.as_deref(), Some(ALPN));
+
+        let wrong = setup.pinned(&format!("sha256:{}", "00".repeat(32)));
+        let (client, server) = tokio::join!(
+            connect(&setup.client, setup.server_addr(), "127.0.0.1", &wrong),
+            async { setup.server.accept().await.unwrap().await }
+        );
+        assert!(server.is_err(), "the server sees the client give up");
+        let err = client.unwrap_err();
+        assert!(tls::is_trust_error(&err), "{err}");
+        let msg = tls::trust_error_message(&err).unwrap();
+        assert!(msg.contains("does not match the pinned"), "{msg}");
+        assert!(msg.contains(setup.identity.fingerprint()), "{msg}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_not_a_trust_error() {
+    within(async {
+        let setup = Setup::new();
+        let tls = setup.pinned(setup.identity.fingerprint());
+        let (client, ()) = tokio::join!(
+            connect(&setup.client, setup.server_addr(), "127.0.0.1", &tls),
+            async { setup.server.accept().await.unwrap().refuse() }
+        );
+        let err = client.unwrap_err();
+        assert!(!tls::is_trust_error(&err), "{err}");
+        assert_eq!(tls::trust_error_message(&err), None);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_client_without_burrows_alpn_is_refused() {
+    within(async {
+        let setup = Setup::new();
+        let mut tls = setup.pinned(setup.identity.fingerprint());
+        tls.config.alpn_protocols = vec![b"h3".to_vec()];
+        let (client, server) = tokio::join!(
+            connect(&setup.client, setup.server_addr(), "127.0.0.1", &tls),
+            async { setup.server.accept().await.unwrap().await }
+        );
+        let err = client.unwrap_err();
+        assert!(!tls::is_trust_error(&err), "{err}");
+        // TLS alert 120: no_application_protocol.
+        let no_alpn = quinn::TransportErrorCode::crypto(120);
+        assert!(
+            matches!(server, Err(quinn::ConnectionError::TransportError(ref e)) if e.code == no_alpn),
+            "{server:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_dropped_stream_still_delivers_what_was_written() {
+    within(async {
+        let setup = Setup::new();
+        let (client, server) = setup.connected().await;
+        let mut stream = open(&client).await.unwrap();
+        let data = vec![0x5a; usize::try_from(MB).unwrap()];
+        stream.write_all(&data).await.unwrap();
+        drop(stream);
+        let mut received = Vec::new();
+        let mut stream = accept(&server).await.unwrap().unwrap();
+        stream.read_to_end(&mut received).await.unwrap();
+        assert!(received == data, "got {} bytes", received.len());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_stream_carries_20_mb_each_way_with_half_close() {
+    within(async {
+        let setup = Setup::new();
+        let (client, server) = setup.connected().await;
+        let len = 20 * MB;
+        let server_side = async {
+            let stream = accept(&server).await.unwrap().unwrap();
+            let (r, w) = tokio::io::split(stream);
+            // The client has finished sending when this ends, and still reads what follows.
+            let received = drain(r).await;
+            let sent = send_pattern(w, 2, len).await;
+            (received, sent)
+        };
+        let client_side = async {
+            let stream = open(&client).await.unwrap();
+            let (r, w) = tokio::io::split(stream);
+            tokio::join!(send_pattern(w, 1, len), drain(r))
+        };
+        let ((from_client, server_sent), (client_sent, from_server)) =
+            tokio::join!(server_side, client_side);
+        assert_eq!(from_client, (client_sent, len));
+        assert_eq!(from_server, (server_sent, len));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn two_hundred_streams_each_echo_their_own_data() {
+    within(async {
+        let setup = Setup::new();
+        let (client, server) = setup.connected().await;
+        let echo = tokio::spawn(async move {
+            let mut echoes = tokio::task::JoinSet::new();
+            while let Some(stream) = accept(&server).await {
+                echoes.spawn(async move {
+                    let (mut r, mut w) = tokio::io::split(stream.unwrap());
+                    tokio::io::copy(&mut r, &mut w).await.unwrap();
+                    w.shutdown().await.unwrap();
+                });
+            }
+            echoes.join_all().await;
+        });
+        let mut streams = tokio::task::JoinSet::new();
+        for seed in 0..200u64 {
+            let client = client.clone();
+            streams.spawn(async move {
+                let (r, w) = tokio::io::split(open(&client).await.unwrap());
+                let len = 16 * 1024 + seed * 1000;
+                let (sent, received) = tokio::join!(send_pattern(w, seed, len), drain(r));
+                assert_eq!(received, (sent, len), "stream {seed}");
+            });
+        }
+        assert_eq!(streams.join_all().await.len(), 200);
+        client.close(0u32.into(), b"done");
+        echo.await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_datagram_goes_there_and_back() {
+    within(async {
+        let setup = Setup::new();
+        let (client, server) = setup.connected().await;
+        // One packet's worth: QUIC's minimum 1200-byte packet minus headers at first, then
+        // what path MTU discovery finds, which stays under an Ethernet frame even on loopback.
+        let max = max_datagram_size(&client).unwrap();
+        assert!((1000..1500).contains(&max), "{max}");
+
+        send_datagram(&client, Bytes::from_static(b"ping")).unwrap();
+        let got = read_datagram(&server).await.unwrap();
+        assert_eq!(&got[..], b"ping");
+        send_datagram(&server, Bytes::from_static(b"pong")).unwrap();
+        assert_eq!(&read_datagram(&client).await.unwrap()[..], b"pong");
+
+        // Read again: the limit grows as MTU discovery goes on.
+        let max = max_datagram_size(&client).unwrap();
+        assert!((1000..1500).contains(&max), "{max}");
+        let too_big = Bytes::from(vec![0u8; max + 1]);
+        assert!(matches!(
+            send_datagram(&client, too_big),
+            Err(quinn::SendDatagramError::TooLarge)
+        ));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_transfer_survives_the_client_moving_to_a_new_socket() {
+    within(async {
+        let setup = Setup::new();
+        let (client, server) = setup.connected().await;
+        let old_addr = server.remote_address();
+        let len = 50 * MB;
+        let (halfway_tx, halfway_rx) = oneshot::channel();
+        let (moved_tx, moved_rx) = oneshot::channel::<()>();
+        let receiver = async {
+            let mut stream = accept(&server).await.unwrap().unwrap();
+            let mut first = vec![0u8; usize::try_from(10 * MB).unwrap()];
+            stream.read_exact(&mut first).await.unwrap();
+            // Hold the rest back until the client has moved: flow control then keeps most of
+            // the transfer for the new path.
+            halfway_tx.send(()).unwrap();
+            moved_rx.await.unwrap();
+            let mut hash = digest::Context::new(&digest::SHA256);
+            hash.update(&first);
+            let rest = drain_into(&mut stream, &mut hash).await;
+            (hash.finish().as_ref().to_vec(), first.len() as u64 + rest)
+        };
+        let sender = async {
+            let stream = open(&client).await.unwrap();
+            send_pattern(stream, 7, len).await
+        };
+        let mover = async {
+            halfway_rx.await.unwrap();
+            let new_addr = rebind(&setup.client, "127.0.0.1:0".parse().unwrap()).unwrap();
+            assert_ne!(new_addr, old_addr);
+            moved_tx.send(()).unwrap();
+            new_addr
+        };
+        let (received, sent, new_addr) = tokio::join!(receiver, sender, mover);
+        assert_eq!(received, (sent, len));
+        assert_eq!(setup.client.local_addr().unwrap(), new_addr);
+        assert_eq!(server.remote_address(), new_addr);
+    })
+    .await;
+}
