@@ -124,6 +124,7 @@ pub(crate) struct Fixed {
     https: Option<std::net::SocketAddr>,
     edge_tls: Option<(PathBuf, PathBuf)>,
     admin: Option<std::net::SocketAddr>,
+    quic: Option<std::net::SocketAddr>,
 }
 
 impl Fixed {
@@ -136,6 +137,7 @@ impl Fixed {
             https: plan.edge.https,
             edge_tls: plan.edge.tls.clone(),
             admin: plan.admin,
+            quic: plan.quic,
         }
     }
 }
@@ -249,6 +251,7 @@ fn restarts(started: &Fixed, new: &Fixed) -> Vec<&'static str> {
         ("https_listen", s.https != n.https),
         ("edge TLS certificate", s.edge_tls != n.edge_tls),
         ("admin_listen", s.admin != n.admin),
+        ("quic_listen", s.quic != n.quic),
     ]
     .into_iter()
     .filter(|(_, differs)| *differs)

@@ -107,6 +107,10 @@ pub(crate) struct ServerArgs {
     /// HTTP edge: a target must start answering within this, else 504 [default: 60s].
     #[arg(long, value_name = "DUR", value_parser = checked(fields::duration))]
     http_response_timeout: Option<String>,
+    /// QUIC carrier: UDP address to listen on (e.g. 0.0.0.0:7777, beside the TCP control port)
+    /// [default: off].
+    #[arg(long, value_name = "ADDR:PORT", value_parser = checked(fields::listen_addr))]
+    quic_listen: Option<String>,
     /// Admin API (JSON, Prometheus /metrics): address to listen on, e.g. 127.0.0.1:7780. Off
     /// loopback it needs an admin token.
     #[arg(long, value_name = "ADDR:PORT", value_parser = checked(fields::listen_addr))]
@@ -163,6 +167,7 @@ pub(crate) struct RawServer {
     http_response_timeout: Option<Item<String>>,
     http_max_header_bytes: Option<Item<i64>>,
     admin_listen: Option<Item<String>>,
+    quic_listen: Option<Item<String>>,
     admin_token: Option<Item<String>>,
     admin_token_file: Option<Item<PathBuf>>,
     otlp_endpoint: Option<Item<String>>,
@@ -210,6 +215,8 @@ pub(crate) struct ServerPlan {
     pub(crate) edge: edge::EdgePlan,
     /// The admin API's listener.
     pub(crate) admin: Option<SocketAddr>,
+    /// The QUIC carrier's UDP address.
+    pub(crate) quic: Option<SocketAddr>,
     /// Where traces are exported, if anywhere.
     pub(crate) otlp: Option<crate::traces::Endpoint>,
 }
@@ -259,6 +266,7 @@ impl RawServer {
             &mut self.otlp_endpoint,
             text("--otlp-endpoint", &a.otlp_endpoint),
         );
+        set(&mut self.quic_listen, text("--quic-listen", &a.quic_listen));
         // Sinks are a list: the flags' come after the file's, and a name used twice is an error.
         let flags = a.udp_sink.iter().map(|s| RawUdpSink::from_flag(s));
         self.udp_sinks.extend(flags);
@@ -300,6 +308,17 @@ impl RawServer {
         }
     }
 
+    /// The QUIC carrier's address; QUIC is always encrypted, so not with `insecure_plain`.
+    fn quic(&self, tls: bool, p: &mut Problems) -> Option<SocketAddr> {
+        let addr = p.parse(self.quic_listen.as_ref(), fields::listen_addr)?;
+        if !tls && let Some(item) = &self.quic_listen {
+            p.push(item.problem(
+                "the QUIC carrier is always encrypted: quic_listen cannot be used with insecure_plain",
+            ));
+        }
+        Some(addr)
+    }
+
     /// The one conversion into runtime types; every problem is reported.
     fn into_plan(self, source: &Source, mut p: Problems) -> Result<ServerPlan, ConfigError> {
         let listen = p.parse(self.listen.as_ref(), fields::listen_addr);
@@ -313,6 +332,7 @@ impl RawServer {
         config.udp_sinks = sinks::udp_sinks(&self.udp_sinks, &mut p);
         let edge = self.edge(source, &mut config.http, &mut p);
         let admin = self.admin(source, &mut config, &mut p);
+        let quic = self.quic(tls.is_some(), &mut p);
         let otlp = crate::traces::endpoint(self.otlp_endpoint.as_ref(), &mut p);
         p.finish(
             ServerPlan {
@@ -322,6 +342,7 @@ impl RawServer {
                 config,
                 edge,
                 admin,
+                quic,
                 otlp,
             },
             source,

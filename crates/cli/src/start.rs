@@ -39,6 +39,7 @@ pub(crate) async fn server(
         mut config,
         edge,
         admin,
+        quic,
         ..
     } = plan;
     if let Some((cert, key)) = &edge.tls {
@@ -66,6 +67,7 @@ pub(crate) async fn server(
         http: edge.http,
         https: edge.https,
         admin,
+        quic,
     };
     let listeners = open_listeners(&configured, passed, config.admin_token.is_some())?;
     announce(fingerprint.as_deref(), &listeners)?;
@@ -95,6 +97,8 @@ struct Configured {
     https: Option<SocketAddr>,
     /// The admin API's listener.
     admin: Option<SocketAddr>,
+    /// The QUIC carrier's UDP socket.
+    quic: Option<SocketAddr>,
 }
 
 /// Opens the server's listeners: each from the socket systemd passed for it, else bound to its
@@ -120,11 +124,19 @@ fn open_listeners(
             );
         }
     }
+    let quic = match configured.quic {
+        Some(addr) => Some(
+            std::net::UdpSocket::bind(addr)
+                .with_context(|| format!("cannot listen for QUIC on udp {addr}"))?,
+        ),
+        None => None,
+    };
     Ok(burrow_server::Listeners {
         control,
         http,
         https,
         admin,
+        quic,
     })
 }
 
@@ -143,6 +155,12 @@ fn announce(fingerprint: Option<&str>, listeners: &burrow_server::Listeners) -> 
         if let Some(listener) = listener {
             say(&format!("{what} listening on {}", local_addr(listener)?));
         }
+    }
+    if let Some(socket) = &listeners.quic {
+        let addr = socket
+            .local_addr()
+            .context("cannot read the address the QUIC socket is bound to")?;
+        say(&format!("quic listening on {addr}"));
     }
     Ok(())
 }
@@ -203,6 +221,11 @@ pub(crate) async fn client(
             let tls = tls::client_config(trust, &config.server)
                 .context("cannot set up TLS to the server")?;
             config.transport = burrow_client::Transport::Tls(tls);
+            if config.carriers.contains(&burrow_client::CarrierKind::Quic) {
+                let quic = burrow_net::quic::client_tls(trust, &config.server)
+                    .context("cannot set up TLS to the server")?;
+                config.quic_tls = Some(quic);
+            }
         }
         None => warn!(
             "TLS is off (insecure_plain): traffic is unencrypted and the server is not verified"

@@ -38,6 +38,9 @@ pub enum CarrierKind {
     /// One TCP connection (TLS unless plain) with every stream multiplexed over it, for
     /// networks that allow a single outbound connection.
     Mux,
+    /// One QUIC connection, a QUIC stream per data stream; always encrypted, and it follows
+    /// the client when its address changes.
+    Quic,
 }
 
 impl std::fmt::Display for CarrierKind {
@@ -45,6 +48,7 @@ impl std::fmt::Display for CarrierKind {
         match self {
             CarrierKind::Tcp => f.write_str("tcp"),
             CarrierKind::Mux => f.write_str("mux"),
+            CarrierKind::Quic => f.write_str("quic"),
         }
     }
 }
@@ -56,7 +60,10 @@ impl std::str::FromStr for CarrierKind {
         match s {
             "tcp" => Ok(CarrierKind::Tcp),
             "mux" => Ok(CarrierKind::Mux),
-            other => Err(format!("unknown carrier `{other}` (expected tcp or mux)")),
+            "quic" => Ok(CarrierKind::Quic),
+            other => Err(format!(
+                "unknown carrier `{other}` (expected tcp, mux or quic)"
+            )),
         }
     }
 }
@@ -95,6 +102,8 @@ pub struct ClientConfig {
     pub proxy: Option<Proxy>,
     /// The carriers to try, in order of preference; a session uses the first that connects.
     pub carriers: Vec<CarrierKind>,
+    /// TLS for the QUIC carrier (the same trust as `transport`'s), when it is among them.
+    pub quic_tls: Option<burrow_net::quic::ClientTls>,
     /// Tunnels to publish.
     pub tunnels: Vec<TunnelConfig>,
     /// Idle data connections kept open, ready for visitors.
@@ -126,6 +135,7 @@ impl ClientConfig {
             transport,
             proxy: None,
             carriers: vec![CarrierKind::Tcp],
+            quic_tls: None,
             tunnels: Vec::new(),
             pool_size: 8,
             exit_on_disconnect: false,

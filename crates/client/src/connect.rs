@@ -3,6 +3,7 @@
 
 use crate::config::{CarrierKind, ClientConfig, Transport};
 use burrow_net::mux::Opener;
+use burrow_net::quic::{self, quinn};
 use burrow_net::{
     Carrier, FrameIo, read_frame, read_preface, tls, tune_carrier, write_frame, write_preface,
     write_preface_with,
@@ -45,6 +46,8 @@ pub(crate) enum Link {
     Dial,
     /// A new stream of the session's multiplexed connection.
     Mux(Opener),
+    /// A new stream of the session's QUIC connection.
+    Quic(quinn::Connection),
 }
 
 impl Link {
@@ -53,6 +56,7 @@ impl Link {
         match self {
             Link::Dial => "tcp",
             Link::Mux(_) => "mux",
+            Link::Quic(_) => "quic",
         }
     }
 }
@@ -81,6 +85,7 @@ async fn control_over(
         let link = match kind {
             CarrierKind::Tcp => Link::Dial,
             CarrierKind::Mux => Link::Mux(open_link(config).await?),
+            CarrierKind::Quic => Link::Quic(open_quic(config).await?),
         };
         let (mut carrier, challenge) = open(config, &link).await?;
         let nonce = auth::nonce();
@@ -136,8 +141,44 @@ async fn open(config: &ClientConfig, link: &Link) -> Result<(Carrier, [u8; 32]),
                 .map_err(|e| ConnectError::Retry(format!("multiplexed connection lost: {e}")))?,
             "mux",
         ),
+        Link::Quic(connection) => Carrier::stream(
+            quic::open(connection)
+                .await
+                .map_err(|e| ConnectError::Retry(format!("QUIC connection lost: {e}")))?,
+            "quic",
+        ),
     };
     greet(config, carrier).await
+}
+
+/// A QUIC connection to the server, checked with the same trust as TLS over TCP.
+async fn open_quic(config: &ClientConfig) -> Result<quinn::Connection, ConnectError> {
+    let tls = config.quic_tls.as_ref().ok_or_else(|| {
+        ConnectError::Fatal(
+            "the QUIC carrier is always encrypted: it cannot run with insecure_plain".into(),
+        )
+    })?;
+    let addr = tokio::net::lookup_host(&config.server)
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| ConnectError::Retry(format!("cannot resolve {}", config.server)))?;
+    let bind = match addr {
+        std::net::SocketAddr::V4(_) => std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+        std::net::SocketAddr::V6(_) => std::net::SocketAddr::from(([0u16; 8], 0)),
+    };
+    let endpoint = quic::client_endpoint(bind)
+        .map_err(|e| ConnectError::Retry(format!("cannot open a UDP socket for QUIC: {e}")))?;
+    quic::connect(&endpoint, addr, host_of(&config.server), tls)
+        .await
+        .map_err(|e| {
+            if tls::is_trust_error(&e) {
+                let why = tls::trust_error_message(&e).unwrap_or_else(|| e.to_string());
+                ConnectError::Fatal(format!("the server's certificate is not trusted: {why}"))
+            } else {
+                ConnectError::Retry(format!("QUIC connection to {} failed: {e}", config.server))
+            }
+        })
 }
 
 /// A multiplexed connection: dialed and secured as the TCP carrier's connections are, then

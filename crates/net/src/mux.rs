@@ -166,7 +166,15 @@ where
 {
     let (inbound, streams) = mpsc::channel(INBOUND_QUEUE);
     let connection = yamux::Connection::new(io.compat(), config(), yamux::Mode::Server);
-    tokio::spawn(drive(connection, None, Some(inbound)));
+    // The driver notices a dropped receiver only when the connection wakes it; this closes an
+    // idle link at once.
+    let abandoned = inbound.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = drive(connection, None, Some(inbound)) => {}
+            () = abandoned.closed() => {}
+        }
+    });
     streams
 }
 

@@ -14,6 +14,7 @@ mod link;
 mod metrics;
 mod pool;
 pub mod ports;
+mod quic;
 mod registry;
 pub mod reload;
 mod session;
@@ -134,6 +135,8 @@ pub struct Listeners {
     pub https: Option<TcpListener>,
     /// The admin API's listener (JSON and Prometheus metrics).
     pub admin: Option<TcpListener>,
+    /// The QUIC carrier's UDP socket.
+    pub quic: Option<std::net::UdpSocket>,
 }
 
 impl From<TcpListener> for Listeners {
@@ -143,6 +146,7 @@ impl From<TcpListener> for Listeners {
             http: None,
             https: None,
             admin: None,
+            quic: None,
         }
     }
 }
@@ -202,7 +206,11 @@ impl Server {
             http,
             https,
             admin,
+            quic,
         } = listeners;
+        if let Some(socket) = quic {
+            quic::spawn(&shared, socket)?;
+        }
         http::spawn(&shared, http, https);
         if let Some(admin) = admin {
             admin::spawn(&shared, admin);

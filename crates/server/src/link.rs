@@ -1,6 +1,7 @@
-//! The server's side of a multiplexed link (the `mux` carrier, and the WebSocket carrier that
-//! runs it over a WebSocket): one connection whose yamux streams each take the same handshake as
-//! a connection of the TCP carrier, and then serve as a control stream or a data connection.
+//! The server's side of a multiplexed link (the `mux` carrier, the WebSocket carrier that runs
+//! it over a WebSocket, and a QUIC connection): one connection whose streams each take the same
+//! handshake as a connection of the TCP carrier, and then serve as a control stream or a data
+//! connection.
 //!
 //! A link is not trusted for itself: every stream proves its session on its own. Before any
 //! stream has authenticated, the link is held to the pre-auth rules: it must authenticate one
@@ -9,46 +10,83 @@
 
 use crate::{Shared, dispatch, greet};
 use burrow_net::Carrier;
+use burrow_net::mux::MuxStream;
+use burrow_net::quic::quinn;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, warn};
 
 /// Handshakes one link may run at once; streams beyond that are refused (reset).
 const UNPROVEN_STREAMS: usize = 32;
 
-/// Serves a link until its connection ends. (Boxed: a link's streams are dispatched like
-/// connections, and dispatching a connection may start a link, so the future's type would
-/// otherwise contain itself.)
+/// Where a link's streams come from.
+pub(crate) enum Streams {
+    /// A yamux session (the mux and WebSocket carriers).
+    Mux(mpsc::Receiver<MuxStream>, &'static str),
+    /// A QUIC connection.
+    Quic(quinn::Connection),
+}
+
+impl Streams {
+    /// The next stream the client opened, or `None` once the link is closed.
+    async fn next(&mut self) -> Option<Carrier> {
+        match self {
+            Streams::Mux(inbound, kind) => Some(Carrier::stream(inbound.recv().await?, kind)),
+            Streams::Quic(connection) => match burrow_net::quic::accept(connection).await? {
+                Ok(stream) => Some(Carrier::stream(stream, "quic")),
+                Err(e) => {
+                    debug!("QUIC connection ended: {e}");
+                    None
+                }
+            },
+        }
+    }
+}
+
+impl Streams {
+    /// Closes the link at once (dropping a mux receiver does that by itself).
+    fn close(&self) {
+        if let Streams::Quic(connection) = self {
+            connection.close(0u32.into(), b"not authenticated");
+        }
+    }
+}
+
+/// Serves a mux link over `carrier` (past its preface) until its connection ends. (Boxed: a
+/// link's streams are dispatched like connections, and dispatching a connection may start a
+/// link, so the future's type would otherwise contain itself.)
 pub(crate) fn serve(
     shared: Arc<Shared>,
     carrier: Carrier,
     peer: SocketAddr,
 ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
-    Box::pin(run(shared, carrier, peer))
-}
-
-async fn run(shared: Arc<Shared>, carrier: Carrier, peer: SocketAddr) {
     let kind = match carrier.kind() {
         "tls" | "tcp" => "mux",
         other => other,
     };
-    let mut streams = burrow_net::mux::server(carrier);
+    let streams = Streams::Mux(burrow_net::mux::server(carrier), kind);
+    Box::pin(run(shared, streams, peer))
+}
+
+/// Serves a link's streams until it closes.
+pub(crate) async fn run(shared: Arc<Shared>, mut streams: Streams, peer: SocketAddr) {
     let authenticated = CancellationToken::new();
     let handshakes = Arc::new(Semaphore::new(UNPROVEN_STREAMS));
     let deadline = tokio::time::sleep(shared.config().handshake_timeout);
     tokio::pin!(deadline);
     debug!(%peer, "multiplexed connection open");
     loop {
-        let stream = tokio::select! {
+        let carrier = tokio::select! {
             _ = &mut deadline, if !authenticated.is_cancelled() => {
                 shared.handshake_failed(peer, crate::metrics::AuthFailure::Timeout);
+                streams.close();
                 return warn!(%peer, "multiplexed connection closed: no stream authenticated within {:?}", shared.config().handshake_timeout);
             }
-            stream = streams.recv() => stream,
+            carrier = streams.next() => carrier,
         };
-        let Some(stream) = stream else {
+        let Some(carrier) = carrier else {
             return debug!(%peer, "multiplexed connection closed");
         };
         if shared.shutdown.is_cancelled() {
@@ -64,7 +102,6 @@ async fn run(shared: Arc<Shared>, carrier: Carrier, peer: SocketAddr) {
         };
         let (shared, authenticated) = (shared.clone(), authenticated.clone());
         let task = async move {
-            let carrier = Carrier::stream(stream, kind);
             let handshake = greet(&shared, carrier, false);
             dispatch(&shared, handshake, peer, permit, Some(&authenticated)).await;
             drop(local);

@@ -134,3 +134,12 @@ async fn streams_outlive_their_openers() {
     // The last stream went with the last opener: the client closes the link.
     assert!(inbound.recv().await.is_none());
 }
+
+#[tokio::test]
+async fn a_server_that_lets_go_closes_an_idle_link() {
+    let (opener, inbound) = link();
+    let _stream = opener.open().await.unwrap();
+    drop(inbound);
+    // Nothing else happens on the link; the client still learns it is gone.
+    opener.closed().await;
+}
