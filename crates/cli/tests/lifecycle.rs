@@ -1,8 +1,9 @@
 //! End-to-end: processes coming and going.
 //!
-//! A client that outlives a server crash and reconnects on its own, graceful shutdown of the
-//! server (SIGTERM) and the client (SIGINT) while a stream is mid-transfer, and
-//! `--exit-on-disconnect`, and a session reconnecting at the server's maximum lifetime.
+//! Graceful shutdown of the server (SIGTERM) and the client (SIGINT) while a stream is
+//! mid-transfer, `--exit-on-disconnect`, and a session reconnecting at the server's maximum
+//! lifetime. (A client reconnecting to a restarted server is tested over every carrier in
+//! tunnel.rs.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -14,31 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
-
-#[tokio::test(flavor = "multi_thread")]
-async fn client_reconnects_to_a_restarted_server() {
-    bounded(90, async {
-        let dir = TestDir::new("restart");
-        // A control port below the ephemeral range, so nothing takes it while the server is down.
-        let listen = format!("127.0.0.1:{}", ports(1).low);
-        let block = ports(4).arg();
-        let args = ["--listen", &listen, "--token", "t", "--ports", &block];
-        let mut server = Server::start(&dir, &args).await;
-        let echo = echo_target().await;
-        let client = Client::start_tcp(&dir, &server, echo, "t", &[]).await;
-        assert_echo(client.port, b"before the crash").await;
-
-        server.proc.kill9().await;
-        let restarted = Server::start(&dir, &args).await;
-        assert_eq!(
-            restarted.fingerprint, server.fingerprint,
-            "the state dir kept no identity"
-        );
-        let port = client.wait_ready_nth(2, Duration::from_secs(45)).await;
-        assert_echo(port, b"after the restart").await;
-    })
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_past_its_lifetime_reconnects_and_keeps_its_port() {

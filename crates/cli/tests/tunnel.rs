@@ -1,29 +1,43 @@
-//! End-to-end: bytes through a tunnel between a real `burrow server` and `burrow tcp`.
+//! End-to-end: bytes through a tunnel between a real `burrow server` and `burrow tcp`, over
+//! every carrier (plain TCP, TLS, mux over TLS and over plain TCP, QUIC).
 //!
-//! Echo over TLS and plain TCP, a thousand visitors at once, half-close in both directions,
-//! 100 MB each way with a hash check, and a real HTTP client against a real HTTP server.
+//! Echo, a thousand visitors at once, half-close in both directions, 100 MB each way with a
+//! hash check, a real HTTP client against a real HTTP server, and a client that reconnects to a
+//! restarted server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod common;
 
+use common::carriers::{Carrier, Deployment};
 use common::data::{Hash64, Pattern};
 use common::targets::{assert_echo, echo_once, echo_target, target, visit};
 use common::{Client, Proc, Server, TestDir, bounded, parse_ready, ports};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-/// Starts a server with shared token `t` on a fresh block of ports (TLS unless `plain`) and a
-/// client publishing `target`.
-async fn tunnel_to(dir: &TestDir, target: u16, plain: bool) -> (Server, Client) {
+over_carriers!(
+    echo,
+    thousand_concurrent_visitors,
+    half_close_visitor_first,
+    half_close_target_first,
+    bulk_upload_100mb,
+    bulk_download_100mb,
+    curl_fetches_a_file_from_python_http_server,
+    client_reconnects_to_a_restarted_server,
+);
+
+/// Starts a server with shared token `t` on a fresh block of ports, accepting `carrier`, and a
+/// client publishing `target` over it.
+async fn tunnel_to(dir: &TestDir, target: u16, carrier: Carrier) -> (Deployment, Client) {
     let block = ports(4).arg();
-    let mut args = vec!["--token", "t", "--ports", &block];
-    if plain {
-        args.push("--insecure-plain");
-    }
-    let server = Server::start(dir, &args).await;
-    let client = Client::start_tcp(dir, &server, target, "t", &[]).await;
-    (server, client)
+    let deployment = carrier
+        .deploy(dir, &["--token", "t", "--ports", &block])
+        .await;
+    let client = deployment.client_tcp(dir, target, &[]).await;
+    (deployment, client)
 }
 
 /// Waits for the server's log line of a finished stream that names `path`.
@@ -39,48 +53,61 @@ async fn wait_relay_path(server: &Server, path: &str) {
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn echo_over_tls_with_pinned_fingerprint() {
+async fn echo(carrier: Carrier) {
     bounded(60, async {
-        let dir = TestDir::new("echo-tls");
+        let dir = TestDir::new(&format!("echo-{}", carrier.label()));
         let echo = echo_target().await;
-        let (server, client) = tunnel_to(&dir, echo, false).await;
+        let (deployment, client) = tunnel_to(&dir, echo, carrier).await;
+        let server = &deployment.server;
+        assert_eq!(
+            server.fingerprint.is_none(),
+            carrier.plain(),
+            "a fingerprint is printed exactly when TLS is on"
+        );
         let line = client.proc.output().stdout[0].clone();
         let ready = parse_ready(&line);
         assert_eq!(ready.name, format!("tcp-{echo}"), "{line}");
         assert!(ready.local.ends_with(&format!(":{echo}")), "{line}");
-        assert_echo(client.port, b"hello through TLS").await;
+        assert_echo(client.port, b"hello through the tunnel").await;
         assert_echo(client.port, &Pattern::bytes(1, 300_000)).await;
-        // TLS must be decrypted and encrypted: the buffered path.
-        wait_relay_path(&server, "path=copy").await;
-    })
-    .await
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn echo_over_insecure_plain() {
-    bounded(60, async {
-        let dir = TestDir::new("echo-plain");
-        let echo = echo_target().await;
-        let (server, client) = tunnel_to(&dir, echo, true).await;
+        // Only a pooled plain TCP connection is spliced (the bytes never enter user space);
+        // TLS must be decrypted and encrypted, and a stream of a multiplexed carrier is framed.
+        let path = if carrier == Carrier::Tcp {
+            "path=splice"
+        } else {
+            "path=copy"
+        };
+        wait_relay_path(server, path).await;
+        let established = format!("carrier=\"{}\"", server_carrier(carrier));
         assert!(
-            server.fingerprint.is_none(),
-            "a plain server printed a fingerprint"
+            server
+                .proc
+                .output()
+                .stderr
+                .iter()
+                .any(|l| l.contains("session established") && l.contains(&established)),
+            "the server logs the session's carrier as {established}\n{}",
+            server.proc.dump()
         );
-        assert_echo(client.port, b"hello in the clear").await;
-        // A plain carrier is spliced: the bytes never enter user space.
-        wait_relay_path(&server, "path=splice").await;
-        assert_echo(client.port, &Pattern::bytes(2, 300_000)).await;
     })
     .await
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn thousand_concurrent_visitors() {
+/// The carrier's name in the server's log.
+fn server_carrier(carrier: Carrier) -> &'static str {
+    match carrier {
+        Carrier::Tcp => "tcp",
+        Carrier::Tls => "tls",
+        Carrier::Mux | Carrier::MuxPlain => "mux",
+        Carrier::Quic => "quic",
+    }
+}
+
+async fn thousand_concurrent_visitors(carrier: Carrier) {
     bounded(120, async {
-        let dir = TestDir::new("many");
+        let dir = TestDir::new(&format!("many-{}", carrier.label()));
         let echo = echo_target().await;
-        let (_server, client) = tunnel_to(&dir, echo, false).await;
+        let (_server, client) = tunnel_to(&dir, echo, carrier).await;
         let port = client.port;
         let mut visitors = JoinSet::new();
         for i in 0..1000u64 {
@@ -98,10 +125,9 @@ async fn thousand_concurrent_visitors() {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn half_close_visitor_first() {
+async fn half_close_visitor_first(carrier: Carrier) {
     bounded(60, async {
-        let dir = TestDir::new("half-visitor");
+        let dir = TestDir::new(&format!("half-visitor-{}", carrier.label()));
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4);
         // The target answers only after the visitor's end of file.
         let answer = target(move |mut conn| {
@@ -117,7 +143,7 @@ async fn half_close_visitor_first() {
             }
         })
         .await;
-        let (_server, client) = tunnel_to(&dir, answer, false).await;
+        let (_server, client) = tunnel_to(&dir, answer, carrier).await;
         let mut conn = visit(client.port).await;
         conn.write_all(b"question").await.unwrap();
         conn.shutdown().await.unwrap();
@@ -129,10 +155,9 @@ async fn half_close_visitor_first() {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn half_close_target_first() {
+async fn half_close_target_first(carrier: Carrier) {
     bounded(60, async {
-        let dir = TestDir::new("half-target");
+        let dir = TestDir::new(&format!("half-target-{}", carrier.label()));
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4);
         // The target speaks first, closes its write half, and still listens.
         let speaker = target(move |mut conn| {
@@ -146,7 +171,7 @@ async fn half_close_target_first() {
             }
         })
         .await;
-        let (_server, client) = tunnel_to(&dir, speaker, false).await;
+        let (_server, client) = tunnel_to(&dir, speaker, carrier).await;
         let mut conn = visit(client.port).await;
         let mut heard = Vec::new();
         conn.read_to_end(&mut heard).await.unwrap();
@@ -185,9 +210,9 @@ fn pattern_hash(seed: u64, len: u64) -> u64 {
 }
 
 /// 100 MB from visitor to target, hashed on both ends.
-async fn bulk_upload(plain: bool) {
+async fn bulk_upload_100mb(carrier: Carrier) {
     bounded(170, async {
-        let dir = TestDir::new(if plain { "upload-plain" } else { "upload" });
+        let dir = TestDir::new(&format!("upload-{}", carrier.label()));
         // The target hashes everything up to end of file and answers with hash and length.
         let hasher = target(|mut conn| async move {
             let mut hash = Hash64::new();
@@ -205,7 +230,7 @@ async fn bulk_upload(plain: bool) {
             conn.shutdown().await.unwrap();
         })
         .await;
-        let (_server, client) = tunnel_to(&dir, hasher, plain).await;
+        let (_server, client) = tunnel_to(&dir, hasher, carrier).await;
         let conn = visit(client.port).await;
         let (mut r, mut w) = conn.into_split();
         let sender = tokio::spawn(async move {
@@ -236,9 +261,9 @@ async fn bulk_upload(plain: bool) {
 }
 
 /// 100 MB from target to visitor, hashed on both ends.
-async fn bulk_download(plain: bool) {
+async fn bulk_download_100mb(carrier: Carrier) {
     bounded(170, async {
-        let dir = TestDir::new(if plain { "download-plain" } else { "download" });
+        let dir = TestDir::new(&format!("download-{}", carrier.label()));
         // The target reads a seed and a length, then sends that much of the seed's pattern.
         let generator = target(|mut conn| async move {
             let seed = conn.read_u64().await.unwrap();
@@ -252,7 +277,7 @@ async fn bulk_download(plain: bool) {
             conn.shutdown().await.unwrap();
         })
         .await;
-        let (_server, client) = tunnel_to(&dir, generator, plain).await;
+        let (_server, client) = tunnel_to(&dir, generator, carrier).await;
         let expected = tokio::task::spawn_blocking(|| pattern_hash(6, BULK));
         let mut conn = visit(client.port).await;
         conn.write_u64(6).await.unwrap();
@@ -277,10 +302,9 @@ async fn bulk_download(plain: bool) {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn curl_fetches_a_file_from_python_http_server() {
+async fn curl_fetches_a_file_from_python_http_server(carrier: Carrier) {
     bounded(90, async {
-        let dir = TestDir::new("http");
+        let dir = TestDir::new(&format!("http-{}", carrier.label()));
         let www = dir.join("www");
         std::fs::create_dir_all(&www).unwrap();
         let file = Pattern::bytes(13, 5 * 1024 * 1024);
@@ -308,7 +332,7 @@ async fn curl_fetches_a_file_from_python_http_server() {
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("no port in {line:?}"));
 
-        let (_server, client) = tunnel_to(&dir, port, false).await;
+        let (_server, client) = tunnel_to(&dir, port, carrier).await;
         let out = dir.join("out");
         let url = format!("http://127.0.0.1:{}/file", client.port);
         let curl = tokio::process::Command::new("curl")
@@ -334,22 +358,25 @@ async fn curl_fetches_a_file_from_python_http_server() {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bulk_upload_100mb_over_tls() {
-    bulk_upload(false).await
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn bulk_download_100mb_over_tls() {
-    bulk_download(false).await
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn bulk_upload_100mb_over_plain_splice() {
-    bulk_upload(true).await
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn bulk_download_100mb_over_plain_splice() {
-    bulk_download(true).await
+async fn client_reconnects_to_a_restarted_server(carrier: Carrier) {
+    bounded(90, async {
+        let dir = TestDir::new(&format!("restart-{}", carrier.label()));
+        let block = ports(4).arg();
+        let mut deployment = carrier
+            .deploy(&dir, &["--token", "t", "--ports", &block])
+            .await;
+        let echo = echo_target().await;
+        let client = deployment.client_tcp(&dir, echo, &[]).await;
+        assert_echo(client.port, b"before the crash").await;
+        let fingerprint = deployment.server.fingerprint.clone();
+        deployment.restart(&dir).await;
+        assert_eq!(
+            deployment.server.fingerprint, fingerprint,
+            "the state dir kept no identity"
+        );
+        let port = client.wait_ready_nth(2, Duration::from_secs(45)).await;
+        assert_eq!(port, client.port, "the client got its port back");
+        assert_echo(port, b"after the restart").await;
+    })
+    .await
 }

@@ -24,7 +24,7 @@ use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompat
 
 /// Streams one link may have open at once. Each is a visitor connection or an idle pooled one;
 /// past this, opening a stream fails (the client then reports the pool as failing).
-pub const MAX_STREAMS: usize = 1024;
+pub const MAX_STREAMS: usize = 4096;
 
 /// Receive-window budget of a whole link. yamux starts each stream at 256 KiB of credit and
 /// grows a busy stream's window toward twice the bandwidth-delay product it measures, so one

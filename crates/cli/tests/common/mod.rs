@@ -5,6 +5,7 @@
 //! work on the machine), so every test gets its own directory and its own block of public ports.
 #![allow(dead_code)]
 
+pub(crate) mod carriers;
 pub(crate) mod data;
 pub(crate) mod proc;
 pub(crate) mod targets;
