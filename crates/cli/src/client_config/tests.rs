@@ -505,3 +505,51 @@ fn a_bad_proxy_is_reported_at_its_value_without_the_password() {
         "{wrong_type:?}"
     );
 }
+
+#[test]
+fn the_carrier_is_one_name_or_a_list_in_order() {
+    let base =
+        format!("server = \"example.net:7777\"\ntoken = \"t\"\nserver_fingerprint = \"{FP}\"\n");
+    let tunnel = "[[tunnels]]\nlocal_port = 8080\n";
+    let carriers = |setting: &str| {
+        let text = format!("{base}{setting}\n{tunnel}");
+        plan(&text).map(|p| p.config.carriers)
+    };
+    assert_eq!(carriers("").unwrap(), vec![CarrierKind::Tcp]);
+    assert_eq!(
+        carriers("carrier = \"mux\"").unwrap(),
+        vec![CarrierKind::Mux]
+    );
+    assert_eq!(
+        carriers("carrier = [\"quic\", \"mux\", \"tcp\"]").unwrap(),
+        vec![CarrierKind::Quic, CarrierKind::Mux, CarrierKind::Tcp]
+    );
+    let flag = tcp(&[
+        "8080",
+        "--to",
+        "h",
+        "--token",
+        "t",
+        "--carrier",
+        "quic, tcp",
+    ])
+    .unwrap();
+    assert_eq!(
+        flag.config.carriers,
+        vec![CarrierKind::Quic, CarrierKind::Tcp]
+    );
+    for (setting, says) in [
+        (
+            "carrier = \"udp\"",
+            "c.toml:4:11: unknown carrier `udp` (expected tcp, mux or quic)",
+        ),
+        ("carrier = []", "c.toml:4:11: name at least one carrier"),
+        (
+            "carrier = [\"mux\", \"mux\"]",
+            "c.toml:4:11: carrier mux is listed twice",
+        ),
+    ] {
+        let text = format!("{base}{setting}\n{tunnel}");
+        assert_eq!(lines(plan(&text)), vec![says.to_owned()], "{setting}");
+    }
+}
