@@ -1,5 +1,6 @@
-//! Carriers and byte moving: TCP and TLS connections as one [`Carrier`] type, frame I/O over
-//! them, socket tuning, and the relay that joins a visitor to a stream.
+//! Carriers and byte moving: TCP and TLS connections as one [`Carrier`] type, the WebSocket
+//! transport ([`ws`]), frame I/O over them, socket tuning, and the relay that joins a visitor to
+//! a stream.
 //!
 //! Nothing here knows about sessions or tunnels; the server and client crates compose these.
 
@@ -9,6 +10,7 @@ pub mod frame_io;
 pub mod relay;
 pub mod tls;
 pub mod udp_batch;
+pub mod ws;
 
 pub use carrier::{Carrier, listen, tune_carrier, tune_endpoint};
 pub use frame_io::{FrameIo, forward_frames, read_frame, read_preface, write_frame, write_preface};
