@@ -9,7 +9,7 @@
 
 use burrow_net::ws::{self, WsError, WsIo};
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -51,40 +51,14 @@ impl Drop for Nginx {
 
 impl Nginx {
     /// Starts nginx in front of `backend` and returns once it has opened its listening socket.
-    fn start(program: &PathBuf, backend: u16) -> Self {
+    fn start(program: &Path, backend: u16) -> Self {
         let dir = std::env::temp_dir().join(format!("burrow-ws-nginx-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .unwrap()
             .port();
-        let d = dir.display();
-        // One process (no workers to outlive the test), everything under the prefix directory,
-        // notices on stderr: the version line comes after the listening socket is open.
-        let conf = format!(
-            "master_process off;\n\
-             error_log stderr notice;\n\
-             pid {d}/nginx.pid;\n\
-             events {{ worker_connections 64; }}\n\
-             http {{\n\
-               access_log off;\n\
-               client_body_temp_path {d}/body;\n\
-               proxy_temp_path {d}/proxy;\n\
-               fastcgi_temp_path {d}/fastcgi;\n\
-               uwsgi_temp_path {d}/uwsgi;\n\
-               scgi_temp_path {d}/scgi;\n\
-               server {{\n\
-                 listen 127.0.0.1:{port};\n\
-                 location {PATH} {{\n\
-                   proxy_pass http://127.0.0.1:{backend};\n\
-                   proxy_http_version 1.1;\n\
-                   proxy_set_header Upgrade $http_upgrade;\n\
-                   proxy_set_header Connection \"upgrade\";\n\
-                 }}\n\
-               }}\n\
-             }}\n"
-        );
-        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        std::fs::write(dir.join("nginx.conf"), config(&dir, port, backend)).unwrap();
         let mut child = Command::new(program)
             .arg("-p")
             .arg(&dir)
@@ -111,6 +85,36 @@ impl Nginx {
         std::thread::spawn(move || lines.for_each(drop));
         nginx
     }
+}
+
+/// nginx's configuration: one process (no workers to outlive the test), everything under the
+/// prefix directory `dir`, notices on stderr (the version line comes once the listening socket
+/// is open), and burrow's location as operators write it.
+fn config(dir: &Path, port: u16, backend: u16) -> String {
+    let d = dir.display();
+    format!(
+        "master_process off;\n\
+         error_log stderr notice;\n\
+         pid {d}/nginx.pid;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{\n\
+           access_log off;\n\
+           client_body_temp_path {d}/body;\n\
+           proxy_temp_path {d}/proxy;\n\
+           fastcgi_temp_path {d}/fastcgi;\n\
+           uwsgi_temp_path {d}/uwsgi;\n\
+           scgi_temp_path {d}/scgi;\n\
+           server {{\n\
+             listen 127.0.0.1:{port};\n\
+             location {PATH} {{\n\
+               proxy_pass http://127.0.0.1:{backend};\n\
+               proxy_http_version 1.1;\n\
+               proxy_set_header Upgrade $http_upgrade;\n\
+               proxy_set_header Connection \"upgrade\";\n\
+             }}\n\
+           }}\n\
+         }}\n"
+    )
 }
 
 async fn connect(port: u16, path: &str) -> Result<WsIo, WsError> {

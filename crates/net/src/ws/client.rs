@@ -167,3 +167,74 @@ fn handshake_error(e: TungError, path: String) -> WsError {
         e => not_websocket(e.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn the_request_names_the_host_and_the_path() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8; 1];
+                tcp.read_exact(&mut byte).await.unwrap();
+                head.push(byte[0]);
+            }
+            tcp.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            String::from_utf8(head).unwrap()
+        });
+        let url = Url::parse(&format!("ws://LocalHost:{port}/burrow/x?a=1&b=2#frag")).unwrap();
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let err = connect(tcp, &url, None).await.unwrap_err();
+        let head = server.await.unwrap();
+        assert!(
+            head.starts_with("GET /burrow/x?a=1&b=2 HTTP/1.1\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.contains(&format!("\r\nHost: localhost:{port}\r\n")),
+            "{head}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("503 Service Unavailable at /burrow/x?a=1&b=2: a proxy"),
+            "{msg}"
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_urls_and_non_websocket_servers_are_named() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        for bad in ["http://h/x", "tcp://h:1"] {
+            let url = Url::parse(bad).unwrap();
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let err = connect(tcp, &url, None).await.unwrap_err();
+            assert!(matches!(err, WsError::Url { .. }), "{bad}: {err:?}");
+            let _ = listener.accept().await.unwrap();
+        }
+        // A server that answers something else than HTTP.
+        let answer = tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut head = [0u8; 64];
+            let _ = tcp.read(&mut head).await.unwrap();
+            tcp.write_all(b"SSH-2.0-OpenSSH_9.2\r\n\r\n").await.unwrap();
+        });
+        let url = Url::parse(&format!("ws://{addr}/x")).unwrap();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let err = connect(tcp, &url, None).await.unwrap_err();
+        answer.await.unwrap();
+        assert!(matches!(err, WsError::NotWebSocket { .. }), "{err:?}");
+        assert!(err.to_string().contains("/x"), "{err}");
+    }
+}

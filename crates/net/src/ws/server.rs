@@ -221,6 +221,106 @@ async fn refuse<S: AsyncWrite + Unpin>(io: &mut S, refusal: Refusal) -> WsError 
 }
 
 #[cfg(test)]
-pub(super) fn refusal_parts(refusal: &Refusal) -> (&'static str, &WsError) {
-    (refusal.status, &refusal.error)
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use tokio::net::{TcpListener, TcpStream};
+
+    const PATH: &str = "/burrow";
+
+    /// Sends `request` from a raw TCP client; returns the server's error and the raw answer.
+    async fn raw_request(request: &[u8]) -> (WsError, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            accept(tcp, PATH).await
+        });
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(request).await.unwrap();
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).await.unwrap();
+        (server.await.unwrap().unwrap_err(), answer)
+    }
+
+    #[tokio::test]
+    async fn plain_http_requests_get_an_http_answer() {
+        let (err, answer) = raw_request(b"GET / HTTP/1.1\r\nHost: example\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 404 Not Found\r\n"), "{answer}");
+        assert!(matches!(err, WsError::WrongPath { requested, .. } if requested == "/"));
+
+        let (err, answer) = raw_request(b"GET /burrow HTTP/1.1\r\nHost: example\r\n\r\n").await;
+        assert!(
+            answer.starts_with("HTTP/1.1 426 Upgrade Required\r\n"),
+            "{answer}"
+        );
+        assert!(answer.contains("\r\nUpgrade: websocket\r\n"), "{answer}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("/burrow") && msg.contains("Upgrade: websocket"),
+            "{msg}"
+        );
+
+        let huge = format!(
+            "GET /burrow HTTP/1.1\r\nX: {}\r\n\r\n",
+            "a".repeat(MAX_HEAD)
+        );
+        let (err, answer) = raw_request(huge.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+        assert!(err.to_string().contains("larger than"), "{err}");
+    }
+
+    #[test]
+    fn upgrade_checks() {
+        let upgrade = "Upgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\n\
+                       Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+        let head = |first: &str, headers: &str| format!("{first}\r\nHost: h\r\n{headers}\r\n");
+        let ok = head("GET /burrow HTTP/1.1", upgrade);
+        // The example of RFC 6455 section 1.3.
+        assert_eq!(
+            upgrade_answer(ok.as_bytes(), PATH).unwrap(),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        let no_version = upgrade.replace("Sec-WebSocket-Version: 13\r\n", "");
+        let short_key = upgrade.replace("dGhlIHNhbXBsZSBub25jZQ==", "abc");
+        let many = "X: y\r\n".repeat(70);
+        let cases = [
+            (head("GET /burrowx HTTP/1.1", upgrade), "404 Not Found"),
+            (head("GET /burrow/ HTTP/1.1", upgrade), "404 Not Found"),
+            (
+                head("POST /burrow HTTP/1.1", upgrade),
+                "405 Method Not Allowed",
+            ),
+            (head("GET /burrow HTTP/1.0", upgrade), "400 Bad Request"),
+            (
+                head("GET /burrow HTTP/1.1", &upgrade.replace("WebSocket", "h2c")),
+                "426 Upgrade Required",
+            ),
+            (
+                head(
+                    "GET /burrow HTTP/1.1",
+                    &upgrade.replace("keep-alive, Upgrade", "close"),
+                ),
+                "426 Upgrade Required",
+            ),
+            (
+                head("GET /burrow HTTP/1.1", &no_version),
+                "426 Upgrade Required",
+            ),
+            (head("GET /burrow HTTP/1.1", &short_key), "400 Bad Request"),
+            (
+                head("GET /burrow HTTP/1.1", &many),
+                "431 Request Header Fields Too Large",
+            ),
+            (
+                "\x16\x03\x01 not http\r\n\r\n".to_owned(),
+                "400 Bad Request",
+            ),
+        ];
+        for (head, want) in cases {
+            let refusal = upgrade_answer(head.as_bytes(), PATH).unwrap_err();
+            assert_eq!(refusal.status, want, "{head:?}: {}", refusal.error);
+        }
+    }
 }

@@ -1,6 +1,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use super::server::{refusal_parts, upgrade_answer};
 use super::*;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -149,102 +148,6 @@ async fn the_query_is_not_part_of_the_path() {
     let mut got = [0u8; 2];
     server.read_exact(&mut got).await.unwrap();
     assert_eq!(&got, b"hi");
-}
-
-/// Sends `request` from a raw TCP client; returns the server's error and the raw answer.
-async fn raw_request(request: &[u8]) -> (WsError, String) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        accept(tcp, PATH).await
-    });
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(request).await.unwrap();
-    let mut answer = String::new();
-    tcp.read_to_string(&mut answer).await.unwrap();
-    (server.await.unwrap().unwrap_err(), answer)
-}
-
-#[tokio::test]
-async fn plain_http_requests_get_an_http_answer() {
-    let (err, answer) = raw_request(b"GET / HTTP/1.1\r\nHost: example\r\n\r\n").await;
-    assert!(answer.starts_with("HTTP/1.1 404 Not Found\r\n"), "{answer}");
-    assert!(matches!(err, WsError::WrongPath { requested, .. } if requested == "/"));
-
-    let (err, answer) = raw_request(b"GET /burrow HTTP/1.1\r\nHost: example\r\n\r\n").await;
-    assert!(
-        answer.starts_with("HTTP/1.1 426 Upgrade Required\r\n"),
-        "{answer}"
-    );
-    assert!(answer.contains("\r\nUpgrade: websocket\r\n"), "{answer}");
-    let msg = err.to_string();
-    assert!(
-        msg.contains("/burrow") && msg.contains("Upgrade: websocket"),
-        "{msg}"
-    );
-
-    let huge = format!(
-        "GET /burrow HTTP/1.1\r\nX: {}\r\n\r\n",
-        "a".repeat(MAX_HEAD)
-    );
-    let (err, answer) = raw_request(huge.as_bytes()).await;
-    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
-    assert!(err.to_string().contains("larger than"), "{err}");
-}
-
-#[test]
-fn upgrade_checks() {
-    let upgrade = "Upgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\n\
-                   Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
-    let head = |first: &str, headers: &str| format!("{first}\r\nHost: h\r\n{headers}\r\n");
-    let ok = head("GET /burrow HTTP/1.1", upgrade);
-    // The example of RFC 6455 section 1.3.
-    assert_eq!(
-        upgrade_answer(ok.as_bytes(), PATH).unwrap(),
-        "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-    );
-    let no_version = upgrade.replace("Sec-WebSocket-Version: 13\r\n", "");
-    let short_key = upgrade.replace("dGhlIHNhbXBsZSBub25jZQ==", "abc");
-    let many = "X: y\r\n".repeat(70);
-    let cases = [
-        (head("GET /burrowx HTTP/1.1", upgrade), "404 Not Found"),
-        (head("GET /burrow/ HTTP/1.1", upgrade), "404 Not Found"),
-        (
-            head("POST /burrow HTTP/1.1", upgrade),
-            "405 Method Not Allowed",
-        ),
-        (head("GET /burrow HTTP/1.0", upgrade), "400 Bad Request"),
-        (
-            head("GET /burrow HTTP/1.1", &upgrade.replace("WebSocket", "h2c")),
-            "426 Upgrade Required",
-        ),
-        (
-            head(
-                "GET /burrow HTTP/1.1",
-                &upgrade.replace("keep-alive, Upgrade", "close"),
-            ),
-            "426 Upgrade Required",
-        ),
-        (
-            head("GET /burrow HTTP/1.1", &no_version),
-            "426 Upgrade Required",
-        ),
-        (head("GET /burrow HTTP/1.1", &short_key), "400 Bad Request"),
-        (
-            head("GET /burrow HTTP/1.1", &many),
-            "431 Request Header Fields Too Large",
-        ),
-        (
-            "\x16\x03\x01 not http\r\n\r\n".to_owned(),
-            "400 Bad Request",
-        ),
-    ];
-    for (head, want) in cases {
-        let refusal = upgrade_answer(head.as_bytes(), PATH).unwrap_err();
-        let (status, error) = refusal_parts(&refusal);
-        assert_eq!(status, want, "{head:?}: {error}");
-    }
 }
 
 /// A WebSocket client that can send what [`WsIo`] never does.
@@ -409,30 +312,4 @@ async fn wss_without_the_ca_is_a_trust_error() {
         server.await.unwrap().is_err(),
         "the server saw the handshake fail"
     );
-}
-
-#[tokio::test]
-async fn bad_urls_and_non_websocket_servers_are_named() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    for bad in ["http://h/x", "tcp://h:1"] {
-        let url = Url::parse(bad).unwrap();
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let err = connect(tcp, &url, None).await.unwrap_err();
-        assert!(matches!(err, WsError::Url { .. }), "{bad}: {err:?}");
-        let _ = listener.accept().await.unwrap();
-    }
-    // A server that answers something else than HTTP.
-    let answer = tokio::spawn(async move {
-        let (mut tcp, _) = listener.accept().await.unwrap();
-        let mut head = [0u8; 64];
-        let _ = tcp.read(&mut head).await.unwrap();
-        tcp.write_all(b"SSH-2.0-OpenSSH_9.2\r\n\r\n").await.unwrap();
-    });
-    let url = Url::parse(&format!("ws://{addr}/x")).unwrap();
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let err = connect(tcp, &url, None).await.unwrap_err();
-    answer.await.unwrap();
-    assert!(matches!(err, WsError::NotWebSocket { .. }), "{err:?}");
-    assert!(err.to_string().contains("/x"), "{err}");
 }
