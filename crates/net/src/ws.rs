@@ -39,7 +39,8 @@ pub const MAX_MESSAGE: usize = 1 << 20;
 /// Largest binary message [`WsIo`] sends.
 pub const SEND_MESSAGE: usize = 64 << 10;
 
-/// Largest HTTP head (request line and headers, or status line and headers) either side reads.
+/// Largest HTTP request head (request line and headers) the server reads. (The client reads at
+/// most 64 KiB of the server's answer, tungstenite's own limit.)
 pub const MAX_HEAD: usize = 16 << 10;
 
 /// Why a WebSocket could not be opened.

@@ -41,6 +41,13 @@ pub struct WsIo {
     shut: bool,
 }
 
+// What the carrier code needs of a WebSocket connection (a task owns it, a multiplexer drives
+// it), checked at compile time.
+const _: fn() = || {
+    fn byte_stream<T: AsyncRead + AsyncWrite + Send + Unpin + 'static>() {}
+    byte_stream::<WsIo>();
+};
+
 impl std::fmt::Debug for WsIo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WsIo")
