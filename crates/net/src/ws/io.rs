@@ -102,8 +102,9 @@ impl WsIo {
                 // Tungstenite queues the answer to a ping itself; pongs need nothing.
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                 Some(Ok(Message::Close(_))) => {
-                    // Send the queued reply now if the socket takes it; shutdown or drop
-                    // finishes the job otherwise.
+                    // Send the queued close reply now if the socket takes it, else at the next
+                    // flush or shutdown; without either, the peer sees the TCP connection end,
+                    // which is an end of stream too.
                     let _ = Pin::new(&mut self.ws).poll_flush(cx);
                     self.read_closed = true;
                     return Poll::Ready(Ok(()));
