@@ -1,6 +1,6 @@
-//! Carriers and byte moving: TCP and TLS connections as one [`Carrier`] type, QUIC links
-//! ([`quic`]), frame I/O over them, socket tuning, and the relay that joins a visitor to a
-//! stream.
+//! Carriers and byte moving: TCP and TLS connections as one [`Carrier`] type, multiplexed links
+//! ([`mux`]), QUIC ([`quic`]) and the WebSocket transport ([`ws`]), frame I/O over them, socket
+//! tuning, and the relay that joins a visitor to a stream.
 //!
 //! Nothing here knows about sessions or tunnels; the server and client crates compose these.
 
@@ -12,6 +12,7 @@ pub mod quic;
 pub mod relay;
 pub mod tls;
 pub mod udp_batch;
+pub mod ws;
 
 pub use carrier::{Carrier, Duplex, listen, tune_carrier, tune_endpoint};
 pub use frame_io::{

@@ -363,7 +363,7 @@ fn warn_if_key_readable_by_others(key: &Path) {
 #[cfg(not(unix))]
 fn warn_if_key_readable_by_others(_key: &Path) {}
 
-fn load_roots(path: &Path) -> anyhow::Result<rustls::RootCertStore> {
+pub(crate) fn load_roots(path: &Path) -> anyhow::Result<rustls::RootCertStore> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| anyhow!("cannot read CA certificates from {}: {e}", path.display()))?;
