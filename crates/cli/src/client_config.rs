@@ -74,9 +74,14 @@ pub(crate) struct PublishArgs {
     /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT) [default: off].
     #[arg(long, value_name = "URL", value_parser = checked(crate::traces::checked_url))]
     otlp_endpoint: Option<String>,
-    /// Carriers to try in order, comma-separated: tcp, mux [default: tcp].
+    /// Carriers to try in order, comma-separated: tcp, mux, quic, ws://HOST[:PORT]/PATH or
+    /// wss://... [default: tcp].
     #[arg(long, value_name = "LIST", value_parser = checked(carrier_list))]
     carrier: Option<String>,
+    /// Also trust this CA (PEM) for the TLS of a wss:// carrier's web server (else the web's
+    /// usual roots only).
+    #[arg(long, value_name = "FILE")]
+    ws_ca: Option<PathBuf>,
     #[command(flatten)]
     proxy: ProxyArgs,
     #[command(flatten)]
@@ -284,6 +289,7 @@ pub(crate) struct RawClient {
     otlp_endpoint: Option<Item<String>>,
     proxy: Option<Item<String>>,
     carrier: Option<Item<Carriers>>,
+    ws_ca: Option<Item<PathBuf>>,
     /// The proxy the environment names, when neither flags nor file say (see [`proxy`]).
     #[serde(skip)]
     env_proxy: Option<EnvProxy>,
@@ -302,6 +308,8 @@ pub(crate) struct ClientPlan {
     pub(crate) status_socket: StatusSocket,
     /// Where traces are exported, if anywhere.
     pub(crate) otlp: Option<crate::traces::Endpoint>,
+    /// An extra CA for the TLS of `wss://` carriers, when one is given.
+    pub(crate) ws_ca: Option<PathBuf>,
 }
 
 /// Reads and converts the file of `burrow client`.
@@ -447,6 +455,7 @@ impl RawClient {
             proxy: a.proxy.item(),
             carrier: (a.carrier.as_deref())
                 .map(|l| Item::flag("--carrier", Carriers::from_flag(l))),
+            ws_ca: path("--ws-ca", &a.ws_ca),
             env_proxy: None,
             tunnels: vec![tunnel],
         }
@@ -503,11 +512,16 @@ impl RawClient {
         config.tunnels = tunnels::tunnels(&self.tunnels, &mut p);
         let status_socket = self.status_socket(source, &config.tunnels);
         let otlp = crate::traces::endpoint(self.otlp_endpoint.as_ref(), &mut p);
+        let ws_ca = self
+            .ws_ca
+            .as_ref()
+            .map(|ca| fields::existing_file(ca, source, &mut p));
         let plan = ClientPlan {
             trust,
             config,
             status_socket,
             otlp,
+            ws_ca,
         };
         p.finish(plan, source)
     }

@@ -125,6 +125,7 @@ pub(crate) struct Fixed {
     edge_tls: Option<(PathBuf, PathBuf)>,
     admin: Option<std::net::SocketAddr>,
     quic: Option<std::net::SocketAddr>,
+    ws: Option<std::net::SocketAddr>,
 }
 
 impl Fixed {
@@ -138,6 +139,7 @@ impl Fixed {
             edge_tls: plan.edge.tls.clone(),
             admin: plan.admin,
             quic: plan.quic,
+            ws: plan.ws,
         }
     }
 }
@@ -252,6 +254,7 @@ fn restarts(started: &Fixed, new: &Fixed) -> Vec<&'static str> {
         ("edge TLS certificate", s.edge_tls != n.edge_tls),
         ("admin_listen", s.admin != n.admin),
         ("quic_listen", s.quic != n.quic),
+        ("ws_listen", s.ws != n.ws),
     ]
     .into_iter()
     .filter(|(_, differs)| *differs)

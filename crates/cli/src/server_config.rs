@@ -111,6 +111,13 @@ pub(crate) struct ServerArgs {
     /// [default: off].
     #[arg(long, value_name = "ADDR:PORT", value_parser = checked(fields::listen_addr))]
     quic_listen: Option<String>,
+    /// WebSocket carrier: address of its plain-HTTP listener, for a reverse proxy, ingress or
+    /// CDN in front (clients use carrier = "wss://HOST/PATH") [default: off].
+    #[arg(long, value_name = "ADDR:PORT", value_parser = checked(fields::listen_addr))]
+    ws_listen: Option<String>,
+    /// WebSocket carrier: the path upgrades are accepted at [default: /burrow].
+    #[arg(long, value_name = "PATH", value_parser = checked(ws_path))]
+    ws_path: Option<String>,
     /// Admin API (JSON, Prometheus /metrics): address to listen on, e.g. 127.0.0.1:7780. Off
     /// loopback it needs an admin token.
     #[arg(long, value_name = "ADDR:PORT", value_parser = checked(fields::listen_addr))]
@@ -168,6 +175,8 @@ pub(crate) struct RawServer {
     http_max_header_bytes: Option<Item<i64>>,
     admin_listen: Option<Item<String>>,
     quic_listen: Option<Item<String>>,
+    ws_listen: Option<Item<String>>,
+    ws_path: Option<Item<String>>,
     admin_token: Option<Item<String>>,
     admin_token_file: Option<Item<PathBuf>>,
     otlp_endpoint: Option<Item<String>>,
@@ -217,6 +226,8 @@ pub(crate) struct ServerPlan {
     pub(crate) admin: Option<SocketAddr>,
     /// The QUIC carrier's UDP address.
     pub(crate) quic: Option<SocketAddr>,
+    /// The WebSocket carrier's listener.
+    pub(crate) ws: Option<SocketAddr>,
     /// Where traces are exported, if anywhere.
     pub(crate) otlp: Option<crate::traces::Endpoint>,
 }
@@ -234,6 +245,21 @@ pub(crate) fn load(args: &ServerArgs) -> anyhow::Result<ServerPlan> {
     raw.apply_flags(args);
     raw.apply_env();
     Ok(raw.into_plan(&source, problems)?)
+}
+
+/// The WebSocket carrier's path: absolute, printable, no query, at most 256 bytes.
+fn ws_path(s: &str) -> Result<String, String> {
+    let ok = s.starts_with('/')
+        && s.len() <= 256
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "`{s}` is not a path like /burrow (absolute, no spaces, query or fragment, at most 256 bytes)"
+        ))
+    }
 }
 
 /// Converts a server TOML text on its own (what `burrow check` does).
@@ -267,6 +293,8 @@ impl RawServer {
             text("--otlp-endpoint", &a.otlp_endpoint),
         );
         set(&mut self.quic_listen, text("--quic-listen", &a.quic_listen));
+        set(&mut self.ws_listen, text("--ws-listen", &a.ws_listen));
+        set(&mut self.ws_path, text("--ws-path", &a.ws_path));
         // Sinks are a list: the flags' come after the file's, and a name used twice is an error.
         let flags = a.udp_sink.iter().map(|s| RawUdpSink::from_flag(s));
         self.udp_sinks.extend(flags);
@@ -333,6 +361,10 @@ impl RawServer {
         let edge = self.edge(source, &mut config.http, &mut p);
         let admin = self.admin(source, &mut config, &mut p);
         let quic = self.quic(tls.is_some(), &mut p);
+        let ws = p.parse(self.ws_listen.as_ref(), fields::listen_addr);
+        if let Some(path) = p.parse(self.ws_path.as_ref(), ws_path) {
+            config.ws_path = path;
+        }
         let otlp = crate::traces::endpoint(self.otlp_endpoint.as_ref(), &mut p);
         p.finish(
             ServerPlan {
@@ -343,6 +375,7 @@ impl RawServer {
                 edge,
                 admin,
                 quic,
+                ws,
                 otlp,
             },
             source,

@@ -40,6 +40,7 @@ pub(crate) async fn server(
         edge,
         admin,
         quic,
+        ws,
         ..
     } = plan;
     if let Some((cert, key)) = &edge.tls {
@@ -68,6 +69,7 @@ pub(crate) async fn server(
         https: edge.https,
         admin,
         quic,
+        ws,
     };
     let listeners = open_listeners(&configured, passed, config.admin_token.is_some())?;
     announce(fingerprint.as_deref(), &listeners)?;
@@ -99,6 +101,8 @@ struct Configured {
     admin: Option<SocketAddr>,
     /// The QUIC carrier's UDP socket.
     quic: Option<SocketAddr>,
+    /// The WebSocket carrier's listener.
+    ws: Option<SocketAddr>,
 }
 
 /// Opens the server's listeners: each from the socket systemd passed for it, else bound to its
@@ -116,6 +120,7 @@ fn open_listeners(
     let http = open_extra("http edge", configured.http, passed.take(Role::Http))?;
     let https = open_extra("https edge", configured.https, passed.take(Role::Https))?;
     let admin = open_extra("admin", configured.admin, passed.take(Role::Admin))?;
+    let ws = open_extra("WebSocket carrier", configured.ws, None)?;
     if let Some(admin) = &admin {
         let addr = local_addr(admin)?;
         if !addr.ip().is_loopback() && !admin_token {
@@ -137,6 +142,7 @@ fn open_listeners(
         https,
         admin,
         quic,
+        ws,
     })
 }
 
@@ -150,6 +156,7 @@ fn announce(fingerprint: Option<&str>, listeners: &burrow_server::Listeners) -> 
         ("http edge", &listeners.http),
         ("https edge", &listeners.https),
         ("admin", &listeners.admin),
+        ("ws", &listeners.ws),
     ];
     for (what, listener) in extras {
         if let Some(listener) = listener {
@@ -214,8 +221,15 @@ pub(crate) async fn client(
         trust,
         mut config,
         status_socket,
+        ws_ca,
         ..
     } = plan;
+    let wss = |c: &burrow_client::CarrierKind| matches!(c, burrow_client::CarrierKind::Ws(url) if url.scheme() == "wss");
+    if config.carriers.iter().any(wss) {
+        let tls = burrow_net::ws::webpki_client_config(ws_ca.as_deref())
+            .context("cannot set up TLS for the wss:// carrier")?;
+        config.ws_tls = Some(tls);
+    }
     match &trust {
         Some(trust) => {
             let tls = tls::client_config(trust, &config.server)

@@ -41,6 +41,9 @@ pub enum CarrierKind {
     /// One QUIC connection, a QUIC stream per data stream; always encrypted, and it follows
     /// the client when its address changes.
     Quic,
+    /// The mux carrier inside one WebSocket at this `ws://` or `wss://` URL (burrow's TLS runs
+    /// inside it unless plain), for servers behind an ingress, a CDN or a shared port 443.
+    Ws(url::Url),
 }
 
 impl std::fmt::Display for CarrierKind {
@@ -49,6 +52,7 @@ impl std::fmt::Display for CarrierKind {
             CarrierKind::Tcp => f.write_str("tcp"),
             CarrierKind::Mux => f.write_str("mux"),
             CarrierKind::Quic => f.write_str("quic"),
+            CarrierKind::Ws(url) => write!(f, "{url}"),
         }
     }
 }
@@ -61,8 +65,20 @@ impl std::str::FromStr for CarrierKind {
             "tcp" => Ok(CarrierKind::Tcp),
             "mux" => Ok(CarrierKind::Mux),
             "quic" => Ok(CarrierKind::Quic),
+            url if url.starts_with("ws://") || url.starts_with("wss://") => {
+                let parsed = url::Url::parse(url).map_err(|e| format!("carrier `{url}`: {e}"))?;
+                if parsed.host_str().is_none_or(str::is_empty) {
+                    return Err(format!("carrier `{url}` names no host"));
+                }
+                if !parsed.username().is_empty() || parsed.password().is_some() {
+                    return Err(format!(
+                        "carrier `{url}`: credentials in a WebSocket URL are not supported"
+                    ));
+                }
+                Ok(CarrierKind::Ws(parsed))
+            }
             other => Err(format!(
-                "unknown carrier `{other}` (expected tcp, mux or quic)"
+                "unknown carrier `{other}` (expected tcp, mux, quic, or a ws:// or wss:// URL)"
             )),
         }
     }
@@ -104,6 +120,9 @@ pub struct ClientConfig {
     pub carriers: Vec<CarrierKind>,
     /// TLS for the QUIC carrier (the same trust as `transport`'s), when it is among them.
     pub quic_tls: Option<burrow_net::quic::ClientTls>,
+    /// TLS toward a `wss://` carrier's web server or proxy (the web's roots, plus `ws_ca`);
+    /// burrow's own TLS runs inside it.
+    pub ws_tls: Option<Arc<TlsClientConfig>>,
     /// Tunnels to publish.
     pub tunnels: Vec<TunnelConfig>,
     /// Idle data connections kept open, ready for visitors.
@@ -136,6 +155,7 @@ impl ClientConfig {
             proxy: None,
             carriers: vec![CarrierKind::Tcp],
             quic_tls: None,
+            ws_tls: None,
             tunnels: Vec::new(),
             pool_size: 8,
             exit_on_disconnect: false,

@@ -4,6 +4,7 @@
 use crate::config::{CarrierKind, ClientConfig, Transport};
 use burrow_net::mux::Opener;
 use burrow_net::quic::{self, quinn};
+use burrow_net::ws;
 use burrow_net::{
     Carrier, FrameIo, read_frame, read_preface, tls, tune_carrier, write_frame, write_preface,
     write_preface_with,
@@ -12,6 +13,7 @@ use burrow_proto::auth::{self, Secret};
 use burrow_proto::msg::{Challenge, HandshakeError, Hello, Welcome};
 use burrow_proto::preface::version_advice;
 use burrow_proto::{Preface, PrefaceError, VERSION, caps};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -44,8 +46,9 @@ pub(crate) struct Established {
 pub(crate) enum Link {
     /// A new TCP (or TLS) connection each.
     Dial,
-    /// A new stream of the session's multiplexed connection.
-    Mux(Opener),
+    /// A new stream of the session's multiplexed connection (`mux`, or `ws` inside a
+    /// WebSocket).
+    Mux(Opener, &'static str),
     /// A new stream of the session's QUIC connection.
     Quic(quinn::Connection),
 }
@@ -55,7 +58,7 @@ impl Link {
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             Link::Dial => "tcp",
-            Link::Mux(_) => "mux",
+            Link::Mux(_, kind) => kind,
             Link::Quic(_) => "quic",
         }
     }
@@ -84,7 +87,8 @@ async fn control_over(
     timeout(config.connect_timeout, async {
         let link = match kind {
             CarrierKind::Tcp => Link::Dial,
-            CarrierKind::Mux => Link::Mux(open_link(config).await?),
+            CarrierKind::Mux => Link::Mux(open_link(config).await?, "mux"),
+            CarrierKind::Ws(url) => Link::Mux(open_ws_link(config, url).await?, "ws"),
             CarrierKind::Quic => Link::Quic(open_quic(config).await?),
         };
         let (mut carrier, challenge) = open(config, &link).await?;
@@ -134,12 +138,12 @@ pub(crate) async fn data(
 async fn open(config: &ClientConfig, link: &Link) -> Result<(Carrier, [u8; 32]), ConnectError> {
     let carrier = match link {
         Link::Dial => dial(config).await?,
-        Link::Mux(opener) => Carrier::stream(
+        Link::Mux(opener, kind) => Carrier::stream(
             opener
                 .open()
                 .await
                 .map_err(|e| ConnectError::Retry(format!("multiplexed connection lost: {e}")))?,
-            "mux",
+            kind,
         ),
         Link::Quic(connection) => Carrier::stream(
             quic::open(connection)
@@ -184,22 +188,70 @@ async fn open_quic(config: &ClientConfig) -> Result<quinn::Connection, ConnectEr
 /// A multiplexed connection: dialed and secured as the TCP carrier's connections are, then
 /// turned into a link by its preface.
 async fn open_link(config: &ClientConfig) -> Result<Opener, ConnectError> {
-    let mut carrier = dial(config).await?;
+    let carrier = dial(config).await?;
+    link_over(config, carrier).await
+}
+
+/// A multiplexed connection inside a WebSocket: TCP to the URL's host (through the proxy, if
+/// any), the WebSocket handshake (with TLS for `wss://`), then burrow's own TLS unless plain,
+/// so the session is private and the server verified whatever sits between.
+async fn open_ws_link(config: &ClientConfig, url: &url::Url) -> Result<Opener, ConnectError> {
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port_or_known_default().unwrap_or(443);
+    let address = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let tcp = match &config.proxy {
+        Some(proxy) => crate::proxy::dial(proxy, &address).await?,
+        None => TcpStream::connect(&address)
+            .await
+            .map_err(|e| ConnectError::Retry(format!("cannot reach {address}: {e}")))?,
+    };
+    let _ = tune_carrier(&tcp);
+    let io = ws::connect(tcp, url, config.ws_tls.clone())
+        .await
+        .map_err(|e| match e {
+            ws::WsError::Trust { .. } | ws::WsError::Url { .. } | ws::WsError::TlsConfig(_) => {
+                ConnectError::Fatal(e.to_string())
+            }
+            ws::WsError::Status { status, .. } if (400..500).contains(&status) => {
+                ConnectError::Fatal(e.to_string())
+            }
+            other => ConnectError::Retry(format!("WebSocket to {url}: {other}")),
+        })?;
+    match &config.transport {
+        Transport::Plain => link_over(config, io).await,
+        Transport::Tls(tls_config) => {
+            let tls = tls_handshake(config, tls_config, io).await?;
+            link_over(config, tls).await
+        }
+    }
+}
+
+/// Turns a secured connection into a multiplexed link: the link preface, the server's answer,
+/// then yamux.
+async fn link_over<S>(config: &ClientConfig, mut io: S) -> Result<Opener, ConnectError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let link = Preface {
         caps: Preface::ours().caps | caps::LINK,
         ..Preface::ours()
     };
-    write_preface_with(&mut carrier, link)
+    write_preface_with(&mut io, link)
         .await
         .map_err(|e| retry_io("sending the preface", e))?;
-    let theirs = read_server_preface(config, &mut carrier).await?;
+    let theirs = read_server_preface(config, &mut io).await?;
     if theirs.caps & caps::MUX == 0 {
         return Err(ConnectError::Fatal(format!(
-            "{} does not accept the mux carrier; upgrade the server or choose carrier = \"tcp\"",
+            "{} does not accept multiplexed carriers (mux, ws); upgrade the server or choose \
+             carrier = \"tcp\"",
             config.server
         )));
     }
-    Ok(burrow_net::mux::client(carrier))
+    Ok(burrow_net::mux::client(io))
 }
 
 /// TCP (through the proxy, if any), then TLS unless plain.
@@ -235,11 +287,11 @@ async fn greet(
 }
 
 /// Reads the server's preface and checks its version.
-async fn read_server_preface(
+async fn read_server_preface<S: AsyncRead + Unpin>(
     config: &ClientConfig,
-    carrier: &mut Carrier,
+    io: &mut S,
 ) -> Result<Preface, ConnectError> {
-    let theirs = read_preface(carrier).await.map_err(|e| match e {
+    let theirs = read_preface(io).await.map_err(|e| match e {
         FrameIo::Preface(PrefaceError::LooksLikeTls) => ConnectError::Fatal(
             "the server speaks TLS; drop --insecure-plain (plain TCP needs it on both sides)"
                 .into(),
@@ -265,11 +317,11 @@ async fn read_server_preface(
     Ok(theirs)
 }
 
-async fn tls_handshake(
+async fn tls_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     config: &ClientConfig,
     tls_config: &std::sync::Arc<crate::config::TlsClientConfig>,
-    tcp: TcpStream,
-) -> Result<tls::tokio_rustls::client::TlsStream<TcpStream>, ConnectError> {
+    tcp: S,
+) -> Result<tls::tokio_rustls::client::TlsStream<S>, ConnectError> {
     let host = host_of(&config.server);
     let name = tls::server_name(host)
         .map_err(|e| ConnectError::Fatal(format!("server name `{host}`: {e}")))?;

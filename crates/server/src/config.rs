@@ -159,6 +159,8 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// Connections still in their handshake at once; further ones are closed at once.
     pub max_unauthenticated: usize,
+    /// The path the WebSocket carrier's listener accepts upgrades at (others get 404).
+    pub ws_path: String,
     /// Sessions at once.
     pub max_sessions: usize,
     /// Tunnels one session may hold.
@@ -300,6 +302,7 @@ impl ServerConfig {
             dead_after: burrow_proto::liveness::DEFAULT_DEAD_AFTER,
             handshake_timeout: Duration::from_secs(10),
             max_unauthenticated: 256,
+            ws_path: "/burrow".into(),
             max_sessions: 4096,
             max_tunnels_per_session: 256,
             pool_wait: Duration::from_secs(10),

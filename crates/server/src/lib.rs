@@ -21,6 +21,7 @@ mod session;
 mod spans;
 mod tunnel;
 mod udp;
+mod ws;
 
 pub use config::{Auth, BanPolicy, HttpEdge, Identity, PortSet, ServerConfig, Transport};
 pub use reload::{Change, Reloader};
@@ -137,6 +138,9 @@ pub struct Listeners {
     pub admin: Option<TcpListener>,
     /// The QUIC carrier's UDP socket.
     pub quic: Option<std::net::UdpSocket>,
+    /// The WebSocket carrier's listener (plain HTTP; TLS is terminated in front, or not at all,
+    /// and burrow's own TLS runs inside).
+    pub ws: Option<TcpListener>,
 }
 
 impl From<TcpListener> for Listeners {
@@ -147,6 +151,7 @@ impl From<TcpListener> for Listeners {
             https: None,
             admin: None,
             quic: None,
+            ws: None,
         }
     }
 }
@@ -207,9 +212,13 @@ impl Server {
             https,
             admin,
             quic,
+            ws,
         } = listeners;
         if let Some(socket) = quic {
             quic::spawn(&shared, socket)?;
+        }
+        if let Some(listener) = ws {
+            ws::spawn(&shared, listener);
         }
         http::spawn(&shared, http, https);
         if let Some(admin) = admin {
@@ -333,7 +342,7 @@ pub(crate) async fn dispatch(
         }
     };
     if let Verdict::Link = verdict {
-        return link::serve(shared.clone(), carrier, peer).await;
+        return link::serve(shared.clone(), carrier, "mux", peer).await;
     }
     if let Some(authenticated) = authenticated {
         authenticated.cancel();

@@ -54,19 +54,20 @@ impl Streams {
     }
 }
 
-/// Serves a mux link over `carrier` (past its preface) until its connection ends. (Boxed: a
-/// link's streams are dispatched like connections, and dispatching a connection may start a
-/// link, so the future's type would otherwise contain itself.)
-pub(crate) fn serve(
+/// Serves a mux link over `io` (secured, past its preface) until its connection ends; its
+/// streams are named `kind` in logs. (Boxed: a link's streams are dispatched like connections,
+/// and dispatching a connection may start a link, so the future's type would otherwise contain
+/// itself.)
+pub(crate) fn serve<T>(
     shared: Arc<Shared>,
-    carrier: Carrier,
+    io: T,
+    kind: &'static str,
     peer: SocketAddr,
-) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
-    let kind = match carrier.kind() {
-        "tls" | "tcp" => "mux",
-        other => other,
-    };
-    let streams = Streams::Mux(burrow_net::mux::server(carrier), kind);
+) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let streams = Streams::Mux(burrow_net::mux::server(io), kind);
     Box::pin(run(shared, streams, peer))
 }
 
@@ -100,12 +101,14 @@ pub(crate) async fn run(shared: Arc<Shared>, mut streams: Streams, peer: SocketA
             warn!(%peer, "stream refused: too many handshakes in progress");
             continue;
         };
-        let (shared, authenticated) = (shared.clone(), authenticated.clone());
+        let (ours, authenticated) = (shared.clone(), authenticated.clone());
         let task = async move {
-            let handshake = greet(&shared, carrier, false);
-            dispatch(&shared, handshake, peer, permit, Some(&authenticated)).await;
+            let handshake = greet(&ours, carrier, false);
+            dispatch(&ours, handshake, peer, permit, Some(&authenticated)).await;
             drop(local);
         };
-        tokio::spawn(task.instrument(tracing::Span::current()));
+        shared
+            .tracker
+            .spawn(task.instrument(tracing::Span::current()));
     }
 }

@@ -541,7 +541,7 @@ fn the_carrier_is_one_name_or_a_list_in_order() {
     for (setting, says) in [
         (
             "carrier = \"udp\"",
-            "c.toml:4:11: unknown carrier `udp` (expected tcp, mux or quic)",
+            "c.toml:4:11: unknown carrier `udp` (expected tcp, mux, quic, or a ws:// or wss:// URL)",
         ),
         ("carrier = []", "c.toml:4:11: name at least one carrier"),
         (
