@@ -219,14 +219,20 @@ mod tests {
     #[test]
     fn quic_headers_truncated_or_out_of_range_are_refused() {
         assert!(
-            (QuicHeader { stream: VARINT_MAX + 1, flow: 1 })
-                .encode(&mut Vec::new())
-                .is_err()
+            (QuicHeader {
+                stream: VARINT_MAX + 1,
+                flow: 1
+            })
+            .encode(&mut Vec::new())
+            .is_err()
         );
         let mut datagram = Vec::new();
-        (QuicHeader { stream: 1 << 40, flow: 1 << 20 })
-            .encode(&mut datagram)
-            .unwrap();
+        (QuicHeader {
+            stream: 1 << 40,
+            flow: 1 << 20,
+        })
+        .encode(&mut datagram)
+        .unwrap();
         // Every cut inside the header is refused, the empty datagram included.
         for cut in 0..datagram.len() {
             assert_eq!(
