@@ -62,13 +62,8 @@ impl QuicHeader {
     pub const MAX_LEN: usize = 16;
 
     /// The header's encoded length.
-    pub fn len(&self) -> usize {
+    pub fn encoded_len(&self) -> usize {
         varint_len(self.stream) + varint_len(u64::from(self.flow))
-    }
-
-    /// Never empty; present for clippy's `len_without_is_empty`.
-    pub fn is_empty(&self) -> bool {
-        false
     }
 
     /// Appends the header to `out`; refuses a stream id of 2^62 or more.
@@ -196,8 +191,8 @@ mod tests {
         let header = QuicHeader { stream, flow };
         let mut datagram = Vec::new();
         header.encode(&mut datagram).unwrap();
-        assert_eq!(datagram.len(), header.len());
-        assert!(header.len() <= QuicHeader::MAX_LEN);
+        assert_eq!(datagram.len(), header.encoded_len());
+        assert!(header.encoded_len() <= QuicHeader::MAX_LEN);
         datagram.extend_from_slice(payload);
         let (got, len) = QuicHeader::decode(&datagram).unwrap();
         assert_eq!((got, &datagram[len..]), (header, payload));
@@ -213,7 +208,7 @@ mod tests {
             }
         }
         // The usual case costs two bytes: a young server's stream id and a low flow id.
-        assert_eq!(QuicHeader { stream: 7, flow: 3 }.len(), 2);
+        assert_eq!(QuicHeader { stream: 7, flow: 3 }.encoded_len(), 2);
     }
 
     #[test]
@@ -260,10 +255,10 @@ mod tests {
             // Whatever decodes names a header that encodes (minimally, so perhaps shorter) and
             // decodes back to itself.
             if let Ok((header, len)) = QuicHeader::decode(&garbage) {
-                prop_assert!(header.len() <= len && len <= garbage.len());
+                prop_assert!(header.encoded_len() <= len && len <= garbage.len());
                 let mut again = Vec::new();
                 header.encode(&mut again).unwrap();
-                prop_assert_eq!(QuicHeader::decode(&again), Ok((header, header.len())));
+                prop_assert_eq!(QuicHeader::decode(&again), Ok((header, header.encoded_len())));
             }
         }
 

@@ -218,7 +218,7 @@ impl QuicSender {
             stream: self.stream,
             flow,
         };
-        let size = header.len() + payload.len();
+        let size = header.encoded_len() + payload.len();
         let fits = super::max_datagram_size(&self.connection).is_some_and(|max| size <= max);
         if !fits {
             return QuicOffer::ToStream;
