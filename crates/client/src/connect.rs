@@ -3,7 +3,7 @@
 
 use crate::config::{CarrierKind, ClientConfig, Transport};
 use burrow_net::mux::Opener;
-use burrow_net::quic::{self, quinn};
+use burrow_net::quic::{self, QuicLink, quinn};
 use burrow_net::ws;
 use burrow_net::{
     Carrier, FrameIo, read_frame, read_preface, tls, tune_carrier, write_frame, write_preface,
@@ -49,8 +49,9 @@ pub(crate) enum Link {
     /// A new stream of the session's multiplexed connection (`mux`, or `ws` inside a
     /// WebSocket).
     Mux(Opener, &'static str),
-    /// A new stream of the session's QUIC connection.
-    Quic(quinn::Connection),
+    /// A new stream of the session's QUIC connection, whose DATAGRAM frames carry UDP tunnels
+    /// too.
+    Quic(QuicLink),
 }
 
 impl Link {
@@ -89,7 +90,7 @@ async fn control_over(
             CarrierKind::Tcp => Link::Dial,
             CarrierKind::Mux => Link::Mux(open_link(config).await?, "mux"),
             CarrierKind::Ws(url) => Link::Mux(open_ws_link(config, url).await?, "ws"),
-            CarrierKind::Quic => Link::Quic(open_quic(config).await?),
+            CarrierKind::Quic => Link::Quic(QuicLink::new(open_quic(config).await?)),
         };
         let (mut carrier, challenge) = open(config, &link).await?;
         let nonce = auth::nonce();
@@ -145,12 +146,11 @@ async fn open(config: &ClientConfig, link: &Link) -> Result<(Carrier, [u8; 32]),
                 .map_err(|e| ConnectError::Retry(format!("multiplexed connection lost: {e}")))?,
             kind,
         ),
-        Link::Quic(connection) => Carrier::stream(
-            quic::open(connection)
-                .await
-                .map_err(|e| ConnectError::Retry(format!("QUIC connection lost: {e}")))?,
-            "quic",
-        ),
+        Link::Quic(link) => {
+            Carrier::Quic(Box::new(link.open().await.map_err(|e| {
+                ConnectError::Retry(format!("QUIC connection lost: {e}"))
+            })?))
+        }
     };
     greet(config, carrier).await
 }

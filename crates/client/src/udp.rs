@@ -7,12 +7,20 @@
 //! carrier queue. Flows idle longer than the tunnel's timeout are closed; at the flow cap the
 //! least recently used flow makes room (the server, which enforces the cap, opened a new one).
 //! `SO_BROADCAST` is set on every flow socket, so the target may be a broadcast address.
+//!
+//! Over the QUIC carrier, datagrams that fit one packet ride QUIC DATAGRAM frames both ways,
+//! routed by the stream's id; the stream stays open as the tunnel's anchor and carries the
+//! larger ones. The client registers the stream with its link, then says so on the stream
+//! ([`QUIC_READY_FLOW`]), after which the server sends QUIC datagrams too; the server registers
+//! before it opens the stream, so the client may send them at once.
 
 use burrow_net::Carrier;
 use burrow_net::datagram_io::{
     DatagramStats, FrameReader, Outbox, udp_listener, udp_sender, write_datagrams,
 };
+use burrow_net::quic::DatagramChannel;
 use burrow_net::udp_batch::{BatchSocket, RECV_BATCH, RecvSlots, SendBatch};
+use burrow_proto::datagram::QUIC_READY_FLOW;
 use burrow_proto::msg::UdpOptions;
 use std::collections::HashMap;
 use std::io;
@@ -51,31 +59,41 @@ struct Relay {
     options: UdpOptions,
     flows: Mutex<HashMap<u32, Flow>>,
     outbox: Outbox,
-    stats: DatagramStats,
+    stats: Arc<DatagramStats>,
     started: Instant,
 }
 
-/// Relays a UDP tunnel's datagrams between the carrier and the target until the carrier fails.
-pub(crate) async fn run(carrier: Carrier, local: &str, options: UdpOptions) {
+/// Relays a UDP tunnel's datagrams between the carrier (datagram stream `stream`) and the
+/// target until the carrier fails.
+pub(crate) async fn run(carrier: Carrier, stream: u64, local: &str, options: UdpOptions) {
     let target = match tokio::net::lookup_host(local).await.map(|mut a| a.next()) {
         Ok(Some(target)) => target,
         Ok(None) | Err(_) => {
             return warn!(target = %local, "cannot resolve the UDP target; datagram connection closed");
         }
     };
+    let stats = Arc::new(DatagramStats::default());
+    let channel = (carrier.quic_link()).and_then(|link| link.datagrams(stream, stats.clone()));
+    let outbox = (channel.as_ref()).map_or_else(Outbox::default, |c| Outbox::with_quic(c.sender()));
+    if channel.is_some() {
+        // On the stream (the QUIC path is still off): from now on this side routes them.
+        outbox.offer(QUIC_READY_FLOW, &[], &DatagramStats::default());
+        outbox.enable_quic();
+    }
     let (reader, writer) = tokio::io::split(carrier);
     let relay = Arc::new(Relay {
         target,
         options,
         flows: Mutex::new(HashMap::new()),
-        outbox: Outbox::default(),
-        stats: DatagramStats::default(),
+        outbox,
+        stats,
         started: Instant::now(),
     });
-    info!(%target, "datagram connection up");
+    info!(%target, quic = channel.is_some(), "datagram connection up");
     let ended = tokio::select! {
         r = write_datagrams(writer, &relay.outbox) => r,
         r = relay.carry_server_datagrams(FrameReader::new(reader)) => r,
+        () = relay.carry_quic_datagrams(channel) => Ok(()),
         _ = relay.expire_flows() => Ok(()),
     };
     let flows = std::mem::take(&mut *relay.lock());
@@ -85,6 +103,8 @@ pub(crate) async fn run(carrier: Carrier, local: &str, options: UdpOptions) {
         sent = s.sent.load(Ordering::Relaxed),
         dropped_full = s.dropped_full.load(Ordering::Relaxed),
         dropped_flow = s.dropped_flow.load(Ordering::Relaxed),
+        quic_sent = s.quic_sent.load(Ordering::Relaxed),
+        quic_received = s.quic_received.load(Ordering::Relaxed),
         "datagram connection down: {}",
         ended
             .err()
@@ -101,33 +121,65 @@ impl Relay {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Server → target: each datagram goes out on its flow's socket; datagrams in a row for
-    /// one flow leave together.
+    /// Server → target, on the stream: each datagram goes out on its flow's socket; datagrams
+    /// in a row for one flow leave together.
     async fn carry_server_datagrams(
         self: &Arc<Self>,
         mut frames: FrameReader<ReadHalf<Carrier>>,
     ) -> io::Result<()> {
         let mut batch = SendBatch::default();
-        let mut batch_flow: Option<(u32, Arc<BatchSocket>)> = None;
+        let mut batch_flow = None;
         loop {
             frames.fill().await?;
             while let Some((flow, payload)) = frames.next_frame()? {
-                if let Some((current, socket)) = &batch_flow
-                    && *current == flow
-                    && batch.push(payload, socket.max_segments())
-                {
-                    continue;
-                }
-                self.send_to_target(&mut batch, batch_flow.take());
-                let Some(socket) = self.socket_for(flow) else {
-                    DatagramStats::bump(&self.stats.dropped_flow);
-                    continue;
-                };
-                batch.push(payload, socket.max_segments());
-                batch_flow = Some((flow, socket));
+                self.gather(flow, payload, &mut batch, &mut batch_flow);
             }
             self.send_to_target(&mut batch, batch_flow.take());
         }
+    }
+
+    /// Server → target, in QUIC datagrams: as [`Self::carry_server_datagrams`], those waiting
+    /// together leave together. Never ends; without a channel it waits forever.
+    async fn carry_quic_datagrams(self: &Arc<Self>, channel: Option<DatagramChannel>) {
+        let Some(mut channel) = channel else {
+            return std::future::pending().await;
+        };
+        let mut batch = SendBatch::default();
+        let mut batch_flow = None;
+        while let Some((flow, payload)) = channel.recv().await {
+            self.gather(flow, &payload, &mut batch, &mut batch_flow);
+            for _ in 1..RECV_BATCH {
+                let Some((flow, payload)) = channel.try_recv() else {
+                    break;
+                };
+                self.gather(flow, &payload, &mut batch, &mut batch_flow);
+            }
+            self.send_to_target(&mut batch, batch_flow.take());
+        }
+        std::future::pending().await
+    }
+
+    /// Adds one datagram to the batch of its flow, sending the batch first when it is another
+    /// flow's or full; a datagram whose flow has no socket is dropped.
+    fn gather(
+        self: &Arc<Self>,
+        flow: u32,
+        payload: &[u8],
+        batch: &mut SendBatch,
+        batch_flow: &mut Option<(u32, Arc<BatchSocket>)>,
+    ) {
+        if let Some((current, socket)) = batch_flow.as_ref()
+            && *current == flow
+            && batch.push(payload, socket.max_segments())
+        {
+            return;
+        }
+        self.send_to_target(batch, batch_flow.take());
+        let Some(socket) = self.socket_for(flow) else {
+            return DatagramStats::bump(&self.stats.dropped_flow);
+        };
+        batch.push(payload, socket.max_segments());
+        *batch_flow = Some((flow, socket));
     }
 
     /// Sends the datagrams gathered for one flow. A full buffer drops them; an ICMP error from
@@ -253,11 +305,13 @@ impl Relay {
 }
 
 /// Forwards every datagram heard on `local` (a LAN broadcast port, typically) to the server's
-/// sink over this data connection, until the connection ends. Nothing comes back.
+/// sink over this data connection (datagram stream `stream`; over QUIC, those that fit one
+/// packet as QUIC datagrams), until the connection ends. Nothing comes back.
 /// `bound` is the tunnel's listener (see `session::sink_listener`); without one (a host name),
 /// `local` is resolved and bound for this connection.
 pub(crate) async fn run_to_sink(
     carrier: Carrier,
+    stream: u64,
     local: &str,
     bound: Option<std::sync::Arc<BatchSocket>>,
 ) {
@@ -275,10 +329,13 @@ pub(crate) async fn run_to_sink(
             }
         },
     };
+    let stats = Arc::new(DatagramStats::default());
+    // Kept for its sender: the server registered the stream before opening it.
+    let channel = (carrier.quic_link()).and_then(|link| link.datagrams(stream, stats.clone()));
+    let outbox = (channel.as_ref()).map_or_else(Outbox::default, |c| Outbox::with_quic(c.sender()));
+    outbox.enable_quic();
     let (mut reader, writer) = tokio::io::split(carrier);
-    let outbox = Outbox::default();
-    let stats = DatagramStats::default();
-    info!(%local, "event connection up");
+    info!(%local, quic = channel.is_some(), "event connection up");
     let hear = async {
         let mut slots = RecvSlots::new(RECV_BATCH);
         loop {

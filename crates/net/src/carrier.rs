@@ -3,6 +3,7 @@
 //! An enum rather than a generic parameter or a trait object: the session code stays free of type
 //! parameters, and the relay can see when both ends are plain TCP (the zero-copy case).
 
+use crate::quic::{QuicLink, QuicStream};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -21,9 +22,12 @@ pub enum Carrier {
     ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     /// An in-memory pipe: protocol tests drive sessions through it, with paused time.
     Memory(tokio::io::DuplexStream),
-    /// One stream of a multiplexed carrier (mux, WebSocket, QUIC), or any other byte stream,
-    /// with the carrier's name for logs.
+    /// One stream of a multiplexed carrier (mux, WebSocket), or any other byte stream, with the
+    /// carrier's name for logs.
     Stream(Box<dyn Duplex>, &'static str),
+    /// One stream of a QUIC connection: a byte stream like the others, whose link also carries
+    /// DATAGRAM frames for UDP tunnels (see [`Carrier::quic_link`]).
+    Quic(Box<QuicStream>),
 }
 
 /// A byte stream a [`Carrier::Stream`] can hold.
@@ -45,7 +49,16 @@ impl Carrier {
             Carrier::Plain(s) => Some(s),
             Carrier::ClientTls(s) => Some(s.get_ref().0),
             Carrier::ServerTls(s) => Some(s.get_ref().0),
-            Carrier::Memory(_) | Carrier::Stream(..) => None,
+            Carrier::Memory(_) | Carrier::Stream(..) | Carrier::Quic(_) => None,
+        }
+    }
+
+    /// The QUIC link under this carrier, when it is a stream of one opened through a
+    /// [`QuicLink`]: a UDP tunnel then sends small datagrams as DATAGRAM frames on it.
+    pub fn quic_link(&self) -> Option<&QuicLink> {
+        match self {
+            Carrier::Quic(stream) => stream.link(),
+            _ => None,
         }
     }
 
@@ -53,15 +66,13 @@ impl Carrier {
     /// data connection receives nothing until it is used, so readable bytes or end-of-stream
     /// both mean it is no longer usable. Does not consume anything.
     pub fn is_idle_and_open(&mut self) -> bool {
-        if let Carrier::Stream(io, _) = self {
+        if matches!(self, Carrier::Stream(..) | Carrier::Quic(_)) {
             // A stream of a multiplexed carrier has no socket to peek at: try a read without
             // waiting. Anything that arrived (bytes, end, error) makes it unusable anyway.
             let mut byte = [0u8; 1];
             let mut buf = ReadBuf::new(&mut byte);
             let mut cx = Context::from_waker(std::task::Waker::noop());
-            return Pin::new(&mut **io)
-                .poll_read(&mut cx, &mut buf)
-                .is_pending();
+            return Pin::new(self).poll_read(&mut cx, &mut buf).is_pending();
         }
         let Some(tcp) = self.tcp() else {
             return true;
@@ -80,6 +91,7 @@ impl Carrier {
             Carrier::ClientTls(_) | Carrier::ServerTls(_) => "tls",
             Carrier::Memory(_) => "memory",
             Carrier::Stream(_, kind) => kind,
+            Carrier::Quic(_) => "quic",
         }
     }
 }
@@ -145,6 +157,10 @@ macro_rules! delegate {
                 let $s = Pin::new(&mut **$s);
                 $e
             }
+            Carrier::Quic($s) => {
+                let $s = Pin::new(&mut **$s);
+                $e
+            }
         }
     };
 }
@@ -191,6 +207,7 @@ impl AsyncWrite for Carrier {
             Carrier::ServerTls(s) => s.is_write_vectored(),
             Carrier::Memory(s) => s.is_write_vectored(),
             Carrier::Stream(s, _) => s.is_write_vectored(),
+            Carrier::Quic(s) => s.is_write_vectored(),
         }
     }
 }

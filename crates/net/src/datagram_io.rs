@@ -7,6 +7,7 @@
 //! and the writer's and the outbox's buffers trade places, so no datagram costs an allocation.
 //! [`FrameReader`] reads the other way in large chunks and hands out every whole frame they hold.
 
+use crate::quic::{QuicOffer, QuicSender};
 use crate::udp_batch::BatchSocket;
 use burrow_proto::datagram::{DATAGRAM_HEADER, MAX_DATAGRAM, body_len, encode};
 use std::io;
@@ -38,6 +39,10 @@ pub struct DatagramStats {
     pub dropped_full: AtomicU64,
     /// Datagrams dropped because their flow is unknown, expired or over the cap.
     pub dropped_flow: AtomicU64,
+    /// Of those sent, the datagrams that rode QUIC DATAGRAM frames rather than the stream.
+    pub quic_sent: AtomicU64,
+    /// Datagrams received in QUIC DATAGRAM frames.
+    pub quic_received: AtomicU64,
 }
 
 impl DatagramStats {
@@ -55,11 +60,13 @@ impl DatagramStats {
 }
 
 /// Frames waiting for one carrier writer: bounded by [`DATAGRAM_QUEUE`] frames and
-/// [`DATAGRAM_QUEUE_BYTES`] bytes.
+/// [`DATAGRAM_QUEUE_BYTES`] bytes. Over a QUIC link, datagrams that fit one packet skip the
+/// queue and leave at once as QUIC datagrams (see [`Outbox::with_quic`]).
 #[derive(Debug, Default)]
 pub struct Outbox {
     pending: Mutex<Pending>,
     ready: Notify,
+    quic: Option<QuicSender>,
 }
 
 #[derive(Debug, Default)]
@@ -72,16 +79,35 @@ struct Pending {
 pub struct Offers<'a> {
     pending: MutexGuard<'a, Pending>,
     ready: &'a Notify,
+    quic: Option<&'a QuicSender>,
     added: bool,
 }
 
 impl Outbox {
+    /// An outbox that sends what fits as QUIC datagrams through `quic`, once it is enabled
+    /// ([`QuicSender::enable`], through [`Outbox::enable_quic`]), and queues the rest for the
+    /// stream.
+    pub fn with_quic(quic: QuicSender) -> Self {
+        Self {
+            quic: Some(quic),
+            ..Self::default()
+        }
+    }
+
+    /// Turns the QUIC path on, if there is one: the peer routes this stream's QUIC datagrams.
+    pub fn enable_quic(&self) {
+        if let Some(quic) = &self.quic {
+            quic.enable();
+        }
+    }
+
     /// Locks the outbox for a burst of [`Offers::offer`]s. Hold it only for encoding, never
     /// across I/O.
     pub fn offers(&self) -> Offers<'_> {
         Offers {
             pending: self.pending.lock().unwrap_or_else(|p| p.into_inner()),
             ready: &self.ready,
+            quic: self.quic.as_ref(),
             added: false,
         }
     }
@@ -100,9 +126,15 @@ impl Outbox {
 }
 
 impl Offers<'_> {
-    /// Appends one datagram's frame, or counts it as dropped when the queue is full; `true` when
-    /// it was queued.
+    /// Sends one datagram as a QUIC datagram when it can, else appends its frame, or counts it
+    /// as dropped when the queue (or the QUIC send buffer) is full; `true` when it was sent or
+    /// queued.
     pub fn offer(&mut self, flow: u32, payload: &[u8], stats: &DatagramStats) -> bool {
+        match self.quic.map(|q| q.offer(flow, payload, stats)) {
+            Some(QuicOffer::Sent) => return true,
+            Some(QuicOffer::Dropped) => return false,
+            Some(QuicOffer::ToStream) | None => {}
+        }
         let p = &mut *self.pending;
         let fits = p.frames == 0
             || (p.frames < DATAGRAM_QUEUE

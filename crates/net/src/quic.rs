@@ -5,8 +5,9 @@
 //! (the control stream, each visitor's stream) is one bidirectional QUIC stream on it, wrapped
 //! as a [`QuicStream`] so the usual preface–challenge–hello–welcome handshake and the relay run
 //! over it unchanged. Streams have their own flow control, so a stalled visitor never blocks the
-//! others, and a half-close is a QUIC FIN. UDP flows can ride DATAGRAM frames instead of a
-//! stream: unreliable and never queued behind stream data, but each must fit one packet.
+//! others, and a half-close is a QUIC FIN. UDP flows ride DATAGRAM frames when they fit one
+//! packet: unreliable and never queued behind stream data; a [`QuicLink`] routes them to their
+//! tunnels.
 //!
 //! Choices, with the reasons:
 //!
@@ -34,10 +35,14 @@
 //!   network switch): the connection id, not the address, names the connection. A client moves
 //!   on purpose with [`rebind`].
 
+mod link;
 mod stream;
 #[cfg(test)]
 mod tests;
 
+pub use link::{
+    CHANNEL_QUEUE, DATAGRAM_CHANNELS, DatagramChannel, QuicLink, QuicOffer, QuicSender,
+};
 pub use quinn;
 pub use stream::{QuicStream, accept, open};
 

@@ -11,7 +11,7 @@
 use crate::{Shared, dispatch, greet};
 use burrow_net::Carrier;
 use burrow_net::mux::MuxStream;
-use burrow_net::quic::quinn;
+use burrow_net::quic::QuicLink;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc};
@@ -25,8 +25,8 @@ const UNPROVEN_STREAMS: usize = 32;
 pub(crate) enum Streams {
     /// A yamux session (the mux and WebSocket carriers).
     Mux(mpsc::Receiver<MuxStream>, &'static str),
-    /// A QUIC connection.
-    Quic(quinn::Connection),
+    /// A QUIC connection, whose DATAGRAM frames carry UDP tunnels too.
+    Quic(QuicLink),
 }
 
 impl Streams {
@@ -34,8 +34,8 @@ impl Streams {
     async fn next(&mut self) -> Option<Carrier> {
         match self {
             Streams::Mux(inbound, kind) => Some(Carrier::stream(inbound.recv().await?, kind)),
-            Streams::Quic(connection) => match burrow_net::quic::accept(connection).await? {
-                Ok(stream) => Some(Carrier::stream(stream, "quic")),
+            Streams::Quic(link) => match link.accept().await? {
+                Ok(stream) => Some(Carrier::Quic(Box::new(stream))),
                 Err(e) => {
                     debug!("QUIC connection ended: {e}");
                     None
@@ -48,8 +48,8 @@ impl Streams {
 impl Streams {
     /// Closes the link at once (dropping a mux receiver does that by itself).
     fn close(&self) {
-        if let Streams::Quic(connection) = self {
-            connection.close(0u32.into(), b"not authenticated");
+        if let Streams::Quic(link) = self {
+            link.connection().close(0u32.into(), b"not authenticated");
         }
     }
 }

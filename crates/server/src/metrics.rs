@@ -213,8 +213,9 @@ pub(crate) struct TunnelStats {
     /// Visitors that could not be served: no data connection in time, a failed data
     /// connection, an unreachable target.
     pub errors: AtomicU64,
-    /// What the tunnel's datagram relay did (UDP tunnels only).
-    pub datagrams: DatagramStats,
+    /// What the tunnel's datagram relay did (UDP tunnels only); shared with the QUIC link that
+    /// routes the tunnel's QUIC datagrams, if any.
+    pub datagrams: Arc<DatagramStats>,
 }
 
 impl TunnelStats {

@@ -3,7 +3,7 @@
 
 use crate::link::{self, Streams};
 use crate::{Shared, Transport};
-use burrow_net::quic::quinn;
+use burrow_net::quic::{QuicLink, quinn};
 use std::sync::Arc;
 use tracing::{Instrument, debug, info, warn};
 
@@ -64,5 +64,5 @@ async fn accept(
     };
     drop(permit);
     debug!(%peer, "QUIC connection open");
-    link::run(shared, Streams::Quic(connection), peer).await;
+    link::run(shared, Streams::Quic(QuicLink::new(connection)), peer).await;
 }

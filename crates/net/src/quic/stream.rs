@@ -1,5 +1,6 @@
 //! One bidirectional QUIC stream as one byte stream, like a TCP connection.
 
+use super::QuicLink;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -18,6 +19,8 @@ pub struct QuicStream {
     recv: quinn::RecvStream,
     /// Set once shutdown has finished the sending half, so a second shutdown is a no-op.
     finished: bool,
+    /// The link it was opened or accepted on, when opened through one.
+    link: Option<QuicLink>,
 }
 
 impl QuicStream {
@@ -27,7 +30,22 @@ impl QuicStream {
             send,
             recv,
             finished: false,
+            link: None,
         }
+    }
+
+    /// The same stream, knowing it belongs to `link`.
+    pub(crate) fn on(self, link: QuicLink) -> Self {
+        Self {
+            link: Some(link),
+            ..self
+        }
+    }
+
+    /// The link the stream belongs to, when it was opened or accepted through a [`QuicLink`]:
+    /// a UDP tunnel's datagram stream asks it for a datagram channel.
+    pub fn link(&self) -> Option<&QuicLink> {
+        self.link.as_ref()
     }
 
     /// The stream's id within its connection, for logs.

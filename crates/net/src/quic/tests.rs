@@ -299,6 +299,53 @@ async fn a_datagram_goes_there_and_back() {
 }
 
 #[tokio::test]
+async fn a_link_routes_datagrams_to_their_stream_and_counts_strays() {
+    use crate::datagram_io::DatagramStats;
+    use burrow_proto::datagram::QuicHeader;
+    within(async {
+        let setup = Setup::new();
+        let (client, server) = setup.connected().await;
+        let (client, server) = (QuicLink::new(client), QuicLink::new(server));
+        let stats = Arc::new(DatagramStats::default());
+        let mut inbox = server.datagrams(7, stats.clone()).unwrap();
+        assert!(
+            server.datagrams(7, stats.clone()).is_none(),
+            "registered twice"
+        );
+        let out = client.datagrams(7, Arc::default()).unwrap().sender();
+        let sent = DatagramStats::default();
+        // Off until the peer is known to route the stream.
+        assert_eq!(out.offer(1, b"early", &sent), QuicOffer::ToStream);
+        out.enable();
+        // A stray for a stream nobody registered, and garbage, before the real one.
+        let mut stray = Vec::new();
+        (QuicHeader { stream: 8, flow: 1 })
+            .encode(&mut stray)
+            .unwrap();
+        send_datagram(client.connection(), stray.into()).unwrap();
+        send_datagram(client.connection(), Bytes::from_static(&[0xff])).unwrap();
+        assert_eq!(out.offer(3, b"hello", &sent), QuicOffer::Sent);
+        assert_eq!(inbox.recv().await, Some((3, Bytes::from_static(b"hello"))));
+        assert_eq!(server.dropped_unknown(), 2);
+        assert_eq!(stats.quic_received.load(Ordering::Relaxed), 1);
+        assert_eq!(sent.quic_sent.load(Ordering::Relaxed), 1);
+        // Too large for one packet: the stream must carry it.
+        let big = vec![0u8; max_datagram_size(client.connection()).unwrap()];
+        assert_eq!(out.offer(3, &big, &sent), QuicOffer::ToStream);
+        // Dropping the channel unregisters the stream: later datagrams are strays.
+        drop(inbox);
+        let mut other = server.datagrams(9, stats.clone()).unwrap();
+        let other_out = client.datagrams(9, Arc::default()).unwrap().sender();
+        other_out.enable();
+        assert_eq!(out.offer(4, b"late", &sent), QuicOffer::Sent);
+        assert_eq!(other_out.offer(5, b"other", &sent), QuicOffer::Sent);
+        assert_eq!(other.recv().await, Some((5, Bytes::from_static(b"other"))));
+        assert_eq!(server.dropped_unknown(), 3);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_transfer_survives_the_client_moving_to_a_new_socket() {
     within(async {
         let setup = Setup::new();

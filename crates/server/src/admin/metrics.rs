@@ -144,7 +144,7 @@ fn live_metrics(shared: &Shared) -> Registry {
 }
 
 /// Per-tunnel families: bytes by direction, streams, errors and (UDP tunnels) dropped
-/// datagrams.
+/// datagrams and datagrams carried in QUIC DATAGRAM frames.
 fn tunnel_metrics(
     registry: &mut Registry,
     tunnels: impl Iterator<Item = (Labels, bool, std::sync::Arc<TunnelStats>)>,
@@ -154,6 +154,7 @@ fn tunnel_metrics(
     let active = Family::<Labels, Gauge>::default();
     let errors = Family::<Labels, Counter>::default();
     let dropped = Family::<Labels, Counter>::default();
+    let quic = Family::<Labels, Counter>::default();
     let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     for (labels, datagrams, stats) in tunnels {
         let with = |key: &'static str, value: &str| {
@@ -185,6 +186,10 @@ fn tunnel_metrics(
         dropped
             .get_or_create(&with("reason", "no_flow"))
             .inc_by(get(&d.dropped_flow));
+        quic.get_or_create(&with("direction", "in"))
+            .inc_by(get(&d.quic_sent));
+        quic.get_or_create(&with("direction", "out"))
+            .inc_by(get(&d.quic_received));
     }
     registry.register(
         "burrow_tunnel_bytes",
@@ -205,6 +210,11 @@ fn tunnel_metrics(
         "burrow_tunnel_errors",
         "Visitors a tunnel could not serve",
         errors,
+    );
+    registry.register(
+        "burrow_tunnel_quic_datagrams",
+        "Datagrams of a UDP tunnel carried in QUIC DATAGRAM frames rather than on its stream: in (toward the client's target) and out (toward visitors)",
+        quic,
     );
     registry.register("burrow_datagrams_dropped", "Datagrams a UDP tunnel dropped: carrier queue full, or no flow (unknown, expired, over the cap)", dropped);
 }

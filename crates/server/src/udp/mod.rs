@@ -7,6 +7,11 @@
 //! is separate from every TCP stream, so UDP never waits behind TCP. When the session changes
 //! (a reconnect within the lease) the task takes a data connection of the new session; the flow
 //! table survives, so visitors keep their flows.
+//!
+//! Over the QUIC carrier the data connection is a QUIC stream, and it stays the tunnel's anchor:
+//! datagrams that fit one packet ride QUIC DATAGRAM frames instead (unreliable, unordered, never
+//! behind a stalled stream), both ways, once the client has said on the stream that it routes
+//! them ([`QUIC_READY_FLOW`]); larger ones still go on the stream, whole.
 
 mod flows;
 pub(crate) mod sink;
@@ -16,8 +21,10 @@ use crate::metrics::TunnelStats;
 use crate::registry::Route;
 use crate::tunnel::find_carrier;
 use burrow_net::datagram_io::{DatagramStats, FrameReader, Outbox, write_datagrams};
+use burrow_net::quic::DatagramChannel;
 use burrow_net::udp_batch::{BatchSocket, RECV_BATCH, RecvSlots, SendBatch};
 use burrow_net::{Carrier, write_frame};
+use burrow_proto::datagram::QUIC_READY_FLOW;
 use burrow_proto::msg::{Protocol, StreamKind, StreamOpen, Target, UdpOptions};
 use flows::FlowTable;
 use std::net::SocketAddr;
@@ -30,20 +37,25 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
 /// Starts a datagram stream on a data connection: the header that tells the client to carry
-/// tunnel `tunnel`'s datagrams on it.
+/// tunnel `tunnel`'s datagrams on it. On a QUIC link, the stream's datagram channel is
+/// registered first (the client may send QUIC datagrams as soon as it reads the header) and
+/// returned; what it receives and drops is counted in `stats`.
 pub(crate) async fn open_datagrams(
     shared: &Shared,
     carrier: &mut Carrier,
     tunnel: u32,
-) -> Result<(), burrow_net::FrameIo> {
+    stats: &Arc<DatagramStats>,
+) -> Result<Option<DatagramChannel>, burrow_net::FrameIo> {
     let stream = shared.next_stream.fetch_add(1, Ordering::Relaxed);
+    let channel = (carrier.quic_link()).and_then(|link| link.datagrams(stream, stats.clone()));
     let open = StreamOpen {
         stream,
         kind: StreamKind::Datagrams,
         target: Target::Tunnel(tunnel),
         visitor: None,
     };
-    write_frame(carrier, &open).await
+    write_frame(carrier, &open).await?;
+    Ok(channel)
 }
 
 /// Binds a public UDP port on the configured address, with large buffers and batched I/O.
@@ -113,18 +125,23 @@ impl UdpTunnel {
             let Some((session, tunnel, mut carrier)) = found else {
                 break;
             };
-            if let Err(e) = open_datagrams(&shared, &mut carrier, tunnel).await {
-                debug!("datagram connection failed before use: {e}");
-                continue;
-            }
-            info!(session = %format_args!("{:016x}", session.id), "datagram connection up");
+            let channel =
+                match open_datagrams(&shared, &mut carrier, tunnel, &self.stats.datagrams).await {
+                    Ok(channel) => channel,
+                    Err(e) => {
+                        debug!("datagram connection failed before use: {e}");
+                        continue;
+                    }
+                };
+            let quic = channel.is_some();
+            info!(session = %format_args!("{:016x}", session.id), quic, "datagram connection up");
             let session_closed = session.closed.clone();
             let cap = shared.config().max_udp_flows_per_session as usize;
             let budget = SessionFlows::charge(&session, cap, self.flows().len());
             let ended = tokio::select! {
                 _ = closed.cancelled() => break,
                 _ = session_closed.cancelled() => "the session ended".to_owned(),
-                r = self.relay(carrier, &budget) => r.err().map_or_else(|| "closed".to_owned(), |e| e.to_string()),
+                r = self.relay(carrier, channel, &budget) => r.err().map_or_else(|| "closed".to_owned(), |e| e.to_string()),
             };
             drop(budget);
             let s = &self.stats.datagrams;
@@ -132,20 +149,30 @@ impl UdpTunnel {
                 sent = s.sent.load(Ordering::Relaxed),
                 dropped_full = s.dropped_full.load(Ordering::Relaxed),
                 dropped_flow = s.dropped_flow.load(Ordering::Relaxed),
+                quic_sent = s.quic_sent.load(Ordering::Relaxed),
+                quic_received = s.quic_received.load(Ordering::Relaxed),
                 "datagram connection down: {ended}"
             );
         }
         debug!(flows = self.flows().len(), "udp tunnel closed");
     }
 
-    /// Carries datagrams both ways over one data connection until it fails.
-    async fn relay(&self, carrier: Carrier, budget: &SessionFlows) -> std::io::Result<()> {
+    /// Carries datagrams both ways over one data connection (and its QUIC datagram channel,
+    /// if any) until it fails.
+    async fn relay(
+        &self,
+        carrier: Carrier,
+        channel: Option<DatagramChannel>,
+        budget: &SessionFlows,
+    ) -> std::io::Result<()> {
         let (reader, writer) = tokio::io::split(carrier);
-        let outbox = Outbox::default();
+        let outbox =
+            (channel.as_ref()).map_or_else(Outbox::default, |c| Outbox::with_quic(c.sender()));
         tokio::select! {
             r = write_datagrams(writer, &outbox) => r,
             r = self.carry_visitor_datagrams(&outbox, budget) => r,
-            r = self.carry_replies(FrameReader::new(reader)) => r,
+            r = self.carry_replies(FrameReader::new(reader), &outbox) => r,
+            () = self.carry_quic_replies(channel) => Ok(()),
             _ = self.expire_flows(budget) => Ok(()),
         }
     }
@@ -221,30 +248,71 @@ impl UdpTunnel {
         }
     }
 
-    /// Client → visitors: each reply goes to its flow's visitor from the public port; replies
-    /// in a row to one visitor leave together.
+    /// Client → visitors, on the stream: each reply goes to its flow's visitor from the public
+    /// port; replies in a row to one visitor leave together. The client's ready frame turns
+    /// the outbox's QUIC path on.
     async fn carry_replies(
         &self,
         mut frames: FrameReader<tokio::io::ReadHalf<Carrier>>,
+        outbox: &Outbox,
     ) -> std::io::Result<()> {
         let mut batch = SendBatch::default();
         let mut batch_to = None;
-        let max = self.socket.max_segments();
         loop {
             frames.fill().await?;
             while let Some((flow, payload)) = frames.next_frame()? {
-                let visitor = self.flows().visitor_of(flow, Instant::now().into_std());
-                let Some(visitor) = visitor else {
-                    DatagramStats::bump(&self.stats.datagrams.dropped_flow);
+                if flow == QUIC_READY_FLOW && payload.is_empty() {
+                    debug!(
+                        "the client routes QUIC datagrams: small datagrams ride them from now on"
+                    );
+                    outbox.enable_quic();
                     continue;
-                };
-                if batch_to != Some(visitor) || !batch.push(payload, max) {
-                    self.send_replies(&mut batch, batch_to);
-                    batch.push(payload, max);
-                    batch_to = Some(visitor);
                 }
+                self.gather_reply(flow, payload, &mut batch, &mut batch_to);
             }
             self.send_replies(&mut batch, batch_to);
+        }
+    }
+
+    /// Client → visitors, in QUIC datagrams: as [`Self::carry_replies`], those waiting together
+    /// leave together. Never ends; without a channel it waits forever.
+    async fn carry_quic_replies(&self, channel: Option<DatagramChannel>) {
+        let Some(mut channel) = channel else {
+            return std::future::pending().await;
+        };
+        let mut batch = SendBatch::default();
+        let mut batch_to = None;
+        while let Some((flow, payload)) = channel.recv().await {
+            self.gather_reply(flow, &payload, &mut batch, &mut batch_to);
+            for _ in 1..RECV_BATCH {
+                let Some((flow, payload)) = channel.try_recv() else {
+                    break;
+                };
+                self.gather_reply(flow, &payload, &mut batch, &mut batch_to);
+            }
+            self.send_replies(&mut batch, batch_to);
+        }
+        std::future::pending().await
+    }
+
+    /// Adds one reply to the batch for its flow's visitor, sending the batch first when it is
+    /// for another visitor or full; a reply on an unknown or expired flow is dropped.
+    fn gather_reply(
+        &self,
+        flow: u32,
+        payload: &[u8],
+        batch: &mut SendBatch,
+        batch_to: &mut Option<SocketAddr>,
+    ) {
+        let visitor = self.flows().visitor_of(flow, Instant::now().into_std());
+        let Some(visitor) = visitor else {
+            return DatagramStats::bump(&self.stats.datagrams.dropped_flow);
+        };
+        let max = self.socket.max_segments();
+        if *batch_to != Some(visitor) || !batch.push(payload, max) {
+            self.send_replies(batch, *batch_to);
+            batch.push(payload, max);
+            *batch_to = Some(visitor);
         }
     }
 

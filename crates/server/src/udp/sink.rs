@@ -6,13 +6,16 @@
 //! `SO_BROADCAST` set (the sink may be a broadcast address). Nothing flows back. If the data
 //! connection fails, the server takes another, for as long as the session and the tunnel live.
 //! When a reload removes the sink, deliveries stop; when it moves the sink, they follow.
+//! Over the QUIC carrier, events that fit one packet arrive as QUIC datagrams on the stream's
+//! datagram channel; the stream still carries larger ones and bounds the delivery's life.
 
 use crate::registry::SessionHandle;
 use crate::{Shared, config::UdpSink};
 use burrow_net::Carrier;
 pub(crate) use burrow_net::datagram_io::udp_sender;
 use burrow_net::datagram_io::{DatagramStats, FrameReader};
-use burrow_net::udp_batch::{BatchSocket, SendBatch};
+use burrow_net::quic::DatagramChannel;
+use burrow_net::udp_batch::{BatchSocket, RECV_BATCH, SendBatch};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -35,7 +38,7 @@ pub(crate) async fn deliver(
     mut socket: BatchSocket,
     closed: CancellationToken,
 ) {
-    let stats = DatagramStats::default();
+    let stats = Arc::new(DatagramStats::default());
     let mut configs = shared.config.subscribe();
     loop {
         let mut carrier = tokio::select! {
@@ -43,14 +46,12 @@ pub(crate) async fn deliver(
             carrier = session.take_data() => carrier,
         };
         let started = Instant::now();
-        if super::open_datagrams(&shared, &mut carrier, tunnel)
-            .await
-            .is_ok()
-        {
-            info!(sink = %sink.name, to = %sink.deliver_to, "event connection up");
+        if let Ok(channel) = super::open_datagrams(&shared, &mut carrier, tunnel, &stats).await {
+            let quic = channel.is_some();
+            info!(sink = %sink.name, to = %sink.deliver_to, quic, "event connection up");
             let ended = tokio::select! {
                 _ = closed.cancelled() => break,
-                ended = forward(&socket, carrier, sink.deliver_to, &stats) => ended,
+                ended = forward(&socket, carrier, channel, sink.deliver_to, &stats) => ended,
                 moved = reconfigured(&mut configs, &sink) => {
                     let Some((moved, to)) = moved else {
                         break info!(sink = %sink.name, "sink removed by a reload; its events are no longer delivered");
@@ -104,9 +105,53 @@ async fn reconfigured(
     }
 }
 
-/// Sends every datagram from the carrier to `to`, those that arrive together in one call when
-/// they can; returns why the carrier ended.
+/// Sends every datagram from the carrier (and its QUIC datagram channel, if any) to `to`, those
+/// that arrive together in one call when they can; returns why the carrier ended.
 async fn forward(
+    socket: &BatchSocket,
+    carrier: Carrier,
+    channel: Option<DatagramChannel>,
+    to: SocketAddr,
+    stats: &DatagramStats,
+) -> String {
+    // Both carry the same direction; the stream's end is the delivery's end.
+    tokio::select! {
+        ended = forward_frames(socket, carrier, to, stats) => ended,
+        () = forward_quic(socket, channel, to, stats) => "closed".to_owned(),
+    }
+}
+
+/// Sends every event that arrives as a QUIC datagram to `to`. Never ends; without a channel it
+/// waits forever.
+async fn forward_quic(
+    socket: &BatchSocket,
+    channel: Option<DatagramChannel>,
+    to: SocketAddr,
+    stats: &DatagramStats,
+) {
+    let Some(mut channel) = channel else {
+        return std::future::pending().await;
+    };
+    let mut batch = SendBatch::default();
+    let max = socket.max_segments();
+    while let Some((_, event)) = channel.recv().await {
+        batch.push(&event, max);
+        for _ in 1..RECV_BATCH {
+            let Some((_, event)) = channel.try_recv() else {
+                break;
+            };
+            if !batch.push(&event, max) {
+                deliver_batch(socket, &mut batch, to, stats);
+                batch.push(&event, max);
+            }
+        }
+        deliver_batch(socket, &mut batch, to, stats);
+    }
+    std::future::pending().await
+}
+
+/// Sends every datagram framed on the stream to `to`; returns why the stream ended.
+async fn forward_frames(
     socket: &BatchSocket,
     carrier: Carrier,
     to: SocketAddr,
