@@ -8,7 +8,7 @@
 mod common;
 
 use common::data::Pattern;
-use common::{Proc, Server, TestDir, any_line_has, bounded, one_liner_args};
+use common::{Proc, Server, TestDir, any_line_has, bounded, certificate, one_liner_args};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -175,38 +175,6 @@ async fn get(edge: &Edge, host: &str, path: &str) -> Got {
     curl(&["-H", &host, &url])
         .await
         .unwrap_or_else(|| panic!("curl {url} ({host}) failed"))
-}
-
-/// A self-signed certificate for `names` made by openssl, as (cert, key) paths.
-fn certificate(dir: &TestDir, label: &str, names: &[&str]) -> (String, String) {
-    let (cert, key) = (
-        dir.join(&format!("{label}.crt")),
-        dir.join(&format!("{label}.key")),
-    );
-    let san: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
-    let status = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args([
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={}", names[0]),
-        ])
-        .args(["-addext", &format!("subjectAltName={}", san.join(","))])
-        .args(["-keyout", &key, "-out", &cert])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap_or_else(|e| panic!("openssl is required for this test (CI installs it): {e}"));
-    assert!(status.success(), "openssl could not make a certificate");
-    (cert, key)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,5 +1,6 @@
 //! End-to-end: bytes through a tunnel between a real `burrow server` and `burrow tcp`, over
-//! every carrier (plain TCP, TLS, mux over TLS and over plain TCP, QUIC).
+//! every carrier (plain TCP, TLS, mux over TLS and over plain TCP, QUIC, WebSocket directly and
+//! WebSocket over TLS through nginx).
 //!
 //! Echo, a thousand visitors at once, half-close in both directions, 100 MB each way with a
 //! hash check, a real HTTP client against a real HTTP server, and a client that reconnects to a
@@ -100,6 +101,7 @@ fn server_carrier(carrier: Carrier) -> &'static str {
         Carrier::Tls => "tls",
         Carrier::Mux | Carrier::MuxPlain => "mux",
         Carrier::Quic => "quic",
+        Carrier::Ws | Carrier::Wss => "ws",
     }
 }
 

@@ -407,3 +407,56 @@ pub(crate) fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
 }
+
+/// A self-signed certificate for `names` made by openssl, as (cert, key) paths.
+pub(crate) fn certificate(dir: &TestDir, label: &str, names: &[&str]) -> (String, String) {
+    openssl_certificate(dir, label, names, &[])
+}
+
+/// A self-signed certificate for `names` that is not a CA (`basicConstraints CA:FALSE`), as
+/// WebPKI verifiers want a server's certificate to be even when it is its own trust anchor.
+pub(crate) fn leaf_certificate(dir: &TestDir, label: &str, names: &[&str]) -> (String, String) {
+    openssl_certificate(
+        dir,
+        label,
+        names,
+        &["-addext", "basicConstraints=critical,CA:FALSE"],
+    )
+}
+
+fn openssl_certificate(
+    dir: &TestDir,
+    label: &str,
+    names: &[&str],
+    extra: &[&str],
+) -> (String, String) {
+    let (cert, key) = (
+        dir.join(&format!("{label}.crt")),
+        dir.join(&format!("{label}.key")),
+    );
+    let san: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args([
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={}", names[0]),
+        ])
+        .args(["-addext", &format!("subjectAltName={}", san.join(","))])
+        .args(extra)
+        .args(["-keyout", &key, "-out", &cert])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("openssl is required for this test (CI installs it): {e}"));
+    assert!(status.success(), "openssl could not make a certificate");
+    (cert, key)
+}
