@@ -22,15 +22,23 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
 
-/// Streams one link may have open at once. Each is a visitor connection or an idle pooled one;
+/// Streams a client opens on one link at most (visitor connections and idle pooled ones);
 /// past this, opening a stream fails (the client then reports the pool as failing).
-pub const MAX_STREAMS: usize = 4096;
+pub const MAX_STREAMS: usize = 8192;
+
+/// Streams a server accepts on one link. yamux ends the whole connection when a peer opens one
+/// more than this, and a stream the client has finished with may still count here for a moment,
+/// so the server allows twice what a client opens.
+const SERVER_MAX_STREAMS: usize = 2 * MAX_STREAMS;
 
 /// Receive-window budget of a whole link. yamux starts each stream at 256 KiB of credit and
 /// grows a busy stream's window toward twice the bandwidth-delay product it measures, so one
 /// bulk transfer fills a long fat path; this caps what all of a link's streams together may
-/// have in flight toward this side (and therefore buffered here if nobody reads).
-const LINK_WINDOW: usize = 1 << 30;
+/// have in flight toward this side (and therefore buffered here if nobody reads). yamux wants
+/// at least 256 KiB per stream it allows; the credit is a promise, not an allocation.
+const fn link_window(streams: usize) -> usize {
+    streams.saturating_mul(yamux::DEFAULT_CREDIT as usize)
+}
 
 /// Largest data frame yamux sends: larger writes are split, so a bulk stream cannot hold the
 /// link for long and other streams' frames (and window updates) interleave.
@@ -152,7 +160,7 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (requests, opens) = mpsc::channel(OPEN_QUEUE);
-    let connection = yamux::Connection::new(io.compat(), config(), yamux::Mode::Client);
+    let connection = yamux::Connection::new(io.compat(), config(MAX_STREAMS), yamux::Mode::Client);
     tokio::spawn(drive(connection, Some(opens), None));
     Opener { requests }
 }
@@ -165,7 +173,8 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (inbound, streams) = mpsc::channel(INBOUND_QUEUE);
-    let connection = yamux::Connection::new(io.compat(), config(), yamux::Mode::Server);
+    let connection =
+        yamux::Connection::new(io.compat(), config(SERVER_MAX_STREAMS), yamux::Mode::Server);
     // The driver notices a dropped receiver only when the connection wakes it; this closes an
     // idle link at once.
     let abandoned = inbound.clone();
@@ -178,11 +187,11 @@ where
     streams
 }
 
-fn config() -> yamux::Config {
+fn config(streams: usize) -> yamux::Config {
     let mut config = yamux::Config::default();
     config
-        .set_max_connection_receive_window(Some(LINK_WINDOW))
-        .set_max_num_streams(MAX_STREAMS)
+        .set_max_connection_receive_window(Some(link_window(streams)))
+        .set_max_num_streams(streams)
         .set_split_send_size(SPLIT_SEND);
     config
 }

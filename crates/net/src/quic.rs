@@ -63,7 +63,7 @@ use std::time::Duration;
 pub const ALPN: &[u8] = b"burrow";
 /// Bidirectional streams a peer may have open at once: the control stream and one per visitor
 /// connection.
-pub const MAX_STREAMS: u32 = 1024;
+pub const MAX_STREAMS: u32 = 16_384;
 /// Bytes one stream may receive ahead of the reader (flow-control window).
 pub const STREAM_RECEIVE_WINDOW: u32 = 4 << 20;
 /// Bytes the whole connection may receive ahead of its readers, all streams together.

@@ -163,7 +163,7 @@ fn client_json(snapshot: &Snapshot, s: &crate::registry::SessionHandle) -> Value
     json!({
         "id": id,
         "identity": s.identity,
-        "address": s.peer.to_string(),
+        "address": s.address().to_string(),
         "connected_since_unix": since,
         "carrier": s.carrier,
         "rtt_ms": (rtt_us > 0).then(|| rtt_us as f64 / 1e3),

@@ -35,6 +35,9 @@ pub(crate) struct SessionHandle {
     pub closed: CancellationToken,
     /// Where its control connection comes from.
     pub peer: std::net::SocketAddr,
+    /// The session's QUIC connection, when it runs over QUIC: the client's address can change
+    /// under it (connection migration), so [`SessionHandle::address`] asks it.
+    pub quic: Option<burrow_net::quic::quinn::Connection>,
     /// When it was established.
     pub since: std::time::SystemTime,
     /// `tls` or `plain`.
@@ -56,6 +59,14 @@ pub(crate) struct SessionHandle {
 }
 
 impl SessionHandle {
+    /// The client's address now: where its QUIC connection currently comes from, else the
+    /// address its control connection came from.
+    pub(crate) fn address(&self) -> std::net::SocketAddr {
+        self.quic
+            .as_ref()
+            .map_or(self.peer, |connection| connection.remote_address())
+    }
+
     /// Takes an idle data connection, asking the client for more when there is none; waits as
     /// long as it takes (callers bound the wait). If the client's request queue is full, a
     /// request is already pending.

@@ -91,6 +91,7 @@ pub(crate) async fn run(
         control,
         closed: shared.shutdown.child_token(),
         peer,
+        quic: carrier.quic_link().map(|link| link.connection().clone()),
         since: std::time::SystemTime::now(),
         carrier: carrier.kind(),
         rtt_us: Default::default(),

@@ -19,9 +19,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
-/// Datagram channels one link may hold at once: one per UDP tunnel of its sessions, each also
-/// holding one of the link's [`super::MAX_STREAMS`] streams.
-pub const DATAGRAM_CHANNELS: usize = super::MAX_STREAMS as usize;
+/// Datagram channels one link may hold at once: one per UDP tunnel of its sessions (each also
+/// holds one of the link's streams).
+pub const DATAGRAM_CHANNELS: usize = 1024;
 /// Datagrams received for one tunnel and not yet taken by it; beyond this they are dropped.
 pub const CHANNEL_QUEUE: usize = 1024;
 
