@@ -212,7 +212,7 @@ async def bulk_server(mb):
                 await writer.drain()
             writer.write_eof()
             await reader.read()
-        except ConnectionError:
+        except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
             writer.close()

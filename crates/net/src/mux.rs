@@ -31,13 +31,19 @@ pub const MAX_STREAMS: usize = 8192;
 /// so the server allows twice what a client opens.
 const SERVER_MAX_STREAMS: usize = 2 * MAX_STREAMS;
 
-/// Receive-window budget of a whole link. yamux starts each stream at 256 KiB of credit and
-/// grows a busy stream's window toward twice the bandwidth-delay product it measures, so one
-/// bulk transfer fills a long fat path; this caps what all of a link's streams together may
-/// have in flight toward this side (and therefore buffered here if nobody reads). yamux wants
-/// at least 256 KiB per stream it allows; the credit is a promise, not an allocation.
+/// How far the streams of one link may grow their receive windows beyond yamux's initial
+/// 256 KiB each, all together. yamux grows a busy stream's window toward twice the
+/// bandwidth-delay product it measures, so one transfer fills a long fat path (256 MiB covers
+/// 10 Gbit/s at a 100 ms round trip, twice); this bounds what a link can have in flight toward
+/// this side, and so buffered here if nobody reads.
+const WINDOW_GROWTH: usize = 256 << 20;
+
+/// Receive-window budget of a whole link allowing `streams` streams: yamux wants 256 KiB per
+/// stream it allows (a promise of credit, not an allocation), plus the room to grow.
 const fn link_window(streams: usize) -> usize {
-    streams.saturating_mul(yamux::DEFAULT_CREDIT as usize)
+    streams
+        .saturating_mul(yamux::DEFAULT_CREDIT as usize)
+        .saturating_add(WINDOW_GROWTH)
 }
 
 /// Largest data frame yamux sends: larger writes are split, so a bulk stream cannot hold the
