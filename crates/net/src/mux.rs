@@ -2,15 +2,20 @@
 //! WebSocket carrier), built on yamux.
 //!
 //! A multiplexed **link** is one connection that, after its preface, carries a yamux session.
-//! Each yamux stream then behaves exactly like one of the TCP carrier's connections: it starts
-//! with burrow's preface and handshake, becomes the control stream or a data connection, and
-//! carries one visitor's bytes with its own flow control and half-close. Only the dialing
-//! changes: opening a "connection" is opening a stream, which costs no round trip of TCP or TLS.
+//! Each yamux stream the client opens then behaves exactly like one of the TCP carrier's
+//! connections: it starts with burrow's preface and handshake, becomes the control stream or a
+//! data connection, and carries one visitor's bytes with its own flow control and half-close.
+//! Only the dialing changes: opening a "connection" is opening a stream, which costs no round
+//! trip of TCP or TLS. The server may open streams too, toward a client that asked for them
+//! (see `burrow_proto::caps::SERVER_STREAMS`): a visitor then needs no pooled connection.
 //!
 //! yamux's `Connection` makes progress only while it is polled, so each link has one driver
 //! task that owns it: the driver reads and writes the socket, hands inbound streams to a bounded
-//! channel (the server's side), and opens outbound streams on request (the client's side).
-//! Dropping every [`Opener`] (client) or the inbound receiver (server) closes the link.
+//! channel, and opens outbound streams on request. Each side opens at most its share of streams
+//! ([`MAX_STREAMS`] for a client, [`SERVER_OPENED_STREAMS`] for a server) and accepts their sum
+//! and more, because yamux ends the whole connection when a peer goes over its limit. The
+//! client's link closes once every [`Opener`] and every stream is gone; the server's once its
+//! inbound receiver is dropped.
 
 use futures::task::AtomicWaker;
 use std::io;
@@ -26,10 +31,14 @@ use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompat
 /// past this, opening a stream fails (the client then reports the pool as failing).
 pub const MAX_STREAMS: usize = 8192;
 
-/// Streams a server accepts on one link. yamux ends the whole connection when a peer opens one
-/// more than this, and a stream the client has finished with may still count here for a moment,
-/// so the server allows twice what a client opens.
-const SERVER_MAX_STREAMS: usize = 2 * MAX_STREAMS;
+/// Streams a server opens on one link at most (visitors it serves without a pooled
+/// connection); past this, opening fails and the visitor waits for the pool.
+pub const SERVER_OPENED_STREAMS: usize = MAX_STREAMS / 2;
+
+/// Streams either side holds on one link, all directions together. yamux ends the whole
+/// connection when a peer opens one more than this, and a stream one side has finished with may
+/// still count on the other for a moment, so this is twice the larger share plus the smaller.
+const LINK_STREAMS: usize = 2 * MAX_STREAMS;
 
 /// How far the streams of one link may grow their receive windows beyond yamux's initial
 /// 256 KiB each, all together. yamux grows a busy stream's window toward twice the
@@ -50,8 +59,13 @@ const fn link_window(streams: usize) -> usize {
 /// link for long and other streams' frames (and window updates) interleave.
 const SPLIT_SEND: usize = 64 * 1024;
 
-/// Streams accepted by the driver but not yet taken by the server; more are refused (reset).
+/// Streams accepted by a server's driver but not yet taken; more are refused (reset), and the
+/// client's pool dials again.
 const INBOUND_QUEUE: usize = 64;
+
+/// Streams accepted by a client's driver but not yet taken: as many as the server may open, so
+/// a burst of visitors is never refused while the server keeps to its share.
+const CLIENT_INBOUND_QUEUE: usize = SERVER_OPENED_STREAMS;
 
 /// Open requests waiting for the driver.
 const OPEN_QUEUE: usize = 64;
@@ -73,25 +87,39 @@ impl std::fmt::Debug for MuxStream {
 #[derive(Debug, Default)]
 struct Streams {
     open: AtomicUsize,
+    /// Of those, the streams this side opened (held to its share).
+    opened: AtomicUsize,
     /// The driver, woken when the last stream goes.
     driver: AtomicWaker,
 }
 
 /// One stream's share of [`Streams`].
 #[derive(Debug)]
-struct Live(Arc<Streams>);
+struct Live {
+    streams: Arc<Streams>,
+    outbound: bool,
+}
 
 impl Live {
-    fn new(streams: &Arc<Streams>) -> Self {
+    fn new(streams: &Arc<Streams>, outbound: bool) -> Self {
         streams.open.fetch_add(1, Ordering::AcqRel);
-        Self(streams.clone())
+        if outbound {
+            streams.opened.fetch_add(1, Ordering::AcqRel);
+        }
+        Self {
+            streams: streams.clone(),
+            outbound,
+        }
     }
 }
 
 impl Drop for Live {
     fn drop(&mut self) {
-        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.driver.wake();
+        if self.outbound {
+            self.streams.opened.fetch_sub(1, Ordering::AcqRel);
+        }
+        if self.streams.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.streams.driver.wake();
         }
     }
 }
@@ -127,15 +155,17 @@ impl AsyncWrite for MuxStream {
 
 type OpenReply = oneshot::Sender<io::Result<MuxStream>>;
 
-/// Opens streams on a client's link. Cheap to clone; the link closes when the last clone and
-/// the last stream are gone (or when the connection fails).
+/// Opens streams on a link. Cheap to clone. A client's link closes when the last clone and the
+/// last stream are gone (or when the connection fails); a server's openers do not keep its link
+/// open.
 #[derive(Debug, Clone)]
 pub struct Opener {
     requests: mpsc::Sender<OpenReply>,
 }
 
 impl Opener {
-    /// Opens a new stream. Fails once the link is closed or holds [`MAX_STREAMS`] streams.
+    /// Opens a new stream. Fails once the link is closed or this side holds its share of
+    /// streams ([`MAX_STREAMS`] for a client, [`SERVER_OPENED_STREAMS`] for a server).
     pub async fn open(&self) -> io::Result<MuxStream> {
         let (reply, answer) = oneshot::channel();
         self.requests
@@ -165,39 +195,75 @@ pub fn client<T>(io: T) -> Opener
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    start_client(io, None)
+}
+
+/// Starts the client's end of a link as [`client`] does, and also returns the streams the
+/// server opens on it, in order. Dropping the receiver refuses them from then on; it does not
+/// close the link.
+pub fn client_accepting<T>(io: T) -> (Opener, mpsc::Receiver<MuxStream>)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (inbound, streams) = mpsc::channel(CLIENT_INBOUND_QUEUE);
+    (start_client(io, Some(inbound)), streams)
+}
+
+fn start_client<T>(io: T, inbound: Option<mpsc::Sender<MuxStream>>) -> Opener
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (requests, opens) = mpsc::channel(OPEN_QUEUE);
-    let connection = yamux::Connection::new(io.compat(), config(MAX_STREAMS), yamux::Mode::Client);
-    tokio::spawn(drive(connection, Some(opens), None));
+    let connection = yamux::Connection::new(io.compat(), config(), yamux::Mode::Client);
+    tokio::spawn(drive(connection, opens, inbound, Side::Client));
     Opener { requests }
 }
 
-/// Starts the server's end of a link over `io` (already past its preface) and returns the
-/// streams the client opens, in order. The link closes when the receiver is dropped or the
-/// connection ends (the receiver then yields `None`).
-pub fn server<T>(io: T) -> mpsc::Receiver<MuxStream>
+/// Starts the server's end of a link over `io` (already past its preface): returns an
+/// [`Opener`] for streams toward the client, and the streams the client opens, in order. The
+/// link closes when the receiver is dropped or the connection ends (the receiver then yields
+/// `None`, and opening fails).
+pub fn server<T>(io: T) -> (Opener, mpsc::Receiver<MuxStream>)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (inbound, streams) = mpsc::channel(INBOUND_QUEUE);
-    let connection =
-        yamux::Connection::new(io.compat(), config(SERVER_MAX_STREAMS), yamux::Mode::Server);
+    let (requests, opens) = mpsc::channel(OPEN_QUEUE);
+    let connection = yamux::Connection::new(io.compat(), config(), yamux::Mode::Server);
     // The driver notices a dropped receiver only when the connection wakes it; this closes an
     // idle link at once.
     let abandoned = inbound.clone();
     tokio::spawn(async move {
         tokio::select! {
-            () = drive(connection, None, Some(inbound)) => {}
+            () = drive(connection, opens, Some(inbound), Side::Server) => {}
             () = abandoned.closed() => {}
         }
     });
-    streams
+    (Opener { requests }, streams)
 }
 
-fn config(streams: usize) -> yamux::Config {
+/// Which end of a link a driver runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Client,
+    Server,
+}
+
+impl Side {
+    /// Streams this side may have opened and still hold.
+    fn share(self) -> usize {
+        match self {
+            Side::Client => MAX_STREAMS,
+            Side::Server => SERVER_OPENED_STREAMS,
+        }
+    }
+}
+
+fn config() -> yamux::Config {
     let mut config = yamux::Config::default();
     config
-        .set_max_connection_receive_window(Some(link_window(streams)))
-        .set_max_num_streams(streams)
+        .set_max_connection_receive_window(Some(link_window(LINK_STREAMS)))
+        .set_max_num_streams(LINK_STREAMS)
         .set_split_send_size(SPLIT_SEND);
     config
 }
@@ -206,49 +272,54 @@ fn config(streams: usize) -> yamux::Config {
 /// inbound ones. Returns when the connection closes, fails, or its owner let go of it.
 async fn drive<T>(
     mut connection: yamux::Connection<T>,
-    mut opens: Option<mpsc::Receiver<OpenReply>>,
+    mut opens: mpsc::Receiver<OpenReply>,
     inbound: Option<mpsc::Sender<MuxStream>>,
+    side: Side,
 ) where
     T: futures::AsyncRead + futures::AsyncWrite + Unpin,
 {
     let streams = Arc::new(Streams::default());
-    let wrap = |stream: yamux::Stream| MuxStream {
+    let wrap = |stream: yamux::Stream, outbound: bool| MuxStream {
         io: stream.compat(),
-        _live: Live::new(&streams),
+        _live: Live::new(&streams, outbound),
     };
     let mut waiting: Option<OpenReply> = None;
     let outcome = std::future::poll_fn(|cx| {
         streams.driver.register(cx.waker());
         loop {
             // The owner let go: close the link (a client's, once its streams are done too).
-            let abandoned = match (&mut opens, &inbound) {
-                (Some(opens), _) => {
+            let abandoned = match side {
+                Side::Client => {
                     opens.is_closed()
                         && opens.is_empty()
                         && waiting.is_none()
                         && streams.open.load(Ordering::Acquire) == 0
                 }
-                (None, Some(inbound)) => inbound.is_closed(),
-                (None, None) => true,
+                Side::Server => inbound.as_ref().is_none_or(|i| i.is_closed()),
             };
             if abandoned {
                 return Poll::Ready(Ok(()));
             }
             if waiting.is_none() {
-                if let Some(opens) = &mut opens {
-                    match opens.poll_recv(cx) {
-                        Poll::Ready(Some(reply)) => waiting = Some(reply),
-                        // Every opener is gone; the check above decides when to close.
-                        Poll::Ready(None) | Poll::Pending => {}
-                    }
+                match opens.poll_recv(cx) {
+                    Poll::Ready(Some(reply)) => waiting = Some(reply),
+                    // Every opener is gone; the check above decides when to close.
+                    Poll::Ready(None) | Poll::Pending => {}
                 }
             }
             if let Some(reply) = waiting.take() {
+                if streams.opened.load(Ordering::Acquire) >= side.share() {
+                    let _ = reply.send(Err(io::Error::other(format!(
+                        "this side already holds its {} streams on the link",
+                        side.share()
+                    ))));
+                    continue;
+                }
                 match connection.poll_new_outbound(cx) {
                     Poll::Ready(result) => {
                         let _ = reply.send(
                             result
-                                .map(wrap)
+                                .map(|s| wrap(s, true))
                                 .map_err(|e| io::Error::other(format!("opening a stream: {e}"))),
                         );
                         continue;
@@ -258,12 +329,13 @@ async fn drive<T>(
             }
             match connection.poll_next_inbound(cx) {
                 Poll::Ready(Some(Ok(stream))) => {
+                    // Without a receiver (a client that accepts nothing), or with a full or
+                    // closed one, dropping the stream resets it.
                     if let Some(inbound) = &inbound {
-                        if inbound.try_send(wrap(stream)).is_err() {
+                        if inbound.try_send(wrap(stream, false)).is_err() {
                             tracing::debug!("stream refused: too many waiting to be accepted");
                         }
                     }
-                    // A client does not accept streams: dropping one resets it.
                     continue;
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),

@@ -40,4 +40,12 @@ pub mod caps {
     /// without [`MUX`] ignores the bit and answers as it would any connection, which the client
     /// sees in the server's capabilities.
     pub const LINK: u32 = 1 << 16;
+    /// Not a capability but a request, sent only by a client, on the control stream of a link
+    /// (a stream of a multiplexed connection or of a QUIC connection): the server may open
+    /// streams toward this client on that link for its visitors. Such a stream starts with its
+    /// [`crate::msg::StreamOpen`] frame and takes no handshake of its own: the link is one
+    /// secured connection the client opened and authenticated a session on, so whatever the
+    /// server opens on it reaches that client and nobody else. Without the bit (an older
+    /// client, or any TCP carrier) visitors take the pooled data connections only.
+    pub const SERVER_STREAMS: u32 = 1 << 17;
 }

@@ -30,6 +30,8 @@ pub(crate) enum Verdict {
         identity: String,
         /// Per-session secret for data connections.
         secret: Secret,
+        /// The capability bits of the client's preface (see `caps::SERVER_STREAMS`).
+        caps: u32,
     },
     /// A data connection of a live session.
     Data {
@@ -140,6 +142,7 @@ where
             Ok(Verdict::Control {
                 identity: name,
                 secret,
+                caps: theirs.caps,
             })
         }
         Hello::Data { session, proof } => {

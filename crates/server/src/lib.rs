@@ -313,14 +313,15 @@ async fn serve_connection(
 
 /// Runs a connection's handshake (or a multiplexed stream's) under the pre-auth deadline and
 /// hands the connection to what it asked to be: a session's control stream, one of its data
-/// connections, or a multiplexed link. `authenticated` is cancelled once the handshake proved
-/// who the peer is.
+/// connections, or a multiplexed link. For a stream of a link, `on_link` says which: its
+/// `authenticated` is cancelled once the handshake proved who the peer is, and a session whose
+/// client asked for server-opened streams gets its opener.
 pub(crate) async fn dispatch(
     shared: &Arc<Shared>,
     handshake: impl Future<Output = anyhow::Result<(Carrier, Verdict)>>,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
-    authenticated: Option<&CancellationToken>,
+    on_link: Option<&link::OnLink>,
 ) {
     let deadline = shared.config().handshake_timeout;
     let started = std::time::Instant::now();
@@ -344,17 +345,30 @@ pub(crate) async fn dispatch(
     if let Verdict::Link = verdict {
         return link::serve(shared.clone(), carrier, "mux", peer).await;
     }
-    if let Some(authenticated) = authenticated {
-        authenticated.cancel();
+    if let Some(on_link) = on_link {
+        on_link.authenticated.cancel();
     }
     let data = matches!(verdict, Verdict::Data { .. });
     shared.metrics.handshake(data, started.elapsed());
     match verdict {
-        Verdict::Control { identity, secret } => {
+        Verdict::Control {
+            identity,
+            secret,
+            caps,
+        } => {
             shared
                 .bans()
                 .succeeded(peer.ip(), std::time::Instant::now());
-            session::run(shared.clone(), carrier, identity, secret, peer).await
+            let opener = on_link
+                .filter(|_| caps & burrow_proto::caps::SERVER_STREAMS != 0)
+                .map(|l| l.opener.clone());
+            let login = session::Login {
+                identity,
+                secret,
+                peer,
+                opener,
+            };
+            session::run(shared.clone(), carrier, login).await
         }
         Verdict::Data { session } => add_data_connection(shared, carrier, session).await,
         Verdict::Link => {}

@@ -7,10 +7,15 @@
 //! stream has authenticated, the link is held to the pre-auth rules: it must authenticate one
 //! within `handshake_timeout` or it is closed, and it may hold only [`UNPROVEN_STREAMS`]
 //! handshakes at once (each also counts against `max_unauthenticated`).
+//!
+//! The server can open streams on a link too ([`Opener`]): a session whose control stream runs
+//! on a link, and whose client asked for it (`caps::SERVER_STREAMS`), serves a visitor that
+//! finds its pool empty on a stream the server opens, with no handshake and no round trip to
+//! wait for (see [`crate::registry::SessionHandle::take_data`]).
 
 use crate::{Shared, dispatch, greet};
 use burrow_net::Carrier;
-use burrow_net::mux::MuxStream;
+use burrow_net::mux::{self, MuxStream};
 use burrow_net::quic::QuicLink;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +25,54 @@ use tracing::{Instrument, debug, warn};
 
 /// Handshakes one link may run at once; streams beyond that are refused (reset).
 const UNPROVEN_STREAMS: usize = 32;
+
+/// Opens streams toward the client on the link a session's control stream runs on.
+#[derive(Debug, Clone)]
+pub(crate) enum Opener {
+    /// The server's end of a yamux session, with the carrier's name for logs.
+    Mux(mux::Opener, &'static str),
+    /// A QUIC connection: its streams know the link, so UDP tunnels' datagrams can ride it.
+    Quic(QuicLink),
+}
+
+impl Opener {
+    /// Opens a stream toward the client. Fails when the link is gone or the server holds its
+    /// share of streams on it; waits while a QUIC client has no stream credit left (the caller
+    /// bounds the wait).
+    pub(crate) async fn open(&self) -> std::io::Result<Carrier> {
+        match self {
+            Opener::Mux(opener, kind) => Ok(Carrier::stream(opener.open().await?, kind)),
+            Opener::Quic(link) => Ok(Carrier::Quic(Box::new(link.open().await?))),
+        }
+    }
+}
+
+/// How a visitor's stream to the client was opened, for logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Opened {
+    /// A data connection from the session's pool, opened and authenticated by the client.
+    Pool,
+    /// A stream the server opened on the session's link.
+    Server,
+}
+
+impl std::fmt::Display for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Opened::Pool => "pool",
+            Opened::Server => "server",
+        })
+    }
+}
+
+/// What a stream of a link knows of it while its handshake runs.
+#[derive(Debug, Clone)]
+pub(crate) struct OnLink {
+    /// Cancelled once any stream of the link has authenticated.
+    pub authenticated: CancellationToken,
+    /// Opens streams on the link, for a session whose control stream this turns out to be.
+    pub opener: Opener,
+}
 
 /// Where a link's streams come from.
 pub(crate) enum Streams {
@@ -67,12 +120,18 @@ pub(crate) fn serve<T>(
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let streams = Streams::Mux(burrow_net::mux::server(io), kind);
-    Box::pin(run(shared, streams, peer))
+    let (opener, inbound) = mux::server(io);
+    let streams = Streams::Mux(inbound, kind);
+    Box::pin(run(shared, streams, Opener::Mux(opener, kind), peer))
 }
 
-/// Serves a link's streams until it closes.
-pub(crate) async fn run(shared: Arc<Shared>, mut streams: Streams, peer: SocketAddr) {
+/// Serves a link's streams until it closes; `opener` opens streams on the same link.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    mut streams: Streams,
+    opener: Opener,
+    peer: SocketAddr,
+) {
     let authenticated = CancellationToken::new();
     let handshakes = Arc::new(Semaphore::new(UNPROVEN_STREAMS));
     let deadline = tokio::time::sleep(shared.config().handshake_timeout);
@@ -101,10 +160,14 @@ pub(crate) async fn run(shared: Arc<Shared>, mut streams: Streams, peer: SocketA
             warn!(%peer, "stream refused: too many handshakes in progress");
             continue;
         };
-        let (ours, authenticated) = (shared.clone(), authenticated.clone());
+        let ours = shared.clone();
+        let on_link = OnLink {
+            authenticated: authenticated.clone(),
+            opener: opener.clone(),
+        };
         let task = async move {
             let handshake = greet(&ours, carrier, false);
-            dispatch(&ours, handshake, peer, permit, Some(&authenticated)).await;
+            dispatch(&ours, handshake, peer, permit, Some(&on_link)).await;
             drop(local);
         };
         shared

@@ -64,5 +64,7 @@ async fn accept(
     };
     drop(permit);
     debug!(%peer, "QUIC connection open");
-    link::run(shared, Streams::Quic(QuicLink::new(connection)), peer).await;
+    let quic = QuicLink::new(connection);
+    let opener = link::Opener::Quic(quic.clone());
+    link::run(shared, Streams::Quic(quic), opener, peer).await;
 }

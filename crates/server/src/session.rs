@@ -68,14 +68,26 @@ struct Session {
     drain_until: Option<Instant>,
 }
 
+/// A client that has just authenticated its control stream.
+pub(crate) struct Login {
+    /// Its identity name.
+    pub identity: String,
+    /// The secret its data connections prove knowledge of.
+    pub secret: Secret,
+    /// Where its control stream comes from.
+    pub peer: SocketAddr,
+    /// Opens streams toward it, when its control stream runs on a link and it asked for them.
+    pub opener: Option<crate::link::Opener>,
+}
+
 /// Runs a session on an authenticated control carrier until it ends.
-pub(crate) async fn run(
-    shared: Arc<Shared>,
-    carrier: Carrier,
-    identity: String,
-    secret: Secret,
-    peer: SocketAddr,
-) {
+pub(crate) async fn run(shared: Arc<Shared>, carrier: Carrier, login: Login) {
+    let Login {
+        identity,
+        secret,
+        peer,
+        opener,
+    } = login;
     let id = u64::from_be_bytes(
         burrow_proto::auth::nonce()[..8]
             .try_into()
@@ -92,6 +104,7 @@ pub(crate) async fn run(
         closed: shared.shutdown.child_token(),
         peer,
         quic: carrier.quic_link().map(|link| link.connection().clone()),
+        opener,
         since: std::time::SystemTime::now(),
         carrier: carrier.kind(),
         rtt_us: Default::default(),
@@ -128,7 +141,11 @@ async fn serve(
         shared.registry.end_session(id, None);
         return warn!("session lost before it started: {e}");
     }
-    info!(carrier = carrier.kind(), clients, "session established");
+    let server_streams = handle.opener.is_some();
+    info!(
+        carrier = carrier.kind(),
+        clients, server_streams, "session established"
+    );
     let (reader, writer) = tokio::io::split(carrier);
     let (incoming_tx, incoming) = mpsc::channel(CONTROL_QUEUE);
     // Not tracked: it only reads, and is aborted as soon as the session ends.

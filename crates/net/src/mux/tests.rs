@@ -6,7 +6,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// A client and a server end of one link over an in-memory pipe.
 fn link() -> (Opener, mpsc::Receiver<MuxStream>) {
     let (a, b) = tokio::io::duplex(256 * 1024);
-    (client(a), server(b))
+    (client(a), server(b).1)
 }
 
 fn pattern(seed: u8, len: usize) -> Vec<u8> {
@@ -142,4 +142,62 @@ async fn a_server_that_lets_go_closes_an_idle_link() {
     drop(inbound);
     // Nothing else happens on the link; the client still learns it is gone.
     opener.closed().await;
+}
+
+/// A client that accepts the server's streams, and the server's end, over an in-memory pipe.
+fn two_way_link() -> (
+    (Opener, mpsc::Receiver<MuxStream>),
+    (Opener, mpsc::Receiver<MuxStream>),
+) {
+    let (a, b) = tokio::io::duplex(256 * 1024);
+    (client_accepting(a), server(b))
+}
+
+#[tokio::test]
+async fn the_server_opens_streams_toward_an_accepting_client() {
+    let ((_client, mut from_server), (server, _from_client)) = two_way_link();
+    let mut ours = server.open().await.unwrap();
+    ours.write_all(b"a visitor for you").await.unwrap();
+    ours.shutdown().await.unwrap();
+    let mut theirs = from_server.recv().await.unwrap();
+    let mut got = Vec::new();
+    theirs.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"a visitor for you");
+    // Half-closed by the server; the client still answers on it.
+    theirs.write_all(b"hello back").await.unwrap();
+    theirs.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    ours.read_to_end(&mut back).await.unwrap();
+    assert_eq!(back, b"hello back");
+}
+
+#[tokio::test]
+async fn a_client_that_accepts_nothing_resets_the_servers_streams() {
+    let (a, b) = tokio::io::duplex(256 * 1024);
+    let _client = client(a);
+    let (server, _inbound) = server(b);
+    let mut ours = server.open().await.unwrap();
+    ours.write_all(b"anyone?").await.unwrap();
+    ours.flush().await.unwrap();
+    let mut buf = [0u8; 1];
+    // The refusal arrives as a reset (an error) or as the end of the stream, never as data.
+    let read = ours.read(&mut buf).await;
+    assert!(matches!(read, Err(_) | Ok(0)), "{read:?}");
+}
+
+#[tokio::test]
+async fn the_server_opens_no_more_than_its_share() {
+    let ((_client, mut from_server), (server, _from_client)) = two_way_link();
+    let mut held = Vec::new();
+    for _ in 0..SERVER_OPENED_STREAMS {
+        held.push(server.open().await.unwrap());
+    }
+    let refused = server.open().await.expect_err("past the server's share");
+    assert!(refused.to_string().contains("streams"), "{refused}");
+    // A stream the server let go of makes room for the next.
+    held.pop();
+    let mut next = server.open().await.unwrap();
+    next.write_all(b"x").await.unwrap();
+    next.flush().await.unwrap();
+    assert!(from_server.recv().await.is_some());
 }

@@ -57,7 +57,9 @@ async fn control_hello_with_the_right_token_is_accepted() {
     .unwrap();
     let (verdict, _) = server.await.unwrap();
     match verdict.unwrap() {
-        Verdict::Control { identity, secret } => {
+        Verdict::Control {
+            identity, secret, ..
+        } => {
             assert_eq!(identity, "alice");
             assert_eq!(secret, auth::session_secret(&token, &challenge, &nonce));
         }

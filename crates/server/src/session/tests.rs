@@ -40,13 +40,13 @@ async fn session_with_config(
     ));
     let (mut client, server_end) = duplex(64 * 1024);
     let peer: SocketAddr = ([127, 0, 0, 1], 1).into();
-    let task = tokio::spawn(run(
-        shared.clone(),
-        Carrier::Memory(server_end),
-        "alice".into(),
-        Secret::new("s"),
+    let login = Login {
+        identity: "alice".into(),
+        secret: Secret::new("s"),
         peer,
-    ));
+        opener: None,
+    };
+    let task = tokio::spawn(run(shared.clone(), Carrier::Memory(server_end), login));
     let Welcome::Ok { session, .. } = read_frame(&mut client).await.unwrap() else {
         panic!("refused")
     };
