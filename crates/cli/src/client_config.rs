@@ -560,6 +560,14 @@ impl RawClient {
             c.pool_size = n;
         }
         if let Some(kinds) = p.parse(self.carrier.as_ref(), carriers) {
+            let plain = self.insecure_plain.as_ref().is_some_and(|i| i.value);
+            if let (true, true, Some(item)) =
+                (plain, kinds.contains(&CarrierKind::Quic), &self.carrier)
+            {
+                p.push(item.problem(
+                    "the QUIC carrier is always encrypted: it cannot be used with insecure_plain",
+                ));
+            }
             c.carriers = kinds;
         }
         c.exit_on_disconnect = self.exit_on_disconnect.unwrap_or(false);

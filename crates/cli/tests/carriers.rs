@@ -36,6 +36,25 @@ async fn a_client_falls_back_to_the_next_carrier_and_says_so() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_token_ends_the_list_at_the_first_carrier() {
+    bounded(60, async {
+        let dir = TestDir::new("fallback-fatal");
+        let block = ports(4).arg();
+        let server = Server::start(&dir, &["--token", "t", "--ports", &block]).await;
+        let echo = echo_target().await;
+        let args = common::tcp_args(&dir, &server, echo, "wrong", &["--carrier", "mux,tcp"]);
+        let mut client = common::Proc::spawn("client", &dir, &args);
+        let stderr = client.expect_exit_1().await.join("\n");
+        assert!(stderr.contains("authentication failed"), "{stderr}");
+        assert!(
+            !stderr.contains("trying the next one"),
+            "the same token would fail on every carrier: {stderr}"
+        );
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_bad_carrier_list_is_refused_with_its_flag() {
     let dir = TestDir::new("bad-carrier");
     for (list, says) in [

@@ -20,9 +20,14 @@ use tokio::time::timeout;
 /// Why a connection attempt failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConnectError {
-    /// Retrying will not help: authentication, version, trust.
+    /// Retrying will not help, on any carrier: authentication, version, trust in the server.
     #[error("{0}")]
     Fatal(String),
+    /// This carrier cannot work here (the server does not offer it, the web server in front
+    /// refuses the WebSocket, ...); another carrier may. Fatal on the first connection when it
+    /// is the last carrier left, as a wrong token is, and retried on later ones.
+    #[error("{0}")]
+    Unusable(String),
     /// The server could not be reached or the connection broke; try again later.
     #[error("{0}")]
     Retry(String),
@@ -71,6 +76,8 @@ pub(crate) async fn control(config: &ClientConfig) -> Result<Established, Connec
     let mut carriers = config.carriers.iter().peekable();
     while let Some(kind) = carriers.next() {
         match control_over(config, kind).await {
+            // The same answer waits on every carrier: stop here.
+            Err(e @ ConnectError::Fatal(_)) => return Err(e),
             Err(e) if carriers.peek().is_some() => {
                 tracing::warn!("carrier {kind} failed: {e}; trying the next one");
             }
@@ -158,7 +165,7 @@ async fn open(config: &ClientConfig, link: &Link) -> Result<(Carrier, [u8; 32]),
 /// A QUIC connection to the server, checked with the same trust as TLS over TCP.
 async fn open_quic(config: &ClientConfig) -> Result<quinn::Connection, ConnectError> {
     let tls = config.quic_tls.as_ref().ok_or_else(|| {
-        ConnectError::Fatal(
+        ConnectError::Unusable(
             "the QUIC carrier is always encrypted: it cannot run with insecure_plain".into(),
         )
     })?;
@@ -214,10 +221,13 @@ async fn open_ws_link(config: &ClientConfig, url: &url::Url) -> Result<Opener, C
         .await
         .map_err(|e| match e {
             ws::WsError::Trust { .. } | ws::WsError::Url { .. } | ws::WsError::TlsConfig(_) => {
-                ConnectError::Fatal(e.to_string())
+                ConnectError::Unusable(e.to_string())
             }
-            ws::WsError::Status { status, .. } if (400..500).contains(&status) => {
-                ConnectError::Fatal(e.to_string())
+            // A wrong path or a refusal stays so; a timeout or rate limit passes.
+            ws::WsError::Status { status, .. }
+                if (400..500).contains(&status) && status != 408 && status != 429 =>
+            {
+                ConnectError::Unusable(e.to_string())
             }
             other => ConnectError::Retry(format!("WebSocket to {url}: {other}")),
         })?;
@@ -245,7 +255,7 @@ where
         .map_err(|e| retry_io("sending the preface", e))?;
     let theirs = read_server_preface(config, &mut io).await?;
     if theirs.caps & caps::MUX == 0 {
-        return Err(ConnectError::Fatal(format!(
+        return Err(ConnectError::Unusable(format!(
             "{} does not accept multiplexed carriers (mux, ws); upgrade the server or choose \
              carrier = \"tcp\"",
             config.server

@@ -183,13 +183,17 @@ async fn reconnect_loop(ctx: &Context, shutdown: &CancellationToken) -> Result<(
                 }
             }
             Err(ConnectError::Fatal(e)) => return Err(ClientError::Fatal(e)),
-            Err(ConnectError::ProxyAuth(e)) if first => return Err(ClientError::Fatal(e)),
-            Err(ConnectError::Retry(e) | ConnectError::ProxyAuth(e))
-                if config.exit_on_disconnect =>
-            {
+            Err(ConnectError::ProxyAuth(e) | ConnectError::Unusable(e)) if first => {
+                return Err(ClientError::Fatal(e));
+            }
+            Err(
+                ConnectError::Retry(e) | ConnectError::ProxyAuth(e) | ConnectError::Unusable(e),
+            ) if config.exit_on_disconnect => {
                 return Err(ClientError::Disconnected(e));
             }
-            Err(ConnectError::Retry(e) | ConnectError::ProxyAuth(e)) => {
+            Err(
+                ConnectError::Retry(e) | ConnectError::ProxyAuth(e) | ConnectError::Unusable(e),
+            ) => {
                 warn!("{e}; retrying in {:?}", backoff);
                 config.status.failed(&e);
             }

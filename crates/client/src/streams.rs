@@ -12,7 +12,7 @@
 //! tunnel, toward its new target).
 
 use crate::config::ClientConfig;
-use crate::connect::{self, ConnectError};
+use crate::connect;
 use crate::proxy_protocol::{ProxyProtocol, write_header};
 use crate::tunnels::Tunnels;
 use burrow_net::{Carrier, read_frame, relay, tune_endpoint};
@@ -83,7 +83,7 @@ impl Pool {
         };
         let mut carrier = match carrier {
             Ok(c) => c,
-            Err(ConnectError::Fatal(e) | ConnectError::Retry(e) | ConnectError::ProxyAuth(e)) => {
+            Err(e) => {
                 debug!("data connection failed: {e}");
                 return Outcome::Failed;
             }

@@ -68,6 +68,9 @@ pub const MAX_STREAMS: u32 = 16_384;
 pub const STREAM_RECEIVE_WINDOW: u32 = 4 << 20;
 /// Bytes the whole connection may receive ahead of its readers, all streams together.
 pub const CONNECTION_RECEIVE_WINDOW: u32 = 32 << 20;
+/// The same on a server's connection until one of its streams has authenticated (see
+/// [`proven`]): a peer nobody knows yet cannot make the server buffer more than this.
+pub const UNPROVEN_RECEIVE_WINDOW: u32 = 1 << 20;
 /// Bytes written but not yet acknowledged, all streams together.
 const SEND_WINDOW: u64 = 32 << 20;
 /// Bytes of received datagrams waiting to be read, and of datagrams waiting to be sent.
@@ -82,12 +85,21 @@ const SOCKET_BUFFER: usize = 4 << 20;
 
 /// The transport settings both sides use (see the module documentation for the reasons).
 pub fn transport_config() -> Arc<quinn::TransportConfig> {
+    transport_config_with(CONNECTION_RECEIVE_WINDOW)
+}
+
+/// A server connection's window grows to its full size: one of its streams authenticated.
+pub fn proven(connection: &quinn::Connection) {
+    connection.set_receive_window(CONNECTION_RECEIVE_WINDOW.into());
+}
+
+fn transport_config_with(receive_window: u32) -> Arc<quinn::TransportConfig> {
     let mut config = quinn::TransportConfig::default();
     config
         .max_concurrent_bidi_streams(MAX_STREAMS.into())
         .max_concurrent_uni_streams(0u32.into())
         .stream_receive_window(STREAM_RECEIVE_WINDOW.into())
-        .receive_window(CONNECTION_RECEIVE_WINDOW.into())
+        .receive_window(receive_window.into())
         .send_window(SEND_WINDOW)
         .datagram_receive_buffer_size(Some(DATAGRAM_BUFFER))
         .datagram_send_buffer_size(DATAGRAM_BUFFER)
@@ -116,7 +128,9 @@ pub fn server_endpoint(
     let crypto = QuicServerConfig::try_from(tls)
         .context("the server's TLS configuration cannot be used for QUIC")?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(transport_config()).migration(true);
+    config
+        .transport_config(transport_config_with(UNPROVEN_RECEIVE_WINDOW))
+        .migration(true);
     tune_socket(&socket);
     let runtime = quinn::default_runtime().context("QUIC needs a tokio runtime")?;
     quinn::Endpoint::new(Default::default(), Some(config), socket, runtime)

@@ -22,6 +22,15 @@ pub(crate) fn spawn(shared: &Arc<Shared>, socket: std::net::UdpSocket) -> anyhow
             };
             let Some(incoming) = incoming else { break };
             let peer = incoming.remote_address();
+            // A UDP source address proves nothing until the peer has answered a retry token
+            // sent to it: without this, forged Initials could hold handshake places, and get an
+            // innocent address banned. The check costs one round trip per connection.
+            if !incoming.remote_address_validated() && incoming.may_retry() {
+                if let Err(e) = incoming.retry() {
+                    debug!(%peer, "QUIC retry not sent: {e}");
+                }
+                continue;
+            }
             if shared.refuse_banned(peer) {
                 incoming.ignore();
                 continue;
@@ -51,7 +60,8 @@ async fn accept(
 ) {
     let peer = incoming.remote_address();
     let deadline = shared.config().handshake_timeout;
-    let connection = match tokio::time::timeout(deadline, incoming).await {
+    let unproven = crate::Unproven::new(permit);
+    let connection = match tokio::time::timeout_at(unproven.deadline(&shared), incoming).await {
         Ok(Ok(connection)) => connection,
         Ok(Err(e)) => {
             shared.handshake_failed(peer, crate::metrics::AuthFailure::Tls);
@@ -62,7 +72,7 @@ async fn accept(
             return warn!(%peer, "QUIC handshake not finished within {deadline:?}");
         }
     };
-    drop(permit);
     debug!(%peer, "QUIC connection open");
-    link::run(shared, Streams::Quic(QuicLink::new(connection)), peer).await;
+    let streams = Streams::Quic(QuicLink::new(connection));
+    link::run(shared, streams, peer, unproven).await;
 }

@@ -552,4 +552,14 @@ fn the_carrier_is_one_name_or_a_list_in_order() {
         let text = format!("{base}{setting}\n{tunnel}");
         assert_eq!(lines(plan(&text)), vec![says.to_owned()], "{setting}");
     }
+    let plain = format!(
+        "server = \"example.net:7777\"\ntoken = \"t\"\ninsecure_plain = true\ncarrier = [\"quic\", \"tcp\"]\n{tunnel}"
+    );
+    assert_eq!(
+        lines(plan(&plain)),
+        vec![
+            "c.toml:4:11: the QUIC carrier is always encrypted: it cannot be used with insecure_plain"
+                .to_owned()
+        ]
+    );
 }
