@@ -1,9 +1,10 @@
 //! Dialing the server: TCP (directly or through a proxy), TLS (unless plain), then the burrow
 //! handshake, under one deadline.
 
+mod quic;
+
 use crate::config::{CarrierKind, ClientConfig, Transport};
 use burrow_net::mux::Opener;
-use burrow_net::quic::{self, QuicLink, quinn};
 use burrow_net::ws;
 use burrow_net::{
     Carrier, FrameIo, read_frame, read_preface, tls, tune_carrier, write_frame, write_preface,
@@ -39,6 +40,9 @@ pub(crate) struct Established {
     pub secret: Secret,
     /// How the session opens its data connections.
     pub link: Link,
+    /// Over QUIC: whether the preface went as 0-RTT data and the server took it; `None` on
+    /// other carriers.
+    pub zero_rtt: Option<bool>,
 }
 
 /// How a session opens its data connections: the way its control stream was opened.
@@ -51,7 +55,7 @@ pub(crate) enum Link {
     Mux(Opener, &'static str),
     /// A new stream of the session's QUIC connection, whose DATAGRAM frames carry UDP tunnels
     /// too.
-    Quic(QuicLink),
+    Quic(burrow_net::quic::QuicLink),
 }
 
 impl Link {
@@ -86,13 +90,23 @@ async fn control_over(
     kind: &CarrierKind,
 ) -> Result<Established, ConnectError> {
     timeout(config.connect_timeout, async {
-        let link = match kind {
-            CarrierKind::Tcp => Link::Dial,
-            CarrierKind::Mux => Link::Mux(open_link(config).await?, "mux"),
-            CarrierKind::Ws(url) => Link::Mux(open_ws_link(config, url).await?, "ws"),
-            CarrierKind::Quic => Link::Quic(QuicLink::new(open_quic(config).await?)),
+        let (link, (mut carrier, challenge), zero_rtt) = match kind {
+            CarrierKind::Quic => {
+                let q = quic::control(config).await?;
+                (q.link, (q.carrier, q.challenge), Some(q.zero_rtt))
+            }
+            CarrierKind::Tcp => (Link::Dial, open(config, &Link::Dial).await?, None),
+            CarrierKind::Mux => {
+                let link = Link::Mux(open_link(config).await?, "mux");
+                let greeted = open(config, &link).await?;
+                (link, greeted, None)
+            }
+            CarrierKind::Ws(url) => {
+                let link = Link::Mux(open_ws_link(config, url).await?, "ws");
+                let greeted = open(config, &link).await?;
+                (link, greeted, None)
+            }
         };
-        let (mut carrier, challenge) = open(config, &link).await?;
         let nonce = auth::nonce();
         let proof = auth::control_proof(&config.token, &config.name, &challenge, &nonce);
         let hello = Hello::Control {
@@ -107,6 +121,7 @@ async fn control_over(
             session,
             secret,
             link,
+            zero_rtt,
         })
     })
     .await
@@ -153,36 +168,6 @@ async fn open(config: &ClientConfig, link: &Link) -> Result<(Carrier, [u8; 32]),
         }
     };
     greet(config, carrier).await
-}
-
-/// A QUIC connection to the server, checked with the same trust as TLS over TCP.
-async fn open_quic(config: &ClientConfig) -> Result<quinn::Connection, ConnectError> {
-    let tls = config.quic_tls.as_ref().ok_or_else(|| {
-        ConnectError::Fatal(
-            "the QUIC carrier is always encrypted: it cannot run with insecure_plain".into(),
-        )
-    })?;
-    let addr = tokio::net::lookup_host(&config.server)
-        .await
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| ConnectError::Retry(format!("cannot resolve {}", config.server)))?;
-    let bind = match addr {
-        std::net::SocketAddr::V4(_) => std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
-        std::net::SocketAddr::V6(_) => std::net::SocketAddr::from(([0u16; 8], 0)),
-    };
-    let endpoint = quic::client_endpoint(bind)
-        .map_err(|e| ConnectError::Retry(format!("cannot open a UDP socket for QUIC: {e}")))?;
-    quic::connect(&endpoint, addr, host_of(&config.server), tls)
-        .await
-        .map_err(|e| {
-            if tls::is_trust_error(&e) {
-                let why = tls::trust_error_message(&e).unwrap_or_else(|| e.to_string());
-                ConnectError::Fatal(format!("the server's certificate is not trusted: {why}"))
-            } else {
-                ConnectError::Retry(format!("QUIC connection to {} failed: {e}", config.server))
-            }
-        })
 }
 
 /// A multiplexed connection: dialed and secured as the TCP carrier's connections are, then
@@ -279,6 +264,14 @@ async fn greet(
     write_preface(&mut carrier)
         .await
         .map_err(|e| retry_io("sending the preface", e))?;
+    read_challenge(config, carrier).await
+}
+
+/// The server's preface and challenge, once ours is sent.
+async fn read_challenge(
+    config: &ClientConfig,
+    mut carrier: Carrier,
+) -> Result<(Carrier, [u8; 32]), ConnectError> {
     read_server_preface(config, &mut carrier).await?;
     let challenge: Challenge = read_frame(&mut carrier)
         .await

@@ -84,8 +84,8 @@ pub const DATAGRAM_BUFFER: usize = 1 << 20;
 const KEEP_ALIVE: Duration = liveness::DEFAULT_INTERVAL;
 /// Silence after which a connection is closed: burrow's dead-carrier bound.
 const IDLE_TIMEOUT: Duration = liveness::DEFAULT_DEAD_AFTER;
-/// QUIC sessions the server remembers for resumption, one per client that may come back; the
-/// oldest are forgotten first. Each is a few hundred bytes.
+/// QUIC session tickets the server remembers for resumption, two per connection (so about
+/// half as many clients); the oldest are forgotten first. Each is a few hundred bytes.
 pub const SESSION_CACHE: usize = 8192;
 /// Socket buffers asked of the kernel: a burst at full window must not overflow the default
 /// ~200 kB receive buffer. The kernel caps this at `net.core.rmem_max` / `wmem_max`.
@@ -124,10 +124,10 @@ pub fn server_endpoint(
     tls.alpn_protocols = vec![ALPN.to_vec()];
     // QUIC allows only 0 or u32::MAX here; QUIC's own flow control bounds early data.
     tls.max_early_data_size = u32::MAX;
-    // A store of its own, so TCP's many data connections never push QUIC sessions out; and one
-    // ticket per connection, which its next reconnect uses up and replaces.
+    // A store of its own, so TCP's many data connections never push QUIC sessions out. Each
+    // connection gets rustls's two tickets: a reconnect attempt uses one up even when it never
+    // reaches the server, so the next attempt still has one.
     tls.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
-    tls.send_tls13_tickets = 1;
     let crypto = QuicServerConfig::try_from(tls)
         .context("the server's TLS configuration cannot be used for QUIC")?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
