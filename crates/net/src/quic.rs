@@ -20,9 +20,9 @@
 //! - **Resumption and 0-RTT, for the preface only.** A [`ClientTls`] keeps one session store
 //!   and one certificate check for all its connections (rustls resumes only with the check that
 //!   made the session), so a reconnect resumes the TLS session and may send 0-RTT data
-//!   ([`dial`], see [`handshake`]). The server keeps its own store of QUIC sessions, in memory
-//!   ([`SESSION_CACHE`] of them), rather than issuing stateless tickets: rustls accepts 0-RTT
-//!   only then, because each session is taken out of the store when used, so a recorded
+//!   ([`dial`], [`Dialed`], [`Handshake`]). The server keeps its own store of QUIC sessions in
+//!   memory ([`SESSION_CACHE`] tickets) rather than issuing stateless tickets: rustls accepts
+//!   0-RTT only then, because each ticket is taken out of the store when used, so a recorded
 //!   first flight replayed to the server resumes nothing and its early data is refused. A
 //!   restarted server has forgotten every session: clients make a full handshake once.
 //! - **Windows sized from the bandwidth-delay product.** 100 Mbit/s over a 50 ms round trip
