@@ -90,23 +90,12 @@ async fn control_over(
     kind: &CarrierKind,
 ) -> Result<Established, ConnectError> {
     timeout(config.connect_timeout, async {
-        let (link, (mut carrier, challenge), zero_rtt) = match kind {
-            CarrierKind::Quic => {
-                let q = quic::control(config).await?;
-                (q.link, (q.carrier, q.challenge), Some(q.zero_rtt))
-            }
-            CarrierKind::Tcp => (Link::Dial, open(config, &Link::Dial).await?, None),
-            CarrierKind::Mux => {
-                let link = Link::Mux(open_link(config).await?, "mux");
-                let greeted = open(config, &link).await?;
-                (link, greeted, None)
-            }
-            CarrierKind::Ws(url) => {
-                let link = Link::Mux(open_ws_link(config, url).await?, "ws");
-                let greeted = open(config, &link).await?;
-                (link, greeted, None)
-            }
-        };
+        let Greeted {
+            link,
+            mut carrier,
+            challenge,
+            zero_rtt,
+        } = greet_over(config, kind).await?;
         let nonce = auth::nonce();
         let proof = auth::control_proof(&config.token, &config.name, &challenge, &nonce);
         let hello = Hello::Control {
@@ -130,6 +119,32 @@ async fn control_over(
             "no answer from {} within {:?}",
             config.server, config.connect_timeout
         )))
+    })
+}
+
+/// A link with its control stream open and the server's challenge read.
+struct Greeted {
+    link: Link,
+    carrier: Carrier,
+    challenge: [u8; 32],
+    /// Over QUIC: whether the preface went as 0-RTT data and the server took it.
+    zero_rtt: Option<bool>,
+}
+
+/// Opens the link of one carrier and greets the server on its control stream.
+async fn greet_over(config: &ClientConfig, kind: &CarrierKind) -> Result<Greeted, ConnectError> {
+    let link = match kind {
+        CarrierKind::Quic => return quic::control(config).await,
+        CarrierKind::Tcp => Link::Dial,
+        CarrierKind::Mux => Link::Mux(open_link(config).await?, "mux"),
+        CarrierKind::Ws(url) => Link::Mux(open_ws_link(config, url).await?, "ws"),
+    };
+    let (carrier, challenge) = open(config, &link).await?;
+    Ok(Greeted {
+        link,
+        carrier,
+        challenge,
+        zero_rtt: None,
     })
 }
 

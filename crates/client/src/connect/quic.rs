@@ -12,19 +12,10 @@
 //! A fresh UDP socket for every attempt: the session store lives in the TLS configuration, not
 //! the endpoint, and a new socket gets a new NAT mapping after an outage that broke the old one.
 
-use super::{ConnectError, Link, greet, host_of, read_challenge, retry_io};
+use super::{ConnectError, Greeted, Link, greet, host_of, read_challenge, retry_io};
 use crate::config::ClientConfig;
 use burrow_net::quic::{self, Dialed, QuicLink, QuicStream};
 use burrow_net::{Carrier, tls, write_preface};
-
-/// A QUIC link with its control stream past the challenge; `zero_rtt` is true when the
-/// preface went as 0-RTT data and the server took it.
-pub(super) struct Greeted {
-    pub link: Link,
-    pub carrier: Carrier,
-    pub challenge: [u8; 32],
-    pub zero_rtt: bool,
-}
 
 /// Connects over QUIC and greets the server on the control stream.
 pub(super) async fn control(config: &ClientConfig) -> Result<Greeted, ConnectError> {
@@ -54,7 +45,7 @@ pub(super) async fn control(config: &ClientConfig) -> Result<Greeted, ConnectErr
         link: Link::Quic(link),
         carrier,
         challenge,
-        zero_rtt,
+        zero_rtt: Some(zero_rtt),
     })
 }
 
