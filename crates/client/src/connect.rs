@@ -1,9 +1,10 @@
 //! Dialing the server: TCP (directly or through a proxy), TLS (unless plain), then the burrow
 //! handshake, under one deadline.
 
+mod quic;
+
 use crate::config::{CarrierKind, ClientConfig, Transport};
 use burrow_net::mux::Opener;
-use burrow_net::quic::{self, QuicLink, quinn};
 use burrow_net::ws;
 use burrow_net::{
     Carrier, FrameIo, read_frame, read_preface, tls, tune_carrier, write_frame, write_preface,
@@ -44,6 +45,9 @@ pub(crate) struct Established {
     pub secret: Secret,
     /// How the session opens its data connections.
     pub link: Link,
+    /// Over QUIC: whether the preface went as 0-RTT data and the server took it; `None` on
+    /// other carriers.
+    pub zero_rtt: Option<bool>,
 }
 
 /// How a session opens its data connections: the way its control stream was opened.
@@ -56,7 +60,7 @@ pub(crate) enum Link {
     Mux(Opener, &'static str),
     /// A new stream of the session's QUIC connection, whose DATAGRAM frames carry UDP tunnels
     /// too.
-    Quic(QuicLink),
+    Quic(burrow_net::quic::QuicLink),
 }
 
 impl Link {
@@ -93,13 +97,12 @@ async fn control_over(
     kind: &CarrierKind,
 ) -> Result<Established, ConnectError> {
     timeout(config.connect_timeout, async {
-        let link = match kind {
-            CarrierKind::Tcp => Link::Dial,
-            CarrierKind::Mux => Link::Mux(open_link(config).await?, "mux"),
-            CarrierKind::Ws(url) => Link::Mux(open_ws_link(config, url).await?, "ws"),
-            CarrierKind::Quic => Link::Quic(QuicLink::new(open_quic(config).await?)),
-        };
-        let (mut carrier, challenge) = open(config, &link).await?;
+        let Greeted {
+            link,
+            mut carrier,
+            challenge,
+            zero_rtt,
+        } = greet_over(config, kind).await?;
         let nonce = auth::nonce();
         let proof = auth::control_proof(&config.token, &config.name, &challenge, &nonce);
         let hello = Hello::Control {
@@ -114,6 +117,7 @@ async fn control_over(
             session,
             secret,
             link,
+            zero_rtt,
         })
     })
     .await
@@ -122,6 +126,32 @@ async fn control_over(
             "no answer from {} within {:?}",
             config.server, config.connect_timeout
         )))
+    })
+}
+
+/// A link with its control stream open and the server's challenge read.
+struct Greeted {
+    link: Link,
+    carrier: Carrier,
+    challenge: [u8; 32],
+    /// Over QUIC: whether the preface went as 0-RTT data and the server took it.
+    zero_rtt: Option<bool>,
+}
+
+/// Opens the link of one carrier and greets the server on its control stream.
+async fn greet_over(config: &ClientConfig, kind: &CarrierKind) -> Result<Greeted, ConnectError> {
+    let link = match kind {
+        CarrierKind::Quic => return quic::control(config).await,
+        CarrierKind::Tcp => Link::Dial,
+        CarrierKind::Mux => Link::Mux(open_link(config).await?, "mux"),
+        CarrierKind::Ws(url) => Link::Mux(open_ws_link(config, url).await?, "ws"),
+    };
+    let (carrier, challenge) = open(config, &link).await?;
+    Ok(Greeted {
+        link,
+        carrier,
+        challenge,
+        zero_rtt: None,
     })
 }
 
@@ -160,36 +190,6 @@ async fn open(config: &ClientConfig, link: &Link) -> Result<(Carrier, [u8; 32]),
         }
     };
     greet(config, carrier).await
-}
-
-/// A QUIC connection to the server, checked with the same trust as TLS over TCP.
-async fn open_quic(config: &ClientConfig) -> Result<quinn::Connection, ConnectError> {
-    let tls = config.quic_tls.as_ref().ok_or_else(|| {
-        ConnectError::Unusable(
-            "the QUIC carrier is always encrypted: it cannot run with insecure_plain".into(),
-        )
-    })?;
-    let addr = tokio::net::lookup_host(&config.server)
-        .await
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| ConnectError::Retry(format!("cannot resolve {}", config.server)))?;
-    let bind = match addr {
-        std::net::SocketAddr::V4(_) => std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
-        std::net::SocketAddr::V6(_) => std::net::SocketAddr::from(([0u16; 8], 0)),
-    };
-    let endpoint = quic::client_endpoint(bind)
-        .map_err(|e| ConnectError::Retry(format!("cannot open a UDP socket for QUIC: {e}")))?;
-    quic::connect(&endpoint, addr, host_of(&config.server), tls)
-        .await
-        .map_err(|e| {
-            if tls::is_trust_error(&e) {
-                let why = tls::trust_error_message(&e).unwrap_or_else(|| e.to_string());
-                ConnectError::Fatal(format!("the server's certificate is not trusted: {why}"))
-            } else {
-                ConnectError::Retry(format!("QUIC connection to {} failed: {e}", config.server))
-            }
-        })
 }
 
 /// A multiplexed connection: dialed and secured as the TCP carrier's connections are, then
@@ -289,6 +289,14 @@ async fn greet(
     write_preface(&mut carrier)
         .await
         .map_err(|e| retry_io("sending the preface", e))?;
+    read_challenge(config, carrier).await
+}
+
+/// The server's preface and challenge, once ours is sent.
+async fn read_challenge(
+    config: &ClientConfig,
+    mut carrier: Carrier,
+) -> Result<(Carrier, [u8; 32]), ConnectError> {
     read_server_preface(config, &mut carrier).await?;
     let challenge: Challenge = read_frame(&mut carrier)
         .await

@@ -166,7 +166,7 @@ async fn reconnect_loop(ctx: &Context, shutdown: &CancellationToken) -> Result<(
                 let carrier = est.link.kind();
                 config.status.connected(est.session, carrier);
                 let span = session_span(config, est.session);
-                info!(parent: &span, carrier, "{}", if first { "session established" } else { "reconnected: session established" });
+                info!(parent: &span, carrier, zero_rtt = est.zero_rtt, "{}", if first { "session established" } else { "reconnected: session established" });
                 let end = session::run(ctx, est, first, shutdown, span.clone())
                     .instrument(span)
                     .await;

@@ -99,6 +99,7 @@ pub(crate) async fn run(
         session,
         secret,
         link,
+        ..
     } = est;
     let (reader, writer) = tokio::io::split(carrier);
     let (tx, mut incoming) = mpsc::channel(INCOMING_QUEUE);

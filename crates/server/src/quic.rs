@@ -3,7 +3,7 @@
 
 use crate::link::{self, Streams};
 use crate::{Shared, Transport};
-use burrow_net::quic::{QuicLink, quinn};
+use burrow_net::quic::{self, QuicLink, quinn};
 use std::sync::Arc;
 use tracing::{Instrument, debug, info, warn};
 
@@ -51,28 +51,47 @@ pub(crate) fn spawn(shared: &Arc<Shared>, socket: std::net::UdpSocket) -> anyhow
     Ok(())
 }
 
-/// Finishes one QUIC handshake (under the pre-auth deadline) and serves the connection's
-/// streams.
+/// Serves one QUIC connection from the moment it is accepted, so a resumed client's preface,
+/// sent as 0-RTT data, is answered with the server's preface and challenge in the first flight;
+/// meanwhile the QUIC handshake finishes in [`confirm`]. The pre-auth deadline runs over both:
+/// [`link::run`] closes the connection when no stream authenticated within it.
 async fn accept(
     shared: Arc<Shared>,
     incoming: quinn::Incoming,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let peer = incoming.remote_address();
-    let deadline = shared.config().handshake_timeout;
     let unproven = crate::Unproven::new(permit);
-    let connection = match tokio::time::timeout_at(unproven.deadline(&shared), incoming).await {
-        Ok(Ok(connection)) => connection,
-        Ok(Err(e)) => {
+    let deadline = unproven.deadline(&shared);
+    let (connection, handshake) = match quic::accept_early(incoming).await {
+        Ok(accepted) => accepted,
+        Err(e) => {
             shared.handshake_failed(peer, crate::metrics::AuthFailure::Tls);
             return warn!(%peer, "QUIC handshake failed: {e}");
         }
-        Err(_) => {
-            shared.handshake_failed(peer, crate::metrics::AuthFailure::Timeout);
-            return warn!(%peer, "QUIC handshake not finished within {deadline:?}");
-        }
     };
     debug!(%peer, "QUIC connection open");
-    let streams = Streams::Quic(QuicLink::new(connection));
-    link::run(shared, streams, peer, unproven).await;
+    let link = QuicLink::new(connection);
+    let confirm = confirm(&shared, handshake, deadline, peer);
+    tokio::join!(
+        confirm,
+        link::run(shared.clone(), Streams::Quic(link), peer, unproven)
+    );
+}
+
+/// Waits for the QUIC handshake to finish and reports a failure. One that is too slow is not
+/// this task's to end: the link's pre-auth deadline, the same instant, closes the connection
+/// and counts it.
+async fn confirm(
+    shared: &Shared,
+    handshake: quic::ServerHandshake,
+    deadline: tokio::time::Instant,
+    peer: std::net::SocketAddr,
+) {
+    if let Ok(Err(e)) = tokio::time::timeout_at(deadline, handshake.finish()).await {
+        if !matches!(e, quinn::ConnectionError::LocallyClosed) {
+            shared.handshake_failed(peer, crate::metrics::AuthFailure::Tls);
+            warn!(%peer, "QUIC handshake failed: {e}");
+        }
+    }
 }

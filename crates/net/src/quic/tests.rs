@@ -385,3 +385,133 @@ async fn a_transfer_survives_the_client_moving_to_a_new_socket() {
     })
     .await;
 }
+
+/// The server's side of one burrow-like greeting on a resumable connection: takes the next
+/// connection attempt as [`accept_early`] does, reads the client's preface on its first stream,
+/// answers it at once (0.5-RTT data when the preface came early), then reads the hello that
+/// follows the answer. Returns what it read.
+async fn greet_as_server(endpoint: &quinn::Endpoint) -> (Vec<u8>, Vec<u8>) {
+    let (connection, handshake) = accept_early(endpoint.accept().await.unwrap())
+        .await
+        .unwrap();
+    let mut stream = accept(&connection).await.unwrap().unwrap();
+    let mut preface = vec![0u8; 7];
+    stream.read_exact(&mut preface).await.unwrap();
+    stream.write_all(b"challenge").await.unwrap();
+    handshake.finish().await.unwrap();
+    let mut hello = vec![0u8; 5];
+    stream.read_exact(&mut hello).await.unwrap();
+    stream.write_all(b"welcome").await.unwrap();
+    // Closing the connection before the client has read everything would discard it.
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+    connection.close(0u32.into(), b"greeted");
+    (preface, hello)
+}
+
+/// The client's side after the preface went out: reads the answer, sends the hello, reads the
+/// welcome, finishes the stream and waits for the server to close the connection. Reading the
+/// welcome also takes in the server's session ticket for the next time.
+async fn finish_greeting(connection: &quinn::Connection, stream: &mut QuicStream) {
+    let mut challenge = [0u8; 9];
+    stream.read_exact(&mut challenge).await.unwrap();
+    assert_eq!(&challenge, b"challenge");
+    stream.write_all(b"hello").await.unwrap();
+    let mut welcome = [0u8; 7];
+    stream.read_exact(&mut welcome).await.unwrap();
+    assert_eq!(&welcome, b"welcome");
+    stream.shutdown().await.unwrap();
+    connection.closed().await;
+}
+
+/// A full greeting over a connection that has no session to resume: afterwards `tls` holds one.
+async fn first_connection(setup: &Setup, tls: &ClientTls) {
+    let client = async {
+        let dialed = dial(&setup.client, setup.server_addr(), "127.0.0.1", tls).await;
+        let Dialed::Done(connection) = dialed.unwrap() else {
+            panic!("nothing to resume on a first connection");
+        };
+        let mut stream = open(&connection).await.unwrap();
+        stream.write_all(b"preface").await.unwrap();
+        finish_greeting(&connection, &mut stream).await;
+    };
+    let ((), (preface, hello)) = tokio::join!(client, greet_as_server(&setup.server));
+    assert_eq!((&preface[..], &hello[..]), (&b"preface"[..], &b"hello"[..]));
+}
+
+#[tokio::test]
+async fn a_reconnect_resumes_and_its_early_preface_is_accepted() {
+    within(async {
+        let setup = Setup::new();
+        let tls = setup.pinned(setup.identity.fingerprint());
+        first_connection(&setup, &tls).await;
+
+        let client = async {
+            let dialed = dial(&setup.client, setup.server_addr(), "127.0.0.1", &tls).await;
+            let Dialed::Early(connection, handshake) = dialed.unwrap() else {
+                panic!("the second connection did not resume the session");
+            };
+            // Before the handshake is done: this goes in the first flight as 0-RTT data.
+            let mut stream = open(&connection).await.unwrap();
+            stream.write_all(b"preface").await.unwrap();
+            assert!(handshake.finish().await.unwrap(), "0-RTT data refused");
+            finish_greeting(&connection, &mut stream).await;
+        };
+        let ((), (preface, hello)) = tokio::join!(client, greet_as_server(&setup.server));
+        assert_eq!((&preface[..], &hello[..]), (&b"preface"[..], &b"hello"[..]));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn refused_early_data_is_sent_again_and_the_greeting_completes() {
+    within(async {
+        let setup = Setup::new();
+        let tls = setup.pinned(setup.identity.fingerprint());
+        first_connection(&setup, &tls).await;
+        // The same server restarted: same identity and name, but it knows no session.
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let restarted = server_endpoint(socket, setup.identity.config()).unwrap();
+        let addr = restarted.local_addr().unwrap();
+
+        let client = async {
+            let dialed = dial(&setup.client, addr, "127.0.0.1", &tls).await;
+            let Dialed::Early(connection, handshake) = dialed.unwrap() else {
+                panic!("the client did not try to resume");
+            };
+            let mut early = open(&connection).await.unwrap();
+            early.write_all(b"preface").await.unwrap();
+            assert!(
+                !handshake.finish().await.unwrap(),
+                "a forgotten session took 0-RTT"
+            );
+            // The stream opened early is gone; a new one carries the preface again.
+            let gone = early.write_all(b"more").await.unwrap_err();
+            assert_eq!(gone.kind(), io::ErrorKind::ConnectionReset, "{gone}");
+            let mut stream = open(&connection).await.unwrap();
+            stream.write_all(b"preface").await.unwrap();
+            finish_greeting(&connection, &mut stream).await;
+        };
+        // The server sees the preface once, on the first stream it is given.
+        let ((), (preface, hello)) = tokio::join!(client, greet_as_server(&restarted));
+        assert_eq!((&preface[..], &hello[..]), (&b"preface"[..], &b"hello"[..]));
+
+        // That full handshake left a session for the restarted server: the next one resumes.
+        let dialed = dial(&setup.client, addr, "127.0.0.1", &tls).await.unwrap();
+        let Dialed::Early(connection, handshake) = dialed else {
+            panic!("no session after the full handshake");
+        };
+        let server = async {
+            let (_connection, handshake) = accept_early(restarted.accept().await.unwrap())
+                .await
+                .unwrap();
+            handshake.finish().await
+        };
+        let (accepted, server) = tokio::join!(handshake.finish(), server);
+        server.unwrap();
+        assert!(accepted.unwrap(), "0-RTT refused on a resumed session");
+        drop(connection);
+    })
+    .await;
+}
