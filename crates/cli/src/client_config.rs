@@ -67,8 +67,9 @@ pub(crate) struct PublishArgs {
     /// Exit with an error when the connection is lost instead of reconnecting.
     #[arg(long)]
     exit_on_disconnect: bool,
-    /// Idle data connections kept ready for visitors [default: 8].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    /// Idle data connections kept ready for visitors (0: none; on mux, ws and quic the server
+    /// then opens a stream per visitor) [default: 8].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=256))]
     pool_size: Option<u16>,
     /// Export traces to this OTLP/HTTP collector, e.g. http://127.0.0.1:4318 (else
     /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT) [default: off].
@@ -556,10 +557,18 @@ impl RawClient {
         fields::durations(p, timers);
         let heartbeat = (&self.heartbeat_interval, c.heartbeat_interval);
         fields::liveness(p, heartbeat, (&self.dead_after, c.dead_after));
-        if let Some(n) = p.parse(self.pool_size.as_ref(), fields::count_in(1, MAX_POOL_SIZE)) {
+        if let Some(n) = p.parse(self.pool_size.as_ref(), fields::count_in(0, MAX_POOL_SIZE)) {
             c.pool_size = n;
         }
         if let Some(kinds) = p.parse(self.carrier.as_ref(), carriers) {
+            let plain = self.insecure_plain.as_ref().is_some_and(|i| i.value);
+            if let (true, true, Some(item)) =
+                (plain, kinds.contains(&CarrierKind::Quic), &self.carrier)
+            {
+                p.push(item.problem(
+                    "the QUIC carrier is always encrypted: it cannot be used with insecure_plain",
+                ));
+            }
             c.carriers = kinds;
         }
         c.exit_on_disconnect = self.exit_on_disconnect.unwrap_or(false);

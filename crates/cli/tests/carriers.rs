@@ -4,8 +4,10 @@
 
 mod common;
 
+use common::carriers::Carrier;
 use common::targets::{assert_echo, echo_target};
-use common::{Client, Server, TestDir, bounded, ports};
+use common::{Client, Server, TestDir, bounded, curl, ports};
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_falls_back_to_the_next_carrier_and_says_so() {
@@ -30,6 +32,25 @@ async fn a_client_falls_back_to_the_next_carrier_and_says_so() {
                 .any(|l| l.contains("session established") && l.contains("carrier=\"mux\"")),
             "the session runs over the next carrier in the list, mux\n{}",
             client.proc.dump()
+        );
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_token_ends_the_list_at_the_first_carrier() {
+    bounded(60, async {
+        let dir = TestDir::new("fallback-fatal");
+        let block = ports(4).arg();
+        let server = Server::start(&dir, &["--token", "t", "--ports", &block]).await;
+        let echo = echo_target().await;
+        let args = common::tcp_args(&dir, &server, echo, "wrong", &["--carrier", "mux,tcp"]);
+        let mut client = common::Proc::spawn("client", &dir, &args);
+        let stderr = client.expect_exit_1().await.join("\n");
+        assert!(stderr.contains("authentication failed"), "{stderr}");
+        assert!(
+            !stderr.contains("trying the next one"),
+            "the same token would fail on every carrier: {stderr}"
         );
     })
     .await
@@ -61,4 +82,87 @@ async fn a_bad_carrier_list_is_refused_with_its_flag() {
         assert_eq!(out.status.code(), Some(2), "{stderr}");
         assert!(stderr.contains(says), "{list}: {stderr}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quic_client_reconnects_with_its_preface_in_0rtt() {
+    bounded(90, async {
+        let dir = TestDir::new("quic-0rtt");
+        let token_file = dir.write("admin.token", "adm1n\n");
+        let block = ports(4).arg();
+        let admin = [
+            "--token",
+            "t",
+            "--ports",
+            &block,
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--admin-token-file",
+            &token_file,
+        ];
+        let mut deployment = Carrier::Quic.deploy(&dir, &admin).await;
+        let echo = echo_target().await;
+        let client = deployment
+            .client_tcp(&dir, echo, &["--name", "alice"])
+            .await;
+        assert_echo(client.port, b"first session").await;
+        let established = |l: &str| l.contains("session established");
+        let first = client
+            .proc
+            .wait_stderr("the first session", established)
+            .await;
+        assert!(
+            first.contains("carrier=\"quic\"") && first.contains("zero_rtt=false"),
+            "a first connection has no session to resume: {first}"
+        );
+
+        // The operator drops the session; the server keeps running, and remembers the TLS
+        // session the client will resume.
+        let base = deployment.server.admin_base().await;
+        let auth = "Authorization: Bearer adm1n";
+        let (status, body) = curl(&["-H", auth, &format!("{base}/clients")]).await;
+        assert_eq!(status, 200, "{body}");
+        let clients: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let id = clients[0]["id"].as_str().unwrap().to_owned();
+        let url = format!("{base}/clients/{id}");
+        let (status, body) = curl(&["-X", "DELETE", "-H", auth, &url]).await;
+        assert_eq!(status, 200, "{body}");
+
+        let again = client
+            .proc
+            .wait_stderr("the client reconnecting", |l| {
+                l.contains("reconnected: session established")
+            })
+            .await;
+        assert!(
+            again.contains("carrier=\"quic\"") && again.contains("zero_rtt=true"),
+            "the reconnect resumed and the server took its preface as 0-RTT data: {again}\n{}",
+            client.proc.dump()
+        );
+        let port = client.wait_ready_nth(2, Duration::from_secs(45)).await;
+        assert_eq!(port, client.port, "the client got its port back");
+        assert_echo(port, b"after a 0-RTT reconnect").await;
+
+        // A restarted server knows no session: no 0-RTT (it refuses the early preface, or the
+        // client has no ticket left after failed attempts), and the client gets through anyway.
+        deployment.restart(&dir).await;
+        let restarted = client
+            .proc
+            .wait_for_within(
+                Duration::from_secs(45),
+                "a reconnect to the restarted server",
+                |o| {
+                    o.stderr
+                        .iter()
+                        .filter(|l| l.contains("reconnected: session established"))
+                        .nth(1)
+                        .cloned()
+                },
+            )
+            .await;
+        assert!(restarted.contains("zero_rtt=false"), "{restarted}");
+        let port = client.wait_ready_nth(3, Duration::from_secs(45)).await;
+        assert_echo(port, b"after the restart").await;
+    })
+    .await
 }

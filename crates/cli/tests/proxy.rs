@@ -1,5 +1,6 @@
 //! End-to-end: clients that reach the server through real proxies from Debian's packages,
-//! `tinyproxy` (HTTP CONNECT) and `dante-server` (`danted`, SOCKS5).
+//! `tinyproxy` (HTTP CONNECT) and `dante-server` (`danted`, SOCKS5), on the `tcp` carrier and on
+//! the multiplexed ones (`mux`, and a WebSocket to the server's `--ws-listen`).
 //!
 //! Each proxy listens on 127.0.0.1 and connects out from 127.0.0.2, so the server's admin API
 //! shows whether a client's control and data connections came through it. A proxy cannot
@@ -63,12 +64,22 @@ async fn tinyproxy(
     server_port: u16,
     credentials: Option<(&str, &str)>,
 ) -> Option<RunningProxy> {
+    tinyproxy_to(dir, &[server_port], credentials).await
+}
+
+/// `tinyproxy` allowing CONNECT to each of `ports`.
+async fn tinyproxy_to(
+    dir: &TestDir,
+    ports: &[u16],
+    credentials: Option<(&str, &str)>,
+) -> Option<RunningProxy> {
     let program = program("tinyproxy", "tinyproxy")?;
     let auth = credentials.map_or(String::new(), |(u, p)| format!("BasicAuth {u} {p}\n"));
+    let allowed: String = ports.iter().map(|p| format!("ConnectPort {p}\n")).collect();
     let config = |port: u16| {
         format!(
             "Port {port}\nListen 127.0.0.1\nBind {PROXY_OUT}\nTimeout 60\nLogLevel Info\n\
-             MaxClients 64\nConnectPort {server_port}\n{auth}"
+             MaxClients 64\n{allowed}{auth}"
         )
     };
     let command = |path: &str| {
@@ -258,6 +269,79 @@ async fn a_client_reaches_its_server_through_dante_resolving_the_name_there() {
             "{addresses:?}"
         );
         drop(proxy);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_multiplexed_carriers_go_through_both_proxies() {
+    bounded(90, async {
+        let dir = TestDir::new("proxy-carriers");
+        let block = ports(4).arg();
+        let ws = format!("127.0.0.1:{}", ports(1).low);
+        let args = [
+            "--token",
+            "t",
+            "--ports",
+            &block,
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--ws-listen",
+            &ws,
+        ];
+        let server = Server::start(&dir, &args).await;
+        let admin = server.admin_base().await;
+        let ws_port: u16 = ws.rsplit_once(':').unwrap().1.parse().unwrap();
+        let Some(http) = tinyproxy_to(&dir, &[server.addr.port(), ws_port], None).await else {
+            return;
+        };
+        let Some(socks) = danted(&dir, "none").await else {
+            return;
+        };
+        let url = format!("ws://{ws}/burrow");
+        let cases = [
+            ("mux", format!("http://127.0.0.1:{}", http.port), "mux"),
+            (
+                url.as_str(),
+                format!("http://127.0.0.1:{}", http.port),
+                "ws",
+            ),
+            ("mux", format!("socks5://127.0.0.1:{}", socks.port), "mux"),
+            (
+                url.as_str(),
+                format!("socks5://127.0.0.1:{}", socks.port),
+                "ws",
+            ),
+        ];
+        for (carrier, proxy, kind) in cases {
+            let echo = echo_target().await;
+            let extra = ["--carrier", carrier, "--proxy", &proxy];
+            let client = Client::start_tcp(&dir, &server, echo, "t", &extra).await;
+            for data in [&b"one stream"[..], b"and another, on the same link"] {
+                round_trip(client.port, data).await;
+            }
+            // Every client of this test goes through a proxy, so every address the server
+            // lists (earlier clients' sessions may linger) must be the proxies'.
+            let addresses = client_addresses(&admin).await;
+            assert!(
+                !addresses.is_empty(),
+                "{carrier} via {proxy}: no client listed"
+            );
+            assert!(
+                addresses
+                    .iter()
+                    .all(|a| a.starts_with(&format!("{PROXY_OUT}:"))),
+                "{carrier} via {proxy}: the server saw {addresses:?}"
+            );
+            let established = format!("carrier=\"{kind}\"");
+            let log = client.proc.output().stderr;
+            assert!(
+                log.iter()
+                    .any(|l| l.contains("session established") && l.contains(&established)),
+                "{carrier} via {proxy}\n{}",
+                client.proc.dump()
+            );
+        }
     })
     .await;
 }

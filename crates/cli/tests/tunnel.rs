@@ -3,8 +3,9 @@
 //! WebSocket over TLS through nginx).
 //!
 //! Echo, a thousand visitors at once, half-close in both directions, 100 MB each way with a
-//! hash check, a real HTTP client against a real HTTP server, and a client that reconnects to a
-//! restarted server.
+//! hash check, a real HTTP client against a real HTTP server, a client that reconnects to a
+//! restarted server, and visitors of a client that keeps no pool (served on streams the server
+//! opens, on the carriers with a link).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[macro_use]
@@ -28,6 +29,7 @@ over_carriers!(
     bulk_download_100mb,
     curl_fetches_a_file_from_python_http_server,
     client_reconnects_to_a_restarted_server,
+    visitors_of_an_empty_pool,
 );
 
 /// Starts a server with shared token `t` on a fresh block of ports, accepting `carrier`, and a
@@ -90,6 +92,69 @@ async fn echo(carrier: Carrier) {
             "the server logs the session's carrier as {established}\n{}",
             server.proc.dump()
         );
+    })
+    .await
+}
+
+/// Visitors that find no pooled connection (the client keeps none): on the carriers with a
+/// link the server opens a stream toward the client for each, and says so on the stream's log
+/// line (`opened=server`); over TCP the client is asked for a connection (`opened=pool`). The
+/// bytes arrive intact either way, half-close included: the target answers only after the
+/// visitor's end of file.
+async fn visitors_of_an_empty_pool(carrier: Carrier) {
+    const VISITORS: u64 = 8;
+    bounded(60, async {
+        let dir = TestDir::new(&format!("empty-pool-{}", carrier.label()));
+        let block = ports(4).arg();
+        let deployment = carrier
+            .deploy(&dir, &["--token", "t", "--ports", &block])
+            .await;
+        // Reads to the visitor's end of file, then sends it all back, then closes.
+        let answer = target(|mut conn| async move {
+            let mut got = Vec::new();
+            conn.read_to_end(&mut got).await.unwrap();
+            conn.write_all(&got).await.unwrap();
+            conn.shutdown().await.unwrap();
+        })
+        .await;
+        let client = deployment
+            .client_tcp(&dir, answer, &["--pool-size", "0"])
+            .await;
+        let port = client.port;
+        let mut visitors = JoinSet::new();
+        for i in 0..VISITORS {
+            visitors.spawn(async move {
+                let data = Pattern::bytes(50 + i, 100_000 + i as usize * 1000);
+                let mut conn = visit(port).await;
+                conn.write_all(&data).await.unwrap();
+                conn.shutdown().await.unwrap();
+                let mut back = Vec::new();
+                conn.read_to_end(&mut back).await.unwrap();
+                assert_eq!(back.len(), data.len(), "visitor {i}: length");
+                assert!(back == data, "visitor {i}: bytes differ");
+            });
+        }
+        while let Some(done) = visitors.join_next().await {
+            done.unwrap();
+        }
+        let opened = match carrier {
+            Carrier::Tcp | Carrier::Tls => "opened=pool",
+            _ => "opened=server",
+        };
+        let server = &deployment.server;
+        let closed = server
+            .proc
+            .wait_for(&format!("{VISITORS} `stream closed` lines"), |o| {
+                let lines: Vec<String> = (o.stderr.iter())
+                    .filter(|l| l.contains("stream closed"))
+                    .cloned()
+                    .collect();
+                (lines.len() as u64 >= VISITORS).then_some(lines)
+            })
+            .await;
+        for line in &closed {
+            assert!(line.contains(opened), "expected {opened}: {line}");
+        }
     })
     .await
 }

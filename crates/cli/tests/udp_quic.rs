@@ -47,8 +47,21 @@ fn counter(text: &str, name: &str, tunnel: &str, direction: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn small_datagrams_ride_quic_datagrams_and_large_ones_the_stream() {
+    datagrams_over_quic("udp-quic", &[], "opened=pool").await;
+}
+
+/// The same when the client keeps no pool: the tunnel's stream is one the server opened on the
+/// QUIC connection, which knows its link, so the datagrams still ride QUIC datagrams.
+#[tokio::test(flavor = "multi_thread")]
+async fn datagrams_ride_quic_on_a_stream_the_server_opened() {
+    datagrams_over_quic("udp-quic-server", &["--pool-size", "0"], "opened=server").await;
+}
+
+/// A UDP tunnel over QUIC whose client runs with `client_args`; its datagram stream must be
+/// logged as `opened`.
+async fn datagrams_over_quic(label: &str, client_args: &[&str], opened: &str) {
     bounded(90, async {
-        let dir = TestDir::new("udp-quic");
+        let dir = TestDir::new(label);
         let block = ports(2).arg();
         let args = ["--token", "t", "--ports", &block];
         let deployment = Carrier::Quic
@@ -60,9 +73,16 @@ async fn small_datagrams_ride_quic_datagrams_and_large_ones_the_stream() {
         let server = &deployment.server;
         let base = server.admin_base().await;
         let echo = udp_echo_target().await;
-        let client = deployment.client_udp(&dir, echo, &[]).await;
+        let client = deployment.client_udp(&dir, echo, client_args).await;
         let public = client.port;
         wait_quic_datagrams(server, public).await;
+        let up = server
+            .proc
+            .wait_stderr("`datagram connection up`", |l| {
+                l.contains("datagram connection up")
+            })
+            .await;
+        assert!(up.contains(opened), "expected {opened}: {up}");
 
         // One packet holds about 1,200 to 1,450 bytes: 1 byte rides a QUIC datagram, 1,200
         // either way, 9,000 and 65,507 the stream. Each comes back whole.

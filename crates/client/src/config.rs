@@ -125,7 +125,8 @@ pub struct ClientConfig {
     pub ws_tls: Option<Arc<TlsClientConfig>>,
     /// Tunnels to publish.
     pub tunnels: Vec<TunnelConfig>,
-    /// Idle data connections kept open, ready for visitors.
+    /// Idle data connections kept open, ready for visitors. May be 0: on a link the server
+    /// opens a stream per visitor; on the TCP carrier it asks for a connection when one comes.
     pub pool_size: usize,
     /// Exit instead of reconnecting when the carrier is lost.
     pub exit_on_disconnect: bool,

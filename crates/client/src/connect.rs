@@ -1,13 +1,14 @@
 //! Dialing the server: TCP (directly or through a proxy), TLS (unless plain), then the burrow
 //! handshake, under one deadline.
 
+mod quic;
+
 use crate::config::{CarrierKind, ClientConfig, Transport};
-use burrow_net::mux::Opener;
-use burrow_net::quic::{self, QuicLink, quinn};
+use crate::server_streams::Inbound;
+use burrow_net::mux::{MuxStream, Opener};
 use burrow_net::ws;
 use burrow_net::{
-    Carrier, FrameIo, read_frame, read_preface, tls, tune_carrier, write_frame, write_preface,
-    write_preface_with,
+    Carrier, FrameIo, read_frame, read_preface, tls, tune_carrier, write_frame, write_preface_with,
 };
 use burrow_proto::auth::{self, Secret};
 use burrow_proto::msg::{Challenge, HandshakeError, Hello, Welcome};
@@ -15,14 +16,23 @@ use burrow_proto::preface::version_advice;
 use burrow_proto::{Preface, PrefaceError, VERSION, caps};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio::time::timeout;
+
+/// The streams the server opens on a mux link.
+type MuxInbound = mpsc::Receiver<MuxStream>;
 
 /// Why a connection attempt failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConnectError {
-    /// Retrying will not help: authentication, version, trust.
+    /// Retrying will not help, on any carrier: authentication, version, trust in the server.
     #[error("{0}")]
     Fatal(String),
+    /// This carrier cannot work here (the server does not offer it, the web server in front
+    /// refuses the WebSocket, ...); another carrier may. Fatal on the first connection when it
+    /// is the last carrier left, as a wrong token is, and retried on later ones.
+    #[error("{0}")]
+    Unusable(String),
     /// The server could not be reached or the connection broke; try again later.
     #[error("{0}")]
     Retry(String),
@@ -39,6 +49,11 @@ pub(crate) struct Established {
     pub secret: Secret,
     /// How the session opens its data connections.
     pub link: Link,
+    /// Over QUIC: whether the preface went as 0-RTT data and the server took it; `None` on
+    /// other carriers.
+    pub zero_rtt: Option<bool>,
+    /// The streams the server opens on the link, on the carriers that have one.
+    pub inbound: Option<Inbound>,
 }
 
 /// How a session opens its data connections: the way its control stream was opened.
@@ -51,7 +66,7 @@ pub(crate) enum Link {
     Mux(Opener, &'static str),
     /// A new stream of the session's QUIC connection, whose DATAGRAM frames carry UDP tunnels
     /// too.
-    Quic(QuicLink),
+    Quic(burrow_net::quic::QuicLink),
 }
 
 impl Link {
@@ -71,6 +86,8 @@ pub(crate) async fn control(config: &ClientConfig) -> Result<Established, Connec
     let mut carriers = config.carriers.iter().peekable();
     while let Some(kind) = carriers.next() {
         match control_over(config, kind).await {
+            // The same answer waits on every carrier: stop here.
+            Err(e @ ConnectError::Fatal(_)) => return Err(e),
             Err(e) if carriers.peek().is_some() => {
                 tracing::warn!("carrier {kind} failed: {e}; trying the next one");
             }
@@ -86,13 +103,13 @@ async fn control_over(
     kind: &CarrierKind,
 ) -> Result<Established, ConnectError> {
     timeout(config.connect_timeout, async {
-        let link = match kind {
-            CarrierKind::Tcp => Link::Dial,
-            CarrierKind::Mux => Link::Mux(open_link(config).await?, "mux"),
-            CarrierKind::Ws(url) => Link::Mux(open_ws_link(config, url).await?, "ws"),
-            CarrierKind::Quic => Link::Quic(QuicLink::new(open_quic(config).await?)),
-        };
-        let (mut carrier, challenge) = open(config, &link).await?;
+        let Greeted {
+            link,
+            mut carrier,
+            challenge,
+            zero_rtt,
+            inbound,
+        } = greet_over(config, kind).await?;
         let nonce = auth::nonce();
         let proof = auth::control_proof(&config.token, &config.name, &challenge, &nonce);
         let hello = Hello::Control {
@@ -107,6 +124,8 @@ async fn control_over(
             session,
             secret,
             link,
+            zero_rtt,
+            inbound,
         })
     })
     .await
@@ -118,6 +137,55 @@ async fn control_over(
     })
 }
 
+/// A link with its control stream open and the server's challenge read.
+struct Greeted {
+    link: Link,
+    carrier: Carrier,
+    challenge: [u8; 32],
+    /// Over QUIC: whether the preface went as 0-RTT data and the server took it.
+    zero_rtt: Option<bool>,
+    /// The streams the server opens on the link, when there is one.
+    inbound: Option<Inbound>,
+}
+
+/// Opens the link of one carrier and greets the server on its control stream. On a link, the
+/// control stream's preface asks the server to open streams toward us for visitors that find
+/// the pool empty ([`control_preface`]).
+async fn greet_over(config: &ClientConfig, kind: &CarrierKind) -> Result<Greeted, ConnectError> {
+    let (link, inbound) = match kind {
+        CarrierKind::Quic => return quic::control(config).await,
+        CarrierKind::Tcp => (Link::Dial, None),
+        CarrierKind::Mux => {
+            let (opener, inbound) = open_link(config).await?;
+            (Link::Mux(opener, "mux"), Some(Inbound::Mux(inbound, "mux")))
+        }
+        CarrierKind::Ws(url) => {
+            let (opener, inbound) = open_ws_link(config, url).await?;
+            (Link::Mux(opener, "ws"), Some(Inbound::Mux(inbound, "ws")))
+        }
+    };
+    let preface = match link {
+        Link::Dial => Preface::ours(),
+        _ => control_preface(),
+    };
+    let (carrier, challenge) = open(config, &link, preface).await?;
+    Ok(Greeted {
+        link,
+        carrier,
+        challenge,
+        zero_rtt: None,
+        inbound,
+    })
+}
+
+/// The preface of a control stream on a link: ours, asking for server-opened streams.
+fn control_preface() -> Preface {
+    Preface {
+        caps: Preface::ours().caps | caps::SERVER_STREAMS,
+        ..Preface::ours()
+    }
+}
+
 /// Opens a data connection for `session`.
 pub(crate) async fn data(
     config: &ClientConfig,
@@ -126,7 +194,7 @@ pub(crate) async fn data(
     secret: &Secret,
 ) -> Result<Carrier, ConnectError> {
     timeout(config.connect_timeout, async {
-        let (mut carrier, challenge) = open(config, link).await?;
+        let (mut carrier, challenge) = open(config, link, Preface::ours()).await?;
         let proof = auth::data_proof(secret, session, &challenge);
         exchange(&mut carrier, &Hello::Data { session, proof }).await?;
         Ok(carrier)
@@ -135,8 +203,13 @@ pub(crate) async fn data(
     .unwrap_or_else(|_| Err(ConnectError::Retry("data connection timed out".into())))
 }
 
-/// A new connection (or stream) over `link`, with prefaces exchanged and the challenge read.
-async fn open(config: &ClientConfig, link: &Link) -> Result<(Carrier, [u8; 32]), ConnectError> {
+/// A new connection (or stream) over `link`, with prefaces exchanged (ours is `preface`) and
+/// the challenge read.
+async fn open(
+    config: &ClientConfig,
+    link: &Link,
+    preface: Preface,
+) -> Result<(Carrier, [u8; 32]), ConnectError> {
     let carrier = match link {
         Link::Dial => dial(config).await?,
         Link::Mux(opener, kind) => Carrier::stream(
@@ -152,42 +225,12 @@ async fn open(config: &ClientConfig, link: &Link) -> Result<(Carrier, [u8; 32]),
             })?))
         }
     };
-    greet(config, carrier).await
-}
-
-/// A QUIC connection to the server, checked with the same trust as TLS over TCP.
-async fn open_quic(config: &ClientConfig) -> Result<quinn::Connection, ConnectError> {
-    let tls = config.quic_tls.as_ref().ok_or_else(|| {
-        ConnectError::Fatal(
-            "the QUIC carrier is always encrypted: it cannot run with insecure_plain".into(),
-        )
-    })?;
-    let addr = tokio::net::lookup_host(&config.server)
-        .await
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| ConnectError::Retry(format!("cannot resolve {}", config.server)))?;
-    let bind = match addr {
-        std::net::SocketAddr::V4(_) => std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
-        std::net::SocketAddr::V6(_) => std::net::SocketAddr::from(([0u16; 8], 0)),
-    };
-    let endpoint = quic::client_endpoint(bind)
-        .map_err(|e| ConnectError::Retry(format!("cannot open a UDP socket for QUIC: {e}")))?;
-    quic::connect(&endpoint, addr, host_of(&config.server), tls)
-        .await
-        .map_err(|e| {
-            if tls::is_trust_error(&e) {
-                let why = tls::trust_error_message(&e).unwrap_or_else(|| e.to_string());
-                ConnectError::Fatal(format!("the server's certificate is not trusted: {why}"))
-            } else {
-                ConnectError::Retry(format!("QUIC connection to {} failed: {e}", config.server))
-            }
-        })
+    greet(config, carrier, preface).await
 }
 
 /// A multiplexed connection: dialed and secured as the TCP carrier's connections are, then
 /// turned into a link by its preface.
-async fn open_link(config: &ClientConfig) -> Result<Opener, ConnectError> {
+async fn open_link(config: &ClientConfig) -> Result<(Opener, MuxInbound), ConnectError> {
     let carrier = dial(config).await?;
     link_over(config, carrier).await
 }
@@ -195,7 +238,10 @@ async fn open_link(config: &ClientConfig) -> Result<Opener, ConnectError> {
 /// A multiplexed connection inside a WebSocket: TCP to the URL's host (through the proxy, if
 /// any), the WebSocket handshake (with TLS for `wss://`), then burrow's own TLS unless plain,
 /// so the session is private and the server verified whatever sits between.
-async fn open_ws_link(config: &ClientConfig, url: &url::Url) -> Result<Opener, ConnectError> {
+async fn open_ws_link(
+    config: &ClientConfig,
+    url: &url::Url,
+) -> Result<(Opener, MuxInbound), ConnectError> {
     let host = url.host_str().unwrap_or_default();
     let port = url.port_or_known_default().unwrap_or(443);
     let address = if host.contains(':') {
@@ -214,10 +260,13 @@ async fn open_ws_link(config: &ClientConfig, url: &url::Url) -> Result<Opener, C
         .await
         .map_err(|e| match e {
             ws::WsError::Trust { .. } | ws::WsError::Url { .. } | ws::WsError::TlsConfig(_) => {
-                ConnectError::Fatal(e.to_string())
+                ConnectError::Unusable(e.to_string())
             }
-            ws::WsError::Status { status, .. } if (400..500).contains(&status) => {
-                ConnectError::Fatal(e.to_string())
+            // A wrong path or a refusal stays so; a timeout or rate limit passes.
+            ws::WsError::Status { status, .. }
+                if (400..500).contains(&status) && status != 408 && status != 429 =>
+            {
+                ConnectError::Unusable(e.to_string())
             }
             other => ConnectError::Retry(format!("WebSocket to {url}: {other}")),
         })?;
@@ -231,8 +280,11 @@ async fn open_ws_link(config: &ClientConfig, url: &url::Url) -> Result<Opener, C
 }
 
 /// Turns a secured connection into a multiplexed link: the link preface, the server's answer,
-/// then yamux.
-async fn link_over<S>(config: &ClientConfig, mut io: S) -> Result<Opener, ConnectError>
+/// then yamux, accepting the streams the server opens.
+async fn link_over<S>(
+    config: &ClientConfig,
+    mut io: S,
+) -> Result<(Opener, MuxInbound), ConnectError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -245,13 +297,13 @@ where
         .map_err(|e| retry_io("sending the preface", e))?;
     let theirs = read_server_preface(config, &mut io).await?;
     if theirs.caps & caps::MUX == 0 {
-        return Err(ConnectError::Fatal(format!(
+        return Err(ConnectError::Unusable(format!(
             "{} does not accept multiplexed carriers (mux, ws); upgrade the server or choose \
              carrier = \"tcp\"",
             config.server
         )));
     }
-    Ok(burrow_net::mux::client(io))
+    Ok(burrow_net::mux::client_accepting(io))
 }
 
 /// TCP (through the proxy, if any), then TLS unless plain.
@@ -271,14 +323,23 @@ async fn dial(config: &ClientConfig) -> Result<Carrier, ConnectError> {
     })
 }
 
-/// Prefaces and the challenge.
+/// Prefaces (ours is `preface`) and the challenge.
 async fn greet(
     config: &ClientConfig,
     mut carrier: Carrier,
+    preface: Preface,
 ) -> Result<(Carrier, [u8; 32]), ConnectError> {
-    write_preface(&mut carrier)
+    write_preface_with(&mut carrier, preface)
         .await
         .map_err(|e| retry_io("sending the preface", e))?;
+    read_challenge(config, carrier).await
+}
+
+/// The server's preface and challenge, once ours is sent.
+async fn read_challenge(
+    config: &ClientConfig,
+    mut carrier: Carrier,
+) -> Result<(Carrier, [u8; 32]), ConnectError> {
     read_server_preface(config, &mut carrier).await?;
     let challenge: Challenge = read_frame(&mut carrier)
         .await

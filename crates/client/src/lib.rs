@@ -17,6 +17,7 @@ mod host;
 pub mod proxy;
 mod proxy_protocol;
 pub mod reload;
+mod server_streams;
 mod session;
 pub mod status;
 mod streams;
@@ -166,7 +167,7 @@ async fn reconnect_loop(ctx: &Context, shutdown: &CancellationToken) -> Result<(
                 let carrier = est.link.kind();
                 config.status.connected(est.session, carrier);
                 let span = session_span(config, est.session);
-                info!(parent: &span, carrier, "{}", if first { "session established" } else { "reconnected: session established" });
+                info!(parent: &span, carrier, zero_rtt = est.zero_rtt, "{}", if first { "session established" } else { "reconnected: session established" });
                 let end = session::run(ctx, est, first, shutdown, span.clone())
                     .instrument(span)
                     .await;
@@ -183,13 +184,17 @@ async fn reconnect_loop(ctx: &Context, shutdown: &CancellationToken) -> Result<(
                 }
             }
             Err(ConnectError::Fatal(e)) => return Err(ClientError::Fatal(e)),
-            Err(ConnectError::ProxyAuth(e)) if first => return Err(ClientError::Fatal(e)),
-            Err(ConnectError::Retry(e) | ConnectError::ProxyAuth(e))
-                if config.exit_on_disconnect =>
-            {
+            Err(ConnectError::ProxyAuth(e) | ConnectError::Unusable(e)) if first => {
+                return Err(ClientError::Fatal(e));
+            }
+            Err(
+                ConnectError::Retry(e) | ConnectError::ProxyAuth(e) | ConnectError::Unusable(e),
+            ) if config.exit_on_disconnect => {
                 return Err(ClientError::Disconnected(e));
             }
-            Err(ConnectError::Retry(e) | ConnectError::ProxyAuth(e)) => {
+            Err(
+                ConnectError::Retry(e) | ConnectError::ProxyAuth(e) | ConnectError::Unusable(e),
+            ) => {
                 warn!("{e}; retrying in {:?}", backoff);
                 config.status.failed(&e);
             }

@@ -237,6 +237,7 @@ impl ConnectError {
             ConnectError::Fatal(e) => ConnectError::Fatal(with(e)),
             ConnectError::Retry(e) => ConnectError::Retry(with(e)),
             ConnectError::ProxyAuth(e) => ConnectError::ProxyAuth(with(e)),
+            ConnectError::Unusable(e) => ConnectError::Unusable(with(e)),
         }
     }
 }

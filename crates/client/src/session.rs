@@ -24,7 +24,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info};
+use tracing::{Instrument, debug, info};
 
 /// Extra slots the pool may grow by on the server's request, beyond `pool_size` (the server
 /// keeps at most 256 idle data connections per session).
@@ -99,6 +99,8 @@ pub(crate) async fn run(
         session,
         secret,
         link,
+        inbound,
+        ..
     } = est;
     let (reader, writer) = tokio::io::split(carrier);
     let (tx, mut incoming) = mpsc::channel(INCOMING_QUEUE);
@@ -115,6 +117,11 @@ pub(crate) async fn run(
     });
     for _ in 0..ctx.config.pool_size {
         tokio::spawn(pool.clone().slot(None));
+    }
+    if let Some(inbound) = inbound {
+        // Ends with the session (or its link); the streams it started go on.
+        let accept = crate::server_streams::accept(pool.clone(), inbound);
+        tokio::spawn(accept.in_current_span());
     }
     let now = Instant::now().into_std();
     let liveness = Liveness::new(now, ctx.config.heartbeat_interval, ctx.config.dead_after);

@@ -12,7 +12,7 @@
 //! tunnel, toward its new target).
 
 use crate::config::ClientConfig;
-use crate::connect::{self, ConnectError};
+use crate::connect;
 use crate::proxy_protocol::{ProxyProtocol, write_header};
 use crate::tunnels::Tunnels;
 use burrow_net::{Carrier, read_frame, relay, tune_endpoint};
@@ -83,7 +83,7 @@ impl Pool {
         };
         let mut carrier = match carrier {
             Ok(c) => c,
-            Err(ConnectError::Fatal(e) | ConnectError::Retry(e) | ConnectError::ProxyAuth(e)) => {
+            Err(e) => {
                 debug!("data connection failed: {e}");
                 return Outcome::Failed;
             }
@@ -102,7 +102,7 @@ impl Pool {
         };
         match open {
             Ok(open) => {
-                let span = self.stream_span(&open);
+                let span = self.stream_span(&open, "pool");
                 let (config, tunnels) = (self.config.clone(), self.tunnels.clone());
                 self.streams
                     .spawn(run_stream(config, tunnels, carrier, open).instrument(span));
@@ -119,11 +119,13 @@ impl Pool {
 impl Pool {
     /// The span of a stream (at `debug`, so free unless logs or traces want it), with the ids
     /// the server traces it by, linked to the session's span: streams outlive sessions, so
-    /// they do not nest in them.
-    fn stream_span(&self, open: &StreamOpen) -> tracing::Span {
+    /// they do not nest in them. `opened` says how the stream came: `pool` (a pooled data
+    /// connection) or `server` (a stream the server opened on the link).
+    pub(crate) fn stream_span(&self, open: &StreamOpen, opened: &'static str) -> tracing::Span {
         let span = tracing::debug_span!(
             "stream",
             stream = open.stream,
+            opened,
             session = %format_args!("{:016x}", self.session),
             tunnel = tracing::field::Empty,
             visitor = tracing::field::Empty,
@@ -143,7 +145,7 @@ impl Pool {
 }
 
 /// Connects a stream to its target and relays until both directions finish.
-async fn run_stream(
+pub(crate) async fn run_stream(
     config: Arc<ClientConfig>,
     tunnels: Arc<Tunnels>,
     carrier: Carrier,

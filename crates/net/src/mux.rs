@@ -37,8 +37,8 @@ pub const SERVER_OPENED_STREAMS: usize = MAX_STREAMS / 2;
 
 /// Streams either side holds on one link, all directions together. yamux ends the whole
 /// connection when a peer opens one more than this, and a stream one side has finished with may
-/// still count on the other for a moment, so this is twice the larger share plus the smaller.
-const LINK_STREAMS: usize = 2 * MAX_STREAMS;
+/// still count on the other for a moment, so this is twice both shares.
+const LINK_STREAMS: usize = 2 * (MAX_STREAMS + SERVER_OPENED_STREAMS);
 
 /// How far the streams of one link may grow their receive windows beyond yamux's initial
 /// 256 KiB each, all together. yamux grows a busy stream's window toward twice the
@@ -150,6 +150,17 @@ impl AsyncWrite for MuxStream {
     /// Half-closes the stream: the peer reads the end, and can still write back.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+impl MuxStream {
+    /// Tells the peer at once that this stream, which it opened, was accepted: an empty data
+    /// frame carrying yamux's ACK, which the peer's reader skips. Without it the ACK waits for
+    /// this side's first byte, and yamux lets the opener hold only 256 unacknowledged streams
+    /// before opening waits, so streams whose far end stays silent would block new ones.
+    pub async fn acknowledge(&mut self) -> io::Result<()> {
+        futures::AsyncWriteExt::write(self.io.get_mut(), &[]).await?;
+        Ok(())
     }
 }
 

@@ -17,8 +17,14 @@
 //!   their configuration, leaving TCP's untouched. A refused certificate comes back from
 //!   [`connect`] as the same kind of `io::Error` a TCP TLS handshake gives, so
 //!   [`tls::is_trust_error`] and [`tls::trust_error_message`] recognise both carriers alike.
-//!   No 0-RTT: early data can be replayed, and burrow's challenge–response waits for the
-//!   server's challenge in any case, so it would save nothing.
+//! - **Resumption and 0-RTT, for the preface only.** A [`ClientTls`] keeps one session store
+//!   and one certificate check for all its connections (rustls resumes only with the check that
+//!   made the session), so a reconnect resumes the TLS session and may send 0-RTT data
+//!   ([`dial`], [`Dialed`], [`Handshake`]). The server keeps its own store of QUIC sessions in
+//!   memory ([`SESSION_CACHE`] tickets) rather than issuing stateless tickets: rustls accepts
+//!   0-RTT only then, because each ticket is taken out of the store when used, so a recorded
+//!   first flight replayed to the server resumes nothing and its early data is refused. A
+//!   restarted server has forgotten every session: clients make a full handshake once.
 //! - **Windows sized from the bandwidth-delay product.** 100 Mbit/s over a 50 ms round trip
 //!   keeps 625 kB in flight. A stream may have [`STREAM_RECEIVE_WINDOW`] (4 MiB, ~670 Mbit/s at
 //!   50 ms) unread; the whole connection [`CONNECTION_RECEIVE_WINDOW`] (32 MiB), which also caps
@@ -35,11 +41,13 @@
 //!   network switch): the connection id, not the address, names the connection. A client moves
 //!   on purpose with [`rebind`].
 
+mod handshake;
 mod link;
 mod stream;
 #[cfg(test)]
 mod tests;
 
+pub use handshake::{Dialed, Handshake, ServerHandshake, accept_early, dial};
 pub use link::{
     CHANNEL_QUEUE, DATAGRAM_CHANNELS, DatagramChannel, QuicLink, QuicOffer, QuicSender,
 };
@@ -68,6 +76,9 @@ pub const MAX_STREAMS: u32 = 16_384;
 pub const STREAM_RECEIVE_WINDOW: u32 = 4 << 20;
 /// Bytes the whole connection may receive ahead of its readers, all streams together.
 pub const CONNECTION_RECEIVE_WINDOW: u32 = 32 << 20;
+/// The same on a server's connection until one of its streams has authenticated (see
+/// [`proven`]): a peer nobody knows yet cannot make the server buffer more than this.
+pub const UNPROVEN_RECEIVE_WINDOW: u32 = 1 << 20;
 /// Bytes written but not yet acknowledged, all streams together.
 const SEND_WINDOW: u64 = 32 << 20;
 /// Bytes of received datagrams waiting to be read, and of datagrams waiting to be sent.
@@ -76,18 +87,30 @@ pub const DATAGRAM_BUFFER: usize = 1 << 20;
 const KEEP_ALIVE: Duration = liveness::DEFAULT_INTERVAL;
 /// Silence after which a connection is closed: burrow's dead-carrier bound.
 const IDLE_TIMEOUT: Duration = liveness::DEFAULT_DEAD_AFTER;
+/// QUIC session tickets the server remembers for resumption, two per connection (so about
+/// half as many clients); the oldest are forgotten first. Each is a few hundred bytes.
+pub const SESSION_CACHE: usize = 8192;
 /// Socket buffers asked of the kernel: a burst at full window must not overflow the default
 /// ~200 kB receive buffer. The kernel caps this at `net.core.rmem_max` / `wmem_max`.
 const SOCKET_BUFFER: usize = 4 << 20;
 
 /// The transport settings both sides use (see the module documentation for the reasons).
 pub fn transport_config() -> Arc<quinn::TransportConfig> {
+    transport_config_with(CONNECTION_RECEIVE_WINDOW)
+}
+
+/// A server connection's window grows to its full size: one of its streams authenticated.
+pub fn proven(connection: &quinn::Connection) {
+    connection.set_receive_window(CONNECTION_RECEIVE_WINDOW.into());
+}
+
+fn transport_config_with(receive_window: u32) -> Arc<quinn::TransportConfig> {
     let mut config = quinn::TransportConfig::default();
     config
         .max_concurrent_bidi_streams(MAX_STREAMS.into())
         .max_concurrent_uni_streams(0u32.into())
         .stream_receive_window(STREAM_RECEIVE_WINDOW.into())
-        .receive_window(CONNECTION_RECEIVE_WINDOW.into())
+        .receive_window(receive_window.into())
         .send_window(SEND_WINDOW)
         .datagram_receive_buffer_size(Some(DATAGRAM_BUFFER))
         .datagram_send_buffer_size(DATAGRAM_BUFFER)
@@ -111,12 +134,18 @@ pub fn server_endpoint(
 ) -> anyhow::Result<quinn::Endpoint> {
     let mut tls = (*tls).clone();
     tls.alpn_protocols = vec![ALPN.to_vec()];
-    // QUIC allows only 0 or u32::MAX here; 0 turns 0-RTT off.
-    tls.max_early_data_size = 0;
+    // QUIC allows only 0 or u32::MAX here; QUIC's own flow control bounds early data.
+    tls.max_early_data_size = u32::MAX;
+    // A store of its own, so TCP's many data connections never push QUIC sessions out. Each
+    // connection gets rustls's two tickets: a reconnect attempt uses one up even when it never
+    // reaches the server, so the next attempt still has one.
+    tls.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
     let crypto = QuicServerConfig::try_from(tls)
         .context("the server's TLS configuration cannot be used for QUIC")?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(transport_config()).migration(true);
+    config
+        .transport_config(transport_config_with(UNPROVEN_RECEIVE_WINDOW))
+        .migration(true);
     tune_socket(&socket);
     let runtime = quinn::default_runtime().context("QUIC needs a tokio runtime")?;
     quinn::Endpoint::new(Default::default(), Some(config), socket, runtime)
@@ -141,11 +170,14 @@ pub fn rebind(endpoint: &quinn::Endpoint, bind: SocketAddr) -> io::Result<Socket
     Ok(local)
 }
 
-/// The client's TLS for QUIC: burrow's trust in the server, with the ALPN set.
+/// The client's TLS for QUIC: burrow's trust in the server, with the ALPN set, early data
+/// allowed, and one session store. Clones share the store: build it once per server and keep
+/// it across reconnects, or nothing resumes.
 #[derive(Clone)]
 pub struct ClientTls {
     config: rustls::ClientConfig,
     verifier: Arc<dyn ServerCertVerifier>,
+    refusal: Refusal,
 }
 
 impl std::fmt::Debug for ClientTls {
@@ -156,16 +188,43 @@ impl std::fmt::Debug for ClientTls {
     }
 }
 
+/// Why a client's certificate check refused the server, kept until a failed connection takes
+/// it. The check is one for all of a [`ClientTls`]'s connections (resumption needs that), so
+/// this is too; they all go to the same server with the same trust, so a refusal taken by
+/// another connection failing at the same moment says the same thing.
+type Refusal = Arc<Mutex<Option<rustls::Error>>>;
+
+/// A failed connection's error: the certificate check's refusal when there was one, in the
+/// same shape as tokio-rustls's handshake errors (which [`tls`] classifies), otherwise quinn's.
+fn failure(refusal: &Refusal, failure: quinn::ConnectionError) -> io::Error {
+    match refusal.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        Some(err) => io::Error::new(io::ErrorKind::InvalidData, err),
+        None => failure.into(),
+    }
+}
+
 /// Builds the client's QUIC TLS for `server` (`host:port` as the user wrote it), trusting it as
 /// [`tls::client_config`] does for TCP.
 pub fn client_tls(trust: &Trust, server: &str) -> anyhow::Result<ClientTls> {
     let verifier = tls::server_verifier(trust, server)?;
-    let mut config = tls::client_config_with(Arc::clone(&verifier))?;
+    let refusal = Arc::new(Mutex::new(None));
+    let mut config = tls::client_config_with(Arc::new(RecordRefusal {
+        inner: Arc::clone(&verifier),
+        refusal: Arc::clone(&refusal),
+    }))?;
     config.alpn_protocols = vec![ALPN.to_vec()];
-    Ok(ClientTls { config, verifier })
+    // Only offered with a resumed session; what goes early is the caller's choice (see
+    // `handshake`).
+    config.enable_early_data = true;
+    Ok(ClientTls {
+        config,
+        verifier,
+        refusal,
+    })
 }
 
-/// Connects to a server and completes the QUIC handshake, bounded by the idle timeout.
+/// Connects to a server and completes the QUIC handshake, bounded by the idle timeout; nothing
+/// is sent as 0-RTT data (see [`dial`] for that).
 ///
 /// `server_name` is the host the certificate is checked against (a DNS name or an IP address).
 /// When the server's certificate is refused, the error carries the `rustls::Error` as a TCP TLS
@@ -177,31 +236,13 @@ pub async fn connect(
     server_name: &str,
     tls: &ClientTls,
 ) -> io::Result<quinn::Connection> {
-    // A fresh check per connection, so a refusal is this connection's and nobody else's.
-    let refusal = Arc::new(Mutex::new(None));
-    let mut config = tls.config.clone();
-    config
-        .dangerous()
-        .set_certificate_verifier(Arc::new(RecordRefusal {
-            inner: Arc::clone(&tls.verifier),
-            refusal: Arc::clone(&refusal),
-        }));
-    let crypto = QuicClientConfig::try_from(config).map_err(io::Error::other)?;
-    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-    client.transport_config(transport_config());
-    let connecting = endpoint
-        .connect_with(client, server, server_name)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let failure = match connecting.await {
-        Ok(connection) => return Ok(connection),
-        Err(e) => e,
-    };
-    let refused = refusal.lock().unwrap_or_else(|e| e.into_inner()).take();
-    Err(match refused {
-        // The same shape as tokio-rustls's handshake errors, which `tls` classifies.
-        Some(err) => io::Error::new(io::ErrorKind::InvalidData, err),
-        None => failure.into(),
-    })
+    match dial(endpoint, server, server_name, tls).await? {
+        Dialed::Done(connection) => Ok(connection),
+        Dialed::Early(connection, handshake) => {
+            handshake.finish().await?;
+            Ok(connection)
+        }
+    }
 }
 
 /// The largest datagram the connection can send now, `None` when the peer takes none.
@@ -257,7 +298,7 @@ fn tune_socket(socket: &UdpSocket) {
 #[derive(Debug)]
 struct RecordRefusal {
     inner: Arc<dyn ServerCertVerifier>,
-    refusal: Arc<Mutex<Option<rustls::Error>>>,
+    refusal: Refusal,
 }
 
 impl RecordRefusal {

@@ -76,13 +76,22 @@ impl From<FrameIo> for Failure {
     }
 }
 
-/// Runs the handshake; on failure the client has already been told what it may know. A
-/// connection may ask to become a multiplexed link only where `links` allows it (not on a
-/// stream that is already inside one).
+/// Whether a connection may, or must, ask to become a multiplexed link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Links {
+    /// The control port: a connection, or a link.
+    Allowed,
+    /// A stream inside a link: never a link itself.
+    Refused,
+    /// A WebSocket: only a link.
+    Required,
+}
+
+/// Runs the handshake; on failure the client has already been told what it may know.
 pub(crate) async fn accept<S>(
     io: &mut S,
     authority: &dyn Authority,
-    links: bool,
+    links: Links,
 ) -> Result<Verdict, Failure>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -97,14 +106,24 @@ where
             true,
         )));
     }
-    if theirs.caps & caps::LINK != 0 {
-        if !links {
+    match (theirs.caps & caps::LINK != 0, links) {
+        (true, Links::Refused) => {
             return Err(Failure::Malformed(
                 "a stream of a multiplexed connection asked to be one itself".into(),
             ));
         }
-        write_preface(io).await.map_err(Failure::Io)?;
-        return Ok(Verdict::Link);
+        (true, _) => {
+            write_preface(io).await.map_err(Failure::Io)?;
+            return Ok(Verdict::Link);
+        }
+        (false, Links::Required) => {
+            // Refused before the challenge: no login runs on a connection that cannot be used.
+            return Err(Failure::Malformed(
+                "a WebSocket carries only multiplexed links (a client older than the ws carrier?)"
+                    .into(),
+            ));
+        }
+        (false, _) => {}
     }
     // Preface and challenge leave in one write (one TLS record, one wake-up at the client).
     let nonce = auth::nonce();

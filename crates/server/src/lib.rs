@@ -308,7 +308,34 @@ async fn serve_connection(
 ) {
     let _ = tune_carrier(&tcp);
     let handshake = handshake(&shared, tcp);
-    dispatch(&shared, handshake, peer, permit, None).await;
+    dispatch(&shared, handshake, peer, Unproven::new(permit), None).await;
+}
+
+/// A connection's (or a link's, or a link stream's) places in the handshake phase, and when
+/// that phase began: its deadline is `handshake_timeout` later.
+pub(crate) struct Unproven {
+    /// One of the `max_unauthenticated` places (given back when this is dropped).
+    _permit: OwnedSemaphorePermit,
+    /// One of its link's places, for a stream of a link.
+    _link: Option<OwnedSemaphorePermit>,
+    /// When the handshake phase began.
+    since: tokio::time::Instant,
+}
+
+impl Unproven {
+    /// Starts the handshake phase now with `permit`.
+    pub(crate) fn new(permit: OwnedSemaphorePermit) -> Self {
+        Self {
+            _permit: permit,
+            _link: None,
+            since: tokio::time::Instant::now(),
+        }
+    }
+
+    /// When the handshake phase must be over.
+    pub(crate) fn deadline(&self, shared: &Shared) -> tokio::time::Instant {
+        self.since + shared.config().handshake_timeout
+    }
 }
 
 /// Runs a connection's handshake (or a multiplexed stream's) under the pre-auth deadline and
@@ -320,16 +347,15 @@ pub(crate) async fn dispatch(
     shared: &Arc<Shared>,
     handshake: impl Future<Output = anyhow::Result<(Carrier, Verdict)>>,
     peer: SocketAddr,
-    permit: OwnedSemaphorePermit,
+    unproven: Unproven,
     on_link: Option<&link::OnLink>,
 ) {
     let deadline = shared.config().handshake_timeout;
     let started = std::time::Instant::now();
     let outcome = tokio::select! {
         _ = shared.shutdown.cancelled() => return,
-        outcome = timeout(deadline, handshake) => outcome,
+        outcome = tokio::time::timeout_at(unproven.deadline(shared), handshake) => outcome,
     };
-    drop(permit);
     let (carrier, verdict) = match outcome {
         Ok(Ok(done)) => done,
         Ok(Err(why)) if why.is::<PeerLeft>() => return debug!(%peer, "{why}"),
@@ -343,8 +369,10 @@ pub(crate) async fn dispatch(
         }
     };
     if let Verdict::Link = verdict {
-        return link::serve(shared.clone(), carrier, "mux", peer).await;
+        // Still unproven: the link keeps its place until a stream authenticates.
+        return link::serve(shared.clone(), carrier, "mux", peer, unproven).await;
     }
+    drop(unproven);
     if let Some(on_link) = on_link {
         on_link.authenticated.cancel();
     }
@@ -385,14 +413,14 @@ async fn handshake(shared: &Shared, tcp: TcpStream) -> anyhow::Result<(Carrier, 
             Carrier::ServerTls(Box::new(stream))
         }
     };
-    greet(shared, carrier, true).await
+    greet(shared, carrier, handshake::Links::Allowed).await
 }
 
 /// The burrow handshake on a secured carrier.
 async fn greet(
     shared: &Shared,
     mut carrier: Carrier,
-    links: bool,
+    links: handshake::Links,
 ) -> anyhow::Result<(Carrier, Verdict)> {
     let verdict = match handshake::accept(&mut carrier, &shared.registry, links).await {
         Err(handshake::Failure::Io(e)) if hung_up(&e) => return Err(PeerLeft.into()),

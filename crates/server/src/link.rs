@@ -3,17 +3,20 @@
 //! handshake as a connection of the TCP carrier, and then serve as a control stream or a data
 //! connection.
 //!
-//! A link is not trusted for itself: every stream proves its session on its own. Before any
-//! stream has authenticated, the link is held to the pre-auth rules: it must authenticate one
-//! within `handshake_timeout` or it is closed, and it may hold only [`UNPROVEN_STREAMS`]
-//! handshakes at once (each also counts against `max_unauthenticated`).
+//! A link is not trusted for itself: every stream proves its session on its own. Until one of
+//! its streams has authenticated, the link is held to the pre-auth rules: it keeps the place in
+//! `max_unauthenticated` it took when it was accepted, and one stream must authenticate within
+//! `handshake_timeout` of that moment or the link is closed. It may run only
+//! [`UNPROVEN_STREAMS`] handshakes at once, each also taking a place of its own; and an address
+//! banned for failed handshakes (on this link or elsewhere) loses its link at the next stream.
 //!
 //! The server can open streams on a link too ([`Opener`]): a session whose control stream runs
 //! on a link, and whose client asked for it (`caps::SERVER_STREAMS`), serves a visitor that
 //! finds its pool empty on a stream the server opens, with no handshake and no round trip to
 //! wait for (see [`crate::registry::SessionHandle::take_data`]).
 
-use crate::{Shared, dispatch, greet};
+use crate::handshake::Links;
+use crate::{Shared, Unproven, dispatch, greet};
 use burrow_net::Carrier;
 use burrow_net::mux::{self, MuxStream};
 use burrow_net::quic::QuicLink;
@@ -24,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, warn};
 
 /// Handshakes one link may run at once; streams beyond that are refused (reset).
-const UNPROVEN_STREAMS: usize = 32;
+const UNPROVEN_STREAMS: usize = 8;
 
 /// Opens streams toward the client on the link a session's control stream runs on.
 #[derive(Debug, Clone)]
@@ -102,7 +105,14 @@ impl Streams {
     /// Closes the link at once (dropping a mux receiver does that by itself).
     fn close(&self) {
         if let Streams::Quic(link) = self {
-            link.connection().close(0u32.into(), b"not authenticated");
+            link.connection().close(0u32.into(), b"closed");
+        }
+    }
+
+    /// A stream authenticated: the link may now take full-size windows.
+    fn proven(&self) {
+        if let Streams::Quic(link) = self {
+            burrow_net::quic::proven(link.connection());
         }
     }
 }
@@ -116,30 +126,48 @@ pub(crate) fn serve<T>(
     io: T,
     kind: &'static str,
     peer: SocketAddr,
+    unproven: Unproven,
 ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (opener, inbound) = mux::server(io);
     let streams = Streams::Mux(inbound, kind);
-    Box::pin(run(shared, streams, Opener::Mux(opener, kind), peer))
+    Box::pin(run(
+        shared,
+        streams,
+        Opener::Mux(opener, kind),
+        peer,
+        unproven,
+    ))
 }
 
 /// Serves a link's streams until it closes; `opener` opens streams on the same link.
+/// `unproven` is the link's place in the handshake phase, held until one of its streams
+/// authenticates.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     mut streams: Streams,
     opener: Opener,
     peer: SocketAddr,
+    unproven: Unproven,
 ) {
     let authenticated = CancellationToken::new();
     let handshakes = Arc::new(Semaphore::new(UNPROVEN_STREAMS));
-    let deadline = tokio::time::sleep(shared.config().handshake_timeout);
-    tokio::pin!(deadline);
+    let deadline = unproven.deadline(&shared);
+    let mut unproven = Some(unproven);
     debug!(%peer, "multiplexed connection open");
     loop {
         let carrier = tokio::select! {
-            _ = &mut deadline, if !authenticated.is_cancelled() => {
+            () = authenticated.cancelled(), if unproven.is_some() => {
+                unproven = None;
+                streams.proven();
+                continue;
+            }
+            () = tokio::time::sleep_until(deadline), if unproven.is_some() => {
+                if authenticated.is_cancelled() {
+                    continue;
+                }
                 shared.handshake_failed(peer, crate::metrics::AuthFailure::Timeout);
                 streams.close();
                 return warn!(%peer, "multiplexed connection closed: no stream authenticated within {:?}", shared.config().handshake_timeout);
@@ -152,6 +180,10 @@ pub(crate) async fn run(
         if shared.shutdown.is_cancelled() {
             // Streams already open may finish; new ones are refused.
             continue;
+        }
+        if shared.refuse_banned(peer) {
+            streams.close();
+            return warn!(%peer, "multiplexed connection closed: the address is banned");
         }
         let (Ok(local), Some(permit)) = (
             handshakes.clone().try_acquire_owned(),
@@ -166,9 +198,12 @@ pub(crate) async fn run(
             opener: opener.clone(),
         };
         let task = async move {
-            let handshake = greet(&ours, carrier, false);
-            dispatch(&ours, handshake, peer, permit, Some(&on_link)).await;
-            drop(local);
+            let handshake = greet(&ours, carrier, Links::Refused);
+            let place = Unproven {
+                _link: Some(local),
+                ..Unproven::new(permit)
+            };
+            dispatch(&ours, handshake, peer, place, Some(&on_link)).await;
         };
         shared
             .tracker

@@ -6,6 +6,7 @@
 //! the registry beside the tunnel and vanish with it, so the number of series follows the live
 //! tunnels and never a visitor or an address.
 
+use crate::link::Opened;
 use burrow_net::datagram_io::DatagramStats;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
@@ -23,6 +24,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 type Label = [(&'static str, &'static str); 1];
 /// A histogram family whose members share [`latency_buckets`].
 type Latencies = Family<Label, Histogram, fn() -> Histogram>;
+/// The same with two labels.
+type Latencies2 = Family<[(&'static str, &'static str); 2], Histogram, fn() -> Histogram>;
 
 /// Buckets from 0.5 ms to about 16 s, doubling: handshakes, stream opens and round trips on a
 /// LAN and across continents alike.
@@ -86,7 +89,7 @@ pub(crate) enum VisitorKind {
 pub(crate) struct Metrics {
     registry: Registry,
     handshakes: Latencies,
-    stream_opens: Latencies,
+    stream_opens: Latencies2,
     carrier_rtt: Histogram,
     auth_failures: Family<Label, Counter>,
     bans: Counter,
@@ -96,7 +99,7 @@ pub(crate) struct Metrics {
 impl Metrics {
     pub(crate) fn new() -> Self {
         let handshakes = Latencies::new_with_constructor(latency_histogram);
-        let stream_opens = Latencies::new_with_constructor(latency_histogram);
+        let stream_opens = Latencies2::new_with_constructor(latency_histogram);
         let carrier_rtt = latency_histogram();
         let auth_failures = Family::<Label, Counter>::default();
         let mut registry = Registry::default();
@@ -107,7 +110,7 @@ impl Metrics {
         );
         registry.register(
             "burrow_stream_open_seconds",
-            "Time from a visitor's arrival to its stream being sent to the client",
+            "Time from a visitor's arrival to its stream being sent to the client, by how the stream was opened (a pooled data connection, or a stream the server opened on the client's link)",
             stream_opens.clone(),
         );
         registry.register(
@@ -151,15 +154,20 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// A visitor's stream reached its client `took` after the visitor arrived.
-    pub(crate) fn stream_opened(&self, kind: VisitorKind, took: Duration) {
+    /// A visitor's stream, `opened` as it was, reached its client `took` after the visitor
+    /// arrived.
+    pub(crate) fn stream_opened(&self, kind: VisitorKind, opened: Opened, took: Duration) {
         let kind = match kind {
             VisitorKind::Tcp => "tcp",
             VisitorKind::Http => "http",
             VisitorKind::Passthrough => "tls_passthrough",
         };
+        let opened = match opened {
+            Opened::Pool => "pool",
+            Opened::Server => "server",
+        };
         self.stream_opens
-            .get_or_create(&[("kind", kind)])
+            .get_or_create(&[("kind", kind), ("opened", opened)])
             .observe(took.as_secs_f64());
     }
 

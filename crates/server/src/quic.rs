@@ -3,7 +3,7 @@
 
 use crate::link::{self, Streams};
 use crate::{Shared, Transport};
-use burrow_net::quic::{QuicLink, quinn};
+use burrow_net::quic::{self, QuicLink, quinn};
 use std::sync::Arc;
 use tracing::{Instrument, debug, info, warn};
 
@@ -22,6 +22,15 @@ pub(crate) fn spawn(shared: &Arc<Shared>, socket: std::net::UdpSocket) -> anyhow
             };
             let Some(incoming) = incoming else { break };
             let peer = incoming.remote_address();
+            // A UDP source address proves nothing until the peer has answered a retry token
+            // sent to it: without this, forged Initials could hold handshake places, and get an
+            // innocent address banned. The check costs one round trip per connection.
+            if !incoming.remote_address_validated() && incoming.may_retry() {
+                if let Err(e) = incoming.retry() {
+                    debug!(%peer, "QUIC retry not sent: {e}");
+                }
+                continue;
+            }
             if shared.refuse_banned(peer) {
                 incoming.ignore();
                 continue;
@@ -42,29 +51,48 @@ pub(crate) fn spawn(shared: &Arc<Shared>, socket: std::net::UdpSocket) -> anyhow
     Ok(())
 }
 
-/// Finishes one QUIC handshake (under the pre-auth deadline) and serves the connection's
-/// streams.
+/// Serves one QUIC connection from the moment it is accepted, so a resumed client's preface,
+/// sent as 0-RTT data, is answered with the server's preface and challenge in the first flight;
+/// meanwhile the QUIC handshake finishes in [`confirm`]. The pre-auth deadline runs over both:
+/// [`link::run`] closes the connection when no stream authenticated within it.
 async fn accept(
     shared: Arc<Shared>,
     incoming: quinn::Incoming,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let peer = incoming.remote_address();
-    let deadline = shared.config().handshake_timeout;
-    let connection = match tokio::time::timeout(deadline, incoming).await {
-        Ok(Ok(connection)) => connection,
-        Ok(Err(e)) => {
+    let unproven = crate::Unproven::new(permit);
+    let deadline = unproven.deadline(&shared);
+    let (connection, handshake) = match quic::accept_early(incoming).await {
+        Ok(accepted) => accepted,
+        Err(e) => {
             shared.handshake_failed(peer, crate::metrics::AuthFailure::Tls);
             return warn!(%peer, "QUIC handshake failed: {e}");
         }
-        Err(_) => {
-            shared.handshake_failed(peer, crate::metrics::AuthFailure::Timeout);
-            return warn!(%peer, "QUIC handshake not finished within {deadline:?}");
-        }
     };
-    drop(permit);
     debug!(%peer, "QUIC connection open");
-    let quic = QuicLink::new(connection);
-    let opener = link::Opener::Quic(quic.clone());
-    link::run(shared, Streams::Quic(quic), opener, peer).await;
+    let link = QuicLink::new(connection);
+    let opener = link::Opener::Quic(link.clone());
+    let confirm = confirm(&shared, handshake, deadline, peer);
+    tokio::join!(
+        confirm,
+        link::run(shared.clone(), Streams::Quic(link), opener, peer, unproven)
+    );
+}
+
+/// Waits for the QUIC handshake to finish and reports a failure. One that is too slow is not
+/// this task's to end: the link's pre-auth deadline, the same instant, closes the connection
+/// and counts it.
+async fn confirm(
+    shared: &Shared,
+    handshake: quic::ServerHandshake,
+    deadline: tokio::time::Instant,
+    peer: std::net::SocketAddr,
+) {
+    if let Ok(Err(e)) = tokio::time::timeout_at(deadline, handshake.finish()).await {
+        if !matches!(e, quinn::ConnectionError::LocallyClosed) {
+            shared.handshake_failed(peer, crate::metrics::AuthFailure::Tls);
+            warn!(%peer, "QUIC handshake failed: {e}");
+        }
+    }
 }

@@ -17,6 +17,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+pub(crate) use crate::link::Opened;
+
+/// How long a visitor waits for a stream the server opens on a link before it falls back to
+/// the pool: opening a mux stream is immediate, a QUIC one waits only while the client has
+/// given no credit for another stream (it holds [`burrow_net::quic::MAX_STREAMS`] already).
+const SERVER_OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A live session as other tasks see it.
 #[derive(Debug)]
@@ -56,6 +64,9 @@ pub(crate) struct SessionHandle {
     pub udp_flows: std::sync::atomic::AtomicUsize,
     /// The session's span, for its streams' spans to link to.
     pub span: crate::spans::SessionSpan,
+    /// Opens streams toward the client on its link, when it asked for them
+    /// (`caps::SERVER_STREAMS`): a visitor that finds the pool empty needs no round trip.
+    pub opener: Option<crate::link::Opener>,
 }
 
 impl SessionHandle {
@@ -67,14 +78,33 @@ impl SessionHandle {
             .map_or(self.peer, |connection| connection.remote_address())
     }
 
-    /// Takes an idle data connection, asking the client for more when there is none; waits as
-    /// long as it takes (callers bound the wait). If the client's request queue is full, a
-    /// request is already pending.
-    pub(crate) async fn take_data(&self) -> burrow_net::Carrier {
+    /// A stream toward the client for one visitor, and how it was opened: an idle pooled data
+    /// connection when there is one (free); else, for a client that asked for them, a stream
+    /// the server opens on its link (waiting at most [`SERVER_OPEN_WAIT`]); else, or when that
+    /// fails (the server holds its share of the link's streams, the link is gone), the pool's
+    /// next connection, asking the client for more. Waits as long as that takes (callers bound
+    /// the wait). If the client's request queue is full, a request is already pending.
+    ///
+    /// Cancel-safe: a stream opened but not yet returned is dropped, which resets it.
+    pub(crate) async fn take_data(&self) -> (burrow_net::Carrier, Opened) {
+        if let Some(pooled) = self.pool.take() {
+            return (pooled, Opened::Pool);
+        }
+        if let Some(opener) = &self.opener {
+            match tokio::time::timeout(SERVER_OPEN_WAIT, opener.open()).await {
+                Ok(Ok(carrier)) => return (carrier, Opened::Server),
+                Ok(Err(e)) => {
+                    debug!("cannot open a stream toward the client ({e}); waiting for the pool")
+                }
+                Err(_) => debug!(
+                    "no stream toward the client within {SERVER_OPEN_WAIT:?}; waiting for the pool"
+                ),
+            }
+        }
         let want_more = || {
             let _ = self.control.try_send(ServerMsg::WantData { count: 1 });
         };
-        self.pool.take_or_wait(want_more).await
+        (self.pool.take_or_wait(want_more).await, Opened::Pool)
     }
 }
 

@@ -131,6 +131,7 @@ pub fn diff(old: &ServerConfig, new: &ServerConfig) -> Vec<Change> {
         ("ban_window", o.bans.window != n.bans.window),
         ("ban_for", o.bans.duration != n.bans.duration),
         ("ban_exempt", o.bans.exempt != n.bans.exempt),
+        ("ws_path", o.ws_path != n.ws_path),
     ];
     let restart = [
         ("ports", o.ports != n.ports),

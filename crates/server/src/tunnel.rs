@@ -6,7 +6,7 @@
 
 use crate::Shared;
 use crate::metrics::{OpenStream, TunnelStats, VisitorKind};
-use crate::registry::{Route, SessionHandle};
+use crate::registry::{Opened, Route, SessionHandle};
 use crate::spans;
 use burrow_net::{relay, tune_endpoint, write_frame};
 use burrow_proto::msg::{Protocol, Refusal, StreamKind, StreamOpen, Target};
@@ -99,7 +99,8 @@ async fn visit(
     let _ = tune_endpoint(&socket);
     let arrived = std::time::Instant::now();
     let deadline = Instant::now() + shared.config().pool_wait;
-    let Some((session, tunnel, mut carrier)) = find_carrier(&mut routes, Some(deadline)).await
+    let Some((session, tunnel, (mut carrier, opened))) =
+        find_carrier(&mut routes, Some(deadline)).await
     else {
         visitor.stats.error();
         return warn!(
@@ -120,27 +121,27 @@ async fn visit(
     }
     shared
         .metrics
-        .stream_opened(VisitorKind::Tcp, arrived.elapsed());
+        .stream_opened(VisitorKind::Tcp, opened, arrived.elapsed());
     let open = OpenStream::new(&shared.active_streams, &session.streams, &visitor.stats);
-    debug!("stream open");
+    debug!(%opened, "stream open");
     let result = relay(&mut socket, &mut carrier).await;
     drop(open);
     match result {
         Ok(r) => {
             visitor.stats.add_bytes(r.to_carrier, r.from_carrier);
-            debug!(up = r.to_carrier, down = r.from_carrier, path = %r.path, "stream closed")
+            debug!(up = r.to_carrier, down = r.from_carrier, path = %r.path, %opened, "stream closed")
         }
         Err(e) => debug!("stream ended: {e}"),
     }
 }
 
 /// Waits (until `deadline`, or for as long as it takes) for a session to serve the tunnel and
-/// for one of its idle data connections; follows the route when the session changes meanwhile
+/// for a stream toward its client (see [`SessionHandle::take_data`]); follows the route when the session changes meanwhile
 /// (a client reconnecting within its lease).
 pub(crate) async fn find_carrier(
     routes: &mut watch::Receiver<Route>,
     deadline: Option<Instant>,
-) -> Option<(Arc<SessionHandle>, u32, burrow_net::Carrier)> {
+) -> Option<(Arc<SessionHandle>, u32, (burrow_net::Carrier, Opened))> {
     let expired = async {
         match deadline {
             Some(d) => tokio::time::sleep_until(d).await,

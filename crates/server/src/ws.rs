@@ -5,8 +5,8 @@
 //! terminates the outer TLS (or is reached with `ws://` directly). Either way the session is
 //! private and the server verified, because burrow's own TLS runs inside the WebSocket.
 
-use crate::handshake::{self, Verdict};
-use crate::{Shared, Transport, accept, hung_up, link, metrics, tls_failure};
+use crate::handshake::{self, Links, Verdict};
+use crate::{Shared, Transport, Unproven, accept, hung_up, link, metrics, tls_failure};
 use burrow_net::tune_carrier;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,8 +31,10 @@ pub(crate) fn spawn(shared: &Arc<Shared>, listener: tokio::net::TcpListener) {
             let task = async move {
                 let shared = ours;
                 let deadline = shared.config().handshake_timeout;
-                let opened = tokio::time::timeout(deadline, open(&shared, tcp, peer)).await;
-                drop(permit);
+                let unproven = crate::Unproven::new(permit);
+                let until = unproven.deadline(&shared);
+                let opened =
+                    tokio::time::timeout_at(until, open(&shared, tcp, peer, unproven)).await;
                 match opened {
                     Ok(Ok(Some(link))) => link.await,
                     Ok(Ok(None)) => {
@@ -61,16 +63,17 @@ async fn open(
     shared: &Arc<Shared>,
     tcp: TcpStream,
     peer: SocketAddr,
+    unproven: Unproven,
 ) -> anyhow::Result<Option<Link>> {
     let _ = tune_carrier(&tcp);
     let path = shared.config().ws_path.clone();
     let io = burrow_net::ws::accept(tcp, &path).await?;
     match &shared.config().transport {
-        Transport::Plain => prefaced(shared, io, peer).await,
+        Transport::Plain => prefaced(shared, io, peer, unproven).await,
         Transport::Tls(tls) => {
             let acceptor = burrow_net::tls::tokio_rustls::TlsAcceptor::from(tls.clone());
             let io = acceptor.accept(io).await.map_err(tls_failure)?;
-            prefaced(shared, io, peer).await
+            prefaced(shared, io, peer, unproven).await
         }
     }
 }
@@ -80,15 +83,14 @@ async fn prefaced<S>(
     shared: &Arc<Shared>,
     mut io: S,
     peer: SocketAddr,
+    unproven: Unproven,
 ) -> anyhow::Result<Option<Link>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    match handshake::accept(&mut io, &shared.registry, true).await {
-        Ok(Verdict::Link) => Ok(Some(link::serve(shared.clone(), io, "ws", peer))),
-        Ok(_) => anyhow::bail!(
-            "a WebSocket carries only multiplexed links (a client older than the ws carrier?)"
-        ),
+    match handshake::accept(&mut io, &shared.registry, Links::Required).await {
+        Ok(Verdict::Link) => Ok(Some(link::serve(shared.clone(), io, "ws", peer, unproven))),
+        Ok(_) => anyhow::bail!("a WebSocket carries only multiplexed links"),
         Err(handshake::Failure::Io(e)) if hung_up(&e) => Ok(None),
         Err(e) => Err(e.into()),
     }

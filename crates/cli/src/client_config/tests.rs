@@ -187,7 +187,7 @@ name = "{long}"
 token = "t"
 server_fingerprint = "{FP}"
 ca = "ca.pem"
-pool_size = 0
+pool_size = 300
 
 [[tunnels]]
 name = "web"
@@ -214,7 +214,7 @@ remote_port = 2222
         "c.toml:1:10: `0` is not a port number (1-65535)",
         "c.toml:2:8: name `nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn` is longer than 64 bytes",
         "c.toml:5:6: give `server_fingerprint` or `ca`, not both",
-        "c.toml:6:13: 0 is out of range (1-256)",
+        "c.toml:6:13: 300 is out of range (0-256)",
         "c.toml:11:15: remote_port 0 is not a port; leave remote_port out to let the server choose",
         "c.toml:14:14: 70000 is not a port number (1-65535)",
         "c.toml:15:14: `a b` is not a host name or IP address",
@@ -552,4 +552,14 @@ fn the_carrier_is_one_name_or_a_list_in_order() {
         let text = format!("{base}{setting}\n{tunnel}");
         assert_eq!(lines(plan(&text)), vec![says.to_owned()], "{setting}");
     }
+    let plain = format!(
+        "server = \"example.net:7777\"\ntoken = \"t\"\ninsecure_plain = true\ncarrier = [\"quic\", \"tcp\"]\n{tunnel}"
+    );
+    assert_eq!(
+        lines(plan(&plain)),
+        vec![
+            "c.toml:4:11: the QUIC carrier is always encrypted: it cannot be used with insecure_plain"
+                .to_owned()
+        ]
+    );
 }

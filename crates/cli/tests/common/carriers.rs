@@ -174,9 +174,7 @@ impl Deployment {
         local_port: u16,
         extra: &[&str],
     ) -> Client {
-        let mut all: Vec<&str> = self.client_args.iter().map(String::as_str).collect();
-        all.extend_from_slice(extra);
-        Client::start_tcp(dir, &self.server, local_port, "t", &all).await
+        Client::start_tcp(dir, &self.server, local_port, "t", &self.with(extra)).await
     }
 
     /// Starts `burrow udp LOCAL_PORT` over this carrier with token `t`, then `extra`.
@@ -186,9 +184,14 @@ impl Deployment {
         local_port: u16,
         extra: &[&str],
     ) -> Client {
+        Client::start_udp(dir, &self.server, local_port, "t", &self.with(extra)).await
+    }
+
+    /// This carrier's client arguments, then `extra`.
+    fn with<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
         let mut all: Vec<&str> = self.client_args.iter().map(String::as_str).collect();
         all.extend_from_slice(extra);
-        Client::start_udp(dir, &self.server, local_port, "t", &all).await
+        all
     }
 
     /// Kills the server and starts it again with the same arguments (and state directory).

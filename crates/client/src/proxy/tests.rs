@@ -351,7 +351,7 @@ async fn socks_refusals_are_worded_for_the_user() {
         let (is_auth, text) = match &err {
             ConnectError::ProxyAuth(m) => (true, m),
             ConnectError::Retry(m) => (false, m),
-            ConnectError::Fatal(m) => panic!("fatal: {m}"),
+            ConnectError::Fatal(m) | ConnectError::Unusable(m) => panic!("not retried: {m}"),
         };
         assert_eq!(is_auth, auth, "{err:?}");
         assert!(text.contains(why), "{reply}: {text}");

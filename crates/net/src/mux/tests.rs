@@ -185,19 +185,66 @@ async fn a_client_that_accepts_nothing_resets_the_servers_streams() {
     assert!(matches!(read, Err(_) | Ok(0)), "{read:?}");
 }
 
+/// Opens a stream from the server and sends a byte, which is what makes yamux announce it.
+async fn open_and_announce(server: &Opener) -> io::Result<MuxStream> {
+    let mut stream = server.open().await?;
+    stream.write_all(b"x").await?;
+    stream.flush().await?;
+    Ok(stream)
+}
+
 #[tokio::test]
 async fn the_server_opens_no_more_than_its_share() {
     let ((_client, mut from_server), (server, _from_client)) = two_way_link();
+    // The client acknowledges each stream at once, as burrow's client does.
+    let accepted = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while held.len() < SERVER_OPENED_STREAMS + 1 {
+            let mut stream = from_server.recv().await.unwrap();
+            stream.acknowledge().await.unwrap();
+            held.push(stream);
+        }
+        held.len()
+    });
     let mut held = Vec::new();
     for _ in 0..SERVER_OPENED_STREAMS {
-        held.push(server.open().await.unwrap());
+        held.push(open_and_announce(&server).await.unwrap());
     }
     let refused = server.open().await.expect_err("past the server's share");
     assert!(refused.to_string().contains("streams"), "{refused}");
     // A stream the server let go of makes room for the next.
     held.pop();
-    let mut next = server.open().await.unwrap();
-    next.write_all(b"x").await.unwrap();
-    next.flush().await.unwrap();
-    assert!(from_server.recv().await.is_some());
+    held.push(open_and_announce(&server).await.unwrap());
+    assert_eq!(accepted.await.unwrap(), SERVER_OPENED_STREAMS + 1);
+}
+
+#[tokio::test]
+async fn unacknowledged_streams_hold_up_the_opener_and_acknowledged_ones_do_not() {
+    let ((_client, mut from_server), (server, _from_client)) = two_way_link();
+    let mut held = Vec::new();
+    // yamux lets an opener hold 256 streams the peer has not answered on.
+    for _ in 0..256 {
+        held.push(open_and_announce(&server).await.unwrap());
+    }
+    let opener = server.clone();
+    let next = tokio::spawn(async move { open_and_announce(&opener).await });
+    // One thread: after this many turns the driver has seen the request, and would have
+    // answered it but for the backlog.
+    for _ in 0..200 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!next.is_finished(), "a 257th unanswered stream opened");
+    // Acknowledged without a byte of data, they no longer count.
+    let mut theirs = Vec::new();
+    for _ in 0..256 {
+        let mut stream = from_server.recv().await.unwrap();
+        stream.acknowledge().await.unwrap();
+        theirs.push(stream);
+    }
+    let mut next = next.await.unwrap().unwrap();
+    let mut first = theirs.swap_remove(0);
+    let mut buf = [0u8; 1];
+    first.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"x");
+    next.shutdown().await.unwrap();
 }

@@ -385,3 +385,188 @@ async fn a_transfer_survives_the_client_moving_to_a_new_socket() {
     })
     .await;
 }
+
+/// The server's side of one burrow-like greeting on a resumable connection: takes the next
+/// connection attempt as [`accept_early`] does, reads the client's preface on its first stream,
+/// answers it at once (0.5-RTT data when the preface came early), then reads the hello that
+/// follows the answer. Returns what it read.
+async fn greet_as_server(endpoint: &quinn::Endpoint) -> (Vec<u8>, Vec<u8>) {
+    let (connection, handshake) = accept_early(endpoint.accept().await.unwrap())
+        .await
+        .unwrap();
+    let mut stream = accept(&connection).await.unwrap().unwrap();
+    let mut preface = vec![0u8; 7];
+    stream.read_exact(&mut preface).await.unwrap();
+    stream.write_all(b"challenge").await.unwrap();
+    handshake.finish().await.unwrap();
+    let mut hello = vec![0u8; 5];
+    stream.read_exact(&mut hello).await.unwrap();
+    stream.write_all(b"welcome").await.unwrap();
+    // Closing the connection before the client has read everything would discard it.
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+    connection.close(0u32.into(), b"greeted");
+    (preface, hello)
+}
+
+/// The client's side after the preface went out: reads the answer, sends the hello, reads the
+/// welcome, finishes the stream and waits for the server to close the connection. Reading the
+/// welcome also takes in the server's session ticket for the next time.
+async fn finish_greeting(connection: &quinn::Connection, stream: &mut QuicStream) {
+    let mut challenge = [0u8; 9];
+    stream.read_exact(&mut challenge).await.unwrap();
+    assert_eq!(&challenge, b"challenge");
+    stream.write_all(b"hello").await.unwrap();
+    let mut welcome = [0u8; 7];
+    stream.read_exact(&mut welcome).await.unwrap();
+    assert_eq!(&welcome, b"welcome");
+    stream.shutdown().await.unwrap();
+    connection.closed().await;
+}
+
+/// A full greeting over a connection that has no session to resume: afterwards `tls` holds one.
+async fn first_connection(setup: &Setup, tls: &ClientTls) {
+    let client = async {
+        let dialed = dial(&setup.client, setup.server_addr(), "127.0.0.1", tls).await;
+        let Dialed::Done(connection) = dialed.unwrap() else {
+            panic!("nothing to resume on a first connection");
+        };
+        let mut stream = open(&connection).await.unwrap();
+        stream.write_all(b"preface").await.unwrap();
+        finish_greeting(&connection, &mut stream).await;
+    };
+    let ((), (preface, hello)) = tokio::join!(client, greet_as_server(&setup.server));
+    assert_eq!((&preface[..], &hello[..]), (&b"preface"[..], &b"hello"[..]));
+}
+
+#[tokio::test]
+async fn a_reconnect_resumes_and_its_early_preface_is_accepted() {
+    within(async {
+        let setup = Setup::new();
+        let tls = setup.pinned(setup.identity.fingerprint());
+        first_connection(&setup, &tls).await;
+
+        let client = async {
+            let dialed = dial(&setup.client, setup.server_addr(), "127.0.0.1", &tls).await;
+            let Dialed::Early(connection, handshake) = dialed.unwrap() else {
+                panic!("the second connection did not resume the session");
+            };
+            // Before the handshake is done: this goes in the first flight as 0-RTT data.
+            let mut stream = open(&connection).await.unwrap();
+            stream.write_all(b"preface").await.unwrap();
+            assert!(handshake.finish().await.unwrap(), "0-RTT data refused");
+            finish_greeting(&connection, &mut stream).await;
+        };
+        let ((), (preface, hello)) = tokio::join!(client, greet_as_server(&setup.server));
+        assert_eq!((&preface[..], &hello[..]), (&b"preface"[..], &b"hello"[..]));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn refused_early_data_is_sent_again_and_the_greeting_completes() {
+    within(async {
+        let setup = Setup::new();
+        let tls = setup.pinned(setup.identity.fingerprint());
+        first_connection(&setup, &tls).await;
+        // The same server restarted: same identity and name, but it knows no session.
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let restarted = server_endpoint(socket, setup.identity.config()).unwrap();
+        let addr = restarted.local_addr().unwrap();
+
+        let client = async {
+            let dialed = dial(&setup.client, addr, "127.0.0.1", &tls).await;
+            let Dialed::Early(connection, handshake) = dialed.unwrap() else {
+                panic!("the client did not try to resume");
+            };
+            let mut early = open(&connection).await.unwrap();
+            early.write_all(b"preface").await.unwrap();
+            assert!(
+                !handshake.finish().await.unwrap(),
+                "a forgotten session took 0-RTT"
+            );
+            // The stream opened early is gone; a new one carries the preface again.
+            let gone = early.write_all(b"more").await.unwrap_err();
+            assert_eq!(gone.kind(), io::ErrorKind::ConnectionReset, "{gone}");
+            let mut stream = open(&connection).await.unwrap();
+            stream.write_all(b"preface").await.unwrap();
+            finish_greeting(&connection, &mut stream).await;
+        };
+        // The server sees the preface once, on the first stream it is given.
+        let ((), (preface, hello)) = tokio::join!(client, greet_as_server(&restarted));
+        assert_eq!((&preface[..], &hello[..]), (&b"preface"[..], &b"hello"[..]));
+
+        // That full handshake left a session for the restarted server: the next one resumes.
+        let dialed = dial(&setup.client, addr, "127.0.0.1", &tls).await.unwrap();
+        let Dialed::Early(connection, handshake) = dialed else {
+            panic!("no session after the full handshake");
+        };
+        let server = async {
+            let (_connection, handshake) = accept_early(restarted.accept().await.unwrap())
+                .await
+                .unwrap();
+            handshake.finish().await
+        };
+        let (accepted, server) = tokio::join!(handshake.finish(), server);
+        server.unwrap();
+        assert!(accepted.unwrap(), "0-RTT refused on a resumed session");
+        drop(connection);
+    })
+    .await;
+}
+
+/// The server opens a stream on the link (as it does for a visitor that finds no pooled
+/// stream): the client accepts it through its own link, the bytes arrive intact both ways with
+/// half-close, and the accepted stream knows its link, so a UDP tunnel's datagrams can ride it.
+#[tokio::test]
+async fn a_stream_the_server_opens_is_accepted_by_the_client_with_its_link() {
+    use crate::datagram_io::DatagramStats;
+    within(async {
+        let setup = Setup::new();
+        let (client, server) = setup.connected().await;
+        let (client, server) = (QuicLink::new(client), QuicLink::new(server));
+        let len = 3 * MB;
+        let server_side = async {
+            let stream = server.open().await.unwrap();
+            let id = stream.id();
+            let (r, w) = tokio::io::split(stream);
+            let (sent, received) = tokio::join!(send_pattern(w, 7, len), drain(r));
+            (id, sent, received)
+        };
+        let client_side = async {
+            let stream = client.accept().await.unwrap().unwrap();
+            assert!(stream.link().is_some(), "an accepted stream knows its link");
+            let id = stream.id();
+            let (r, w) = tokio::io::split(stream);
+            // Half-closed by the server first; the client answers after.
+            let received = drain(r).await;
+            let sent = send_pattern(w, 8, len).await;
+            (id, sent, received)
+        };
+        let ((server_id, server_sent, at_server), (client_id, client_sent, at_client)) =
+            tokio::join!(server_side, client_side);
+        assert_eq!(server_id, client_id);
+        assert!(server_id.initiator() == quinn::Side::Server);
+        assert_eq!(at_client, (server_sent, len));
+        assert_eq!(at_server, (client_sent, len));
+        // Datagrams for that stream, both ways.
+        let stream = u64::from(server_id);
+        let stats = Arc::new(DatagramStats::default());
+        let mut at_client = client.datagrams(stream, stats.clone()).unwrap();
+        let mut at_server = server.datagrams(stream, stats.clone()).unwrap();
+        let out = at_server.sender();
+        out.enable();
+        let sent = DatagramStats::default();
+        assert_eq!(out.offer(1, b"down", &sent), QuicOffer::Sent);
+        assert_eq!(
+            at_client.recv().await,
+            Some((1, Bytes::from_static(b"down")))
+        );
+        let back = at_client.sender();
+        back.enable();
+        assert_eq!(back.offer(2, b"up", &sent), QuicOffer::Sent);
+        assert_eq!(at_server.recv().await, Some((2, Bytes::from_static(b"up"))));
+    })
+    .await;
+}

@@ -128,7 +128,9 @@ async fn metrics_are_openmetrics_text() {
     let ms = std::time::Duration::from_millis(1);
     shared.metrics.handshake(true, ms);
     let tcp = crate::metrics::VisitorKind::Tcp;
-    shared.metrics.stream_opened(tcp, ms);
+    shared
+        .metrics
+        .stream_opened(tcp, crate::registry::Opened::Pool, ms);
     let (status, text) = call(&shared, "GET", "/metrics", None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(text.ends_with("# EOF\n"), "{text}");

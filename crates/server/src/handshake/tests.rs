@@ -25,7 +25,7 @@ impl Authority for Keys {
 fn start() -> (DuplexStream, ServerSide) {
     let (client, mut server) = duplex(4096);
     let task = tokio::spawn(async move {
-        let verdict = accept(&mut server, &Keys, true).await;
+        let verdict = accept(&mut server, &Keys, Links::Allowed).await;
         (verdict, server)
     });
     (client, task)
@@ -197,7 +197,7 @@ async fn a_link_request_is_answered_with_the_preface_alone() {
 #[tokio::test]
 async fn a_stream_inside_a_link_cannot_ask_for_another_link() {
     let (mut client, mut server) = duplex(4096);
-    let side = tokio::spawn(async move { accept(&mut server, &Keys, false).await });
+    let side = tokio::spawn(async move { accept(&mut server, &Keys, Links::Refused).await });
     let link = Preface {
         caps: Preface::ours().caps | caps::LINK,
         ..Preface::ours()
@@ -206,4 +206,18 @@ async fn a_stream_inside_a_link_cannot_ask_for_another_link() {
         .await
         .unwrap();
     assert!(matches!(side.await.unwrap(), Err(Failure::Malformed(_))));
+}
+
+#[tokio::test]
+async fn a_websocket_refuses_anything_but_a_link_before_the_challenge() {
+    let (mut client, mut server) = duplex(4096);
+    let side = tokio::spawn(async move { accept(&mut server, &Keys, Links::Required).await });
+    write_preface(&mut client).await.unwrap();
+    assert!(matches!(side.await.unwrap(), Err(Failure::Malformed(_))));
+    // Nothing was sent back: no preface, no challenge.
+    let mut rest = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut client, &mut rest)
+        .await
+        .unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
 }

@@ -433,7 +433,7 @@ impl Visitor {
     ) -> Result<(u64, CountedIo<burrow_net::Carrier>), Option<String>> {
         let arrived = std::time::Instant::now();
         let wait = self.shared.config().pool_wait;
-        let mut carrier = tokio::select! {
+        let (mut carrier, opened) = tokio::select! {
             c = tokio::time::timeout(wait, session.take_data()) => c.map_err(|_| {
                 Some(format!("no data connection within {wait:?}"))
             })?,
@@ -451,7 +451,8 @@ impl Visitor {
             .map_err(|e| Some(format!("data connection failed: {e}")))?;
         self.shared
             .metrics
-            .stream_opened(VisitorKind::Http, arrived.elapsed());
+            .stream_opened(VisitorKind::Http, opened, arrived.elapsed());
+        debug!(stream, %opened, "upstream stream open");
         Ok((stream, CountedIo::new(carrier, stats.clone())))
     }
 

@@ -129,7 +129,7 @@ async fn passthrough(
     let stats = shared.registry.http_stats(name).unwrap_or_default();
     let arrived = std::time::Instant::now();
     let wait = shared.config().pool_wait;
-    let Ok(mut carrier) = tokio::time::timeout(wait, session.take_data()).await else {
+    let Ok((mut carrier, opened)) = tokio::time::timeout(wait, session.take_data()).await else {
         stats.error();
         return warn!(tunnel = %name, "visitor closed: no data connection within {wait:?}");
     };
@@ -153,7 +153,7 @@ async fn passthrough(
         }
         shared
             .metrics
-            .stream_opened(VisitorKind::Passthrough, arrived.elapsed());
+            .stream_opened(VisitorKind::Passthrough, opened, arrived.elapsed());
         let open = OpenStream::new(&shared.active_streams, &session.streams, &stats);
         let result = relay(&mut tcp, &mut carrier).await;
         drop(open);
@@ -161,7 +161,7 @@ async fn passthrough(
             Ok(r) => {
                 let up = r.to_carrier + hello.len() as u64;
                 stats.add_bytes(up, r.from_carrier);
-                info!(target: "burrow::access", visitor = %peer, tunnel = %name, client = %format_args!("{:016x}", session.id), up, down = r.from_carrier, "tls passthrough")
+                info!(target: "burrow::access", visitor = %peer, tunnel = %name, client = %format_args!("{:016x}", session.id), up, down = r.from_carrier, %opened, "tls passthrough")
             }
             Err(e) => debug!(tunnel = %name, "passthrough ended: {e}"),
         }

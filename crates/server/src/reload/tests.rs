@@ -111,6 +111,7 @@ fn every_kind_of_change_is_found() {
                 c.http.response_timeout = Duration::from_secs(5);
                 c.admin_token = Some(Secret::new("admin"));
                 c.max_session_lifetime = Some(Duration::from_secs(7200));
+                c.ws_path = "/tunnel".into();
             },
             vec![
                 Change::Setting("lease_grace"),
@@ -119,6 +120,7 @@ fn every_kind_of_change_is_found() {
                 Change::Setting("http_response_timeout"),
                 Change::Setting("admin_token"),
                 Change::Setting("max_session_lifetime"),
+                Change::Setting("ws_path"),
             ],
         ),
         (

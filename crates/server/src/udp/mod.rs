@@ -122,7 +122,7 @@ impl UdpTunnel {
                 _ = closed.cancelled() => break,
                 found = find_carrier(&mut routes, None) => found,
             };
-            let Some((session, tunnel, mut carrier)) = found else {
+            let Some((session, tunnel, (mut carrier, opened))) = found else {
                 break;
             };
             let channel =
@@ -134,7 +134,7 @@ impl UdpTunnel {
                     }
                 };
             let quic = channel.is_some();
-            info!(session = %format_args!("{:016x}", session.id), quic, "datagram connection up");
+            info!(session = %format_args!("{:016x}", session.id), quic, %opened, "datagram connection up");
             let session_closed = session.closed.clone();
             let cap = shared.config().max_udp_flows_per_session as usize;
             let budget = SessionFlows::charge(&session, cap, self.flows().len());

@@ -41,14 +41,14 @@ pub(crate) async fn deliver(
     let stats = Arc::new(DatagramStats::default());
     let mut configs = shared.config.subscribe();
     loop {
-        let mut carrier = tokio::select! {
+        let (mut carrier, opened) = tokio::select! {
             _ = closed.cancelled() => break,
-            carrier = session.take_data() => carrier,
+            taken = session.take_data() => taken,
         };
         let started = Instant::now();
         if let Ok(channel) = super::open_datagrams(&shared, &mut carrier, tunnel, &stats).await {
             let quic = channel.is_some();
-            info!(sink = %sink.name, to = %sink.deliver_to, quic, "event connection up");
+            info!(sink = %sink.name, to = %sink.deliver_to, quic, %opened, "event connection up");
             let ended = tokio::select! {
                 _ = closed.cancelled() => break,
                 ended = forward(&socket, carrier, channel, sink.deliver_to, &stats) => ended,
