@@ -343,8 +343,18 @@ async fn drive<T>(
                     // Without a receiver (a client that accepts nothing), or with a full or
                     // closed one, dropping the stream resets it.
                     if let Some(inbound) = &inbound {
-                        if inbound.try_send(wrap(stream, false)).is_err() {
-                            tracing::debug!("stream refused: too many waiting to be accepted");
+                        match inbound.try_send(wrap(stream, false)) {
+                            Ok(()) => {}
+                            // The server's share fits the client's queue: a server past it is
+                            // misbehaving, which the client's operator should see.
+                            Err(mpsc::error::TrySendError::Full(_)) if side == Side::Client => {
+                                tracing::warn!(
+                                    "stream from the server refused: {CLIENT_INBOUND_QUEUE} already wait to be accepted"
+                                );
+                            }
+                            Err(_) => {
+                                tracing::debug!("stream refused: too many waiting to be accepted");
+                            }
                         }
                     }
                     continue;
