@@ -47,19 +47,25 @@ fn counter(text: &str, name: &str, tunnel: &str, direction: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn small_datagrams_ride_quic_datagrams_and_large_ones_the_stream() {
-    datagrams_over_quic("udp-quic", &[], "opened=pool").await;
+    datagrams_over_quic("udp-quic", &[], None).await;
 }
 
 /// The same when the client keeps no pool: the tunnel's stream is one the server opened on the
 /// QUIC connection, which knows its link, so the datagrams still ride QUIC datagrams.
 #[tokio::test(flavor = "multi_thread")]
 async fn datagrams_ride_quic_on_a_stream_the_server_opened() {
-    datagrams_over_quic("udp-quic-server", &["--pool-size", "0"], "opened=server").await;
+    datagrams_over_quic(
+        "udp-quic-server",
+        &["--pool-size", "0"],
+        Some("opened=server"),
+    )
+    .await;
 }
 
 /// A UDP tunnel over QUIC whose client runs with `client_args`; its datagram stream must be
-/// logged as `opened`.
-async fn datagrams_over_quic(label: &str, client_args: &[&str], opened: &str) {
+/// logged as `opened`, when given. (With a pool, the tunnel may be published before the pool
+/// has filled, and then its stream is one the server opened: either is right.)
+async fn datagrams_over_quic(label: &str, client_args: &[&str], opened: Option<&str>) {
     bounded(90, async {
         let dir = TestDir::new(label);
         let block = ports(2).arg();
@@ -82,7 +88,9 @@ async fn datagrams_over_quic(label: &str, client_args: &[&str], opened: &str) {
                 l.contains("datagram connection up")
             })
             .await;
-        assert!(up.contains(opened), "expected {opened}: {up}");
+        if let Some(opened) = opened {
+            assert!(up.contains(opened), "expected {opened}: {up}");
+        }
 
         // One packet holds about 1,200 to 1,450 bytes: 1 byte rides a QUIC datagram, 1,200
         // either way, 9,000 and 65,507 the stream. Each comes back whole.

@@ -21,12 +21,13 @@ fn free_port() -> u16 {
 /// A server with a one-port public range and a session on a pipe; returns the client end.
 pub(crate) async fn session_with_tunnel()
 -> (Arc<Shared>, DuplexStream, u64, tokio::task::JoinHandle<()>) {
-    session_with_config(|_| {}).await
+    session_with_config(|_| {}, None).await
 }
 
 /// [`session_with_tunnel`], with the server's config changed by `tune` first.
 async fn session_with_config(
     tune: impl FnOnce(&mut ServerConfig),
+    opener: Option<crate::link::Opener>,
 ) -> (Arc<Shared>, DuplexStream, u64, tokio::task::JoinHandle<()>) {
     let mut config = ServerConfig::new(Auth::SharedToken(Secret::new("t")), Transport::Plain);
     tune(&mut config);
@@ -44,7 +45,7 @@ async fn session_with_config(
         identity: "alice".into(),
         secret: Secret::new("s"),
         peer,
-        opener: None,
+        opener,
     };
     let task = tokio::spawn(run(shared.clone(), Carrier::Memory(server_end), login));
     let Welcome::Ok { session, .. } = read_frame(&mut client).await.unwrap() else {
@@ -136,7 +137,7 @@ async fn goodbye_releases_the_port_at_once() {
 async fn a_session_past_its_lifetime_is_asked_to_reconnect_once_its_streams_finish() {
     let lifetime = Duration::from_secs(60);
     let (shared, mut client, session, task) =
-        session_with_config(|c| c.max_session_lifetime = Some(lifetime)).await;
+        session_with_config(|c| c.max_session_lifetime = Some(lifetime), None).await;
     let started = Instant::now();
     let handle = shared.registry.session(session).unwrap();
     // A stream is open when the lifetime ends: the session waits for it.
@@ -173,4 +174,49 @@ async fn a_session_past_its_lifetime_is_asked_to_reconnect_once_its_streams_fini
         shared.registry.free_ports(burrow_proto::msg::Protocol::Tcp),
         0
     );
+}
+
+/// A visitor takes an idle pooled connection when there is one; else a stream the server opens
+/// on the client's link; and when the link cannot open one (here: it is gone), the pool's next
+/// connection, after asking the client for more, as before server-opened streams.
+#[tokio::test]
+async fn a_visitor_takes_the_pool_then_a_server_stream_then_the_pool_again() {
+    use crate::registry::Opened;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (a, b) = duplex(256 * 1024);
+    let (_client_opener, mut from_server) = burrow_net::mux::client_accepting(a);
+    let (server_opener, client_streams) = burrow_net::mux::server(b);
+    let link_state = server_opener.clone();
+    let opener = crate::link::Opener::Mux(server_opener, "mux");
+    let (shared, mut client, session, _task) = session_with_config(|_| {}, Some(opener)).await;
+    let handle = shared.registry.session(session).unwrap();
+
+    let (_pooled_far_end, pooled) = duplex(1024);
+    handle.pool.put(Carrier::Memory(pooled)).unwrap();
+    assert_eq!(handle.take_data().await.1, Opened::Pool);
+
+    let (mut carrier, opened) = handle.take_data().await;
+    assert_eq!(opened, Opened::Server);
+    carrier.write_all(b"for you").await.unwrap();
+    carrier.flush().await.unwrap();
+    let mut theirs = from_server.recv().await.unwrap();
+    let mut got = [0u8; 7];
+    theirs.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"for you");
+
+    // The link goes away: opening fails, and the visitor waits for the pool as before.
+    drop(client_streams);
+    while !link_state.is_closed() {
+        tokio::task::yield_now().await;
+    }
+    let waiting = handle.clone();
+    let taken = tokio::spawn(async move { waiting.take_data().await.1 });
+    // Heartbeats may come first.
+    while !matches!(
+        read_frame::<_, ServerMsg>(&mut client).await.unwrap(),
+        ServerMsg::WantData { .. }
+    ) {}
+    let (_far_end, pooled) = duplex(1024);
+    handle.pool.put(Carrier::Memory(pooled)).unwrap();
+    assert_eq!(taken.await.unwrap(), Opened::Pool);
 }
