@@ -222,3 +222,108 @@ async fn a_ban_closes_a_link_opened_before_it() {
     })
     .await
 }
+
+/// A WebSocket upgrade request for `/burrow`, with `extra` header lines.
+fn upgrade_request(extra: &str) -> String {
+    format!(
+        "GET /burrow HTTP/1.1\r\nHost: burrow\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
+    )
+}
+
+/// Sends an upgrade request with `extra` headers to `addr` and returns the answer's status
+/// line; the connection is returned open (a 101 leaves the WebSocket waiting for burrow).
+async fn ask_upgrade(addr: &str, extra: &str) -> (String, TcpStream) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(upgrade_request(extra).as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n") {
+        let n = tcp.read(&mut byte).await.unwrap();
+        assert_eq!(n, 1, "the server closed before answering");
+        head.push(byte[0]);
+    }
+    (String::from_utf8_lossy(&head).trim().to_owned(), tcp)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_a_trusted_proxy_bans_fall_on_the_client_it_names() {
+    bounded(60, async {
+        let dir = TestDir::new("ws-forwarded");
+        let ws = format!("127.0.0.1:{}", ports(1).low);
+        let extra = [
+            "--ws-listen",
+            &ws,
+            "--ws-trusted-proxy",
+            "127.0.0.1",
+            "--ban-after",
+            "1",
+        ];
+        let server = server(&dir, "1s", &extra).await;
+        let base = server.admin_base().await;
+
+        // A client through the proxy upgrades, then stalls: the failure is the named client's.
+        let forwarded = "X-Forwarded-For: 192.0.2.1, 203.0.113.7\r\n";
+        let (status, _stalled) = ask_upgrade(&ws, forwarded).await;
+        assert!(status.starts_with("HTTP/1.1 101 "), "{status}");
+        server
+            .proc
+            .wait_stderr("the named client's ban", |l| {
+                l.contains("address banned") && l.contains("203.0.113.7")
+            })
+            .await;
+        server
+            .proc
+            .wait_stderr("the failure, under the named client", |l| {
+                l.contains("handshake not finished") && l.contains("client=203.0.113.7:0")
+            })
+            .await;
+
+        // The banned client is refused with 403 before the upgrade, wherever it comes from.
+        let (status, _) = ask_upgrade(&ws, "X-Forwarded-For: 203.0.113.7\r\n").await;
+        assert!(status.starts_with("HTTP/1.1 403 "), "{status}");
+
+        // Only that address is banned: not the proxy, not the forged entry.
+        let (_, body) = curl(&[&format!("{base}/bans")]).await;
+        let bans: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(bans.as_array().map(Vec::len), Some(1), "{body}");
+        assert_eq!(bans[0]["address"], "203.0.113.7", "{body}");
+
+        // Another client through the proxy, and a real client over ws, still get in.
+        let (status, _) = ask_upgrade(&ws, "X-Forwarded-For: 198.51.100.2\r\n").await;
+        assert!(status.starts_with("HTTP/1.1 101 "), "{status}");
+        let echo = echo_target().await;
+        let url = format!("ws://{ws}/burrow");
+        let client = Client::start_tcp(&dir, &server, echo, "t", &["--carrier", &url]).await;
+        assert_echo(client.port, b"through the proxy").await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_untrusted_peer_cannot_name_another_client() {
+    bounded(60, async {
+        let dir = TestDir::new("ws-untrusted");
+        let ws = format!("127.0.0.1:{}", ports(1).low);
+        let extra = ["--ws-listen", &ws, "--ban-after", "1"];
+        let server = server(&dir, "1s", &extra).await;
+        let base = server.admin_base().await;
+
+        // No proxy is trusted: the header is ignored and the failure is the TCP peer's.
+        let (status, _stalled) = ask_upgrade(&ws, "X-Forwarded-For: 203.0.113.7\r\n").await;
+        assert!(status.starts_with("HTTP/1.1 101 "), "{status}");
+        server
+            .proc
+            .wait_stderr("the peer's ban", |l| {
+                l.contains("address banned") && l.contains("127.0.0.1")
+            })
+            .await;
+        let (_, body) = curl(&[&format!("{base}/bans")]).await;
+        let bans: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(bans.as_array().map(Vec::len), Some(1), "{body}");
+        assert_eq!(bans[0]["address"], "127.0.0.1", "{body}");
+    })
+    .await
+}
