@@ -10,9 +10,8 @@ mod common;
 
 use burrow_net::mux::{MuxStream, Opener};
 use burrow_proto::{PREFACE_LEN, Preface, VERSION, caps};
-use common::proc::Proc;
 use common::targets::{assert_echo, echo_target, read_until_closed};
-use common::{Client, Server, TestDir, any_line_has, bounded, curl, ports, tcp_args};
+use common::{Client, Server, TestDir, bounded, curl, fail_logins, ports, sample};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -77,12 +76,6 @@ async fn start_handshake(link: &Opener) -> MuxStream {
 async fn assert_link_closed(link: &Opener, secs: u64, what: &str) {
     let closed = tokio::time::timeout(Duration::from_secs(secs), link.closed()).await;
     assert!(closed.is_ok(), "the link stayed open: {what}");
-}
-
-/// The value of the sample `series` (name and labels as printed) in OpenMetrics `text`.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// A real client over the mux carrier gets a working tunnel from `server`.
@@ -185,16 +178,7 @@ async fn a_ban_closes_a_link_opened_before_it() {
 
         // The address earns a ban on the control port meanwhile.
         let echo = echo_target().await;
-        for attempt in 1..=3 {
-            let args = tcp_args(&dir, &server, echo, "wrong", &[]);
-            let mut wrong = Proc::spawn(&format!("wrong-{attempt}"), &dir, &args);
-            let stderr = wrong.expect_exit_1().await;
-            assert!(
-                any_line_has(&stderr, &["authentication failed"]),
-                "attempt {attempt}:\n{}",
-                wrong.dump()
-            );
-        }
+        fail_logins(&dir, &server, echo, 3).await;
         server
             .proc
             .wait_stderr("the ban", |l| l.contains("address banned"))
