@@ -118,6 +118,10 @@ pub(crate) struct ServerArgs {
     /// WebSocket carrier: the path upgrades are accepted at [default: /burrow].
     #[arg(long, value_name = "PATH", value_parser = checked(ws_path))]
     ws_path: Option<String>,
+    /// WebSocket carrier: a reverse proxy (address or network) whose X-Forwarded-For names the
+    /// client; repeat for several [default: none].
+    #[arg(long, value_name = "NET", value_parser = checked(bans::network))]
+    ws_trusted_proxy: Vec<String>,
     /// Admin API (JSON, Prometheus /metrics): address to listen on, e.g. 127.0.0.1:7780. Off
     /// loopback it needs an admin token.
     #[arg(long, value_name = "ADDR:PORT", value_parser = checked(fields::listen_addr))]
@@ -177,6 +181,8 @@ pub(crate) struct RawServer {
     quic_listen: Option<Item<String>>,
     ws_listen: Option<Item<String>>,
     ws_path: Option<Item<String>>,
+    #[serde(default)]
+    ws_trusted_proxies: Vec<Item<String>>,
     admin_token: Option<Item<String>>,
     admin_token_file: Option<Item<PathBuf>>,
     otlp_endpoint: Option<Item<String>>,
@@ -295,6 +301,12 @@ impl RawServer {
         set(&mut self.quic_listen, text("--quic-listen", &a.quic_listen));
         set(&mut self.ws_listen, text("--ws-listen", &a.ws_listen));
         set(&mut self.ws_path, text("--ws-path", &a.ws_path));
+        // A list: the flags, when given, replace the file's.
+        if !a.ws_trusted_proxy.is_empty() {
+            self.ws_trusted_proxies = (a.ws_trusted_proxy.iter())
+                .map(|net| Item::flag("--ws-trusted-proxy", net.clone()))
+                .collect();
+        }
         // Sinks are a list: the flags' come after the file's, and a name used twice is an error.
         let flags = a.udp_sink.iter().map(|s| RawUdpSink::from_flag(s));
         self.udp_sinks.extend(flags);
@@ -365,6 +377,9 @@ impl RawServer {
         if let Some(path) = p.parse(self.ws_path.as_ref(), ws_path) {
             config.ws_path = path;
         }
+        config.ws_trusted_proxies = (self.ws_trusted_proxies.iter())
+            .filter_map(|item| p.parse(Some(item), bans::network))
+            .collect();
         let otlp = crate::traces::endpoint(self.otlp_endpoint.as_ref(), &mut p);
         p.finish(
             ServerPlan {

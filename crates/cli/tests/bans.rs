@@ -6,13 +6,9 @@ mod common;
 
 use common::proc::Proc;
 use common::targets::{assert_echo, echo_target};
-use common::{Client, Server, TestDir, any_line_has, bounded, curl, ports, tcp_args};
-
-/// The value of the sample `series` (name and labels as printed) in OpenMetrics `text`.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
+use common::{
+    Client, Server, TestDir, any_line_has, bounded, curl, fail_logins, ports, sample, tcp_args,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failed_logins_ban_the_address_until_the_operator_lifts_it() {
@@ -37,16 +33,7 @@ async fn failed_logins_ban_the_address_until_the_operator_lifts_it() {
         let echo = echo_target().await;
 
         // Three wrong tokens: each client is refused, and the third failure starts a ban.
-        for attempt in 1..=3 {
-            let args = tcp_args(&dir, &server, echo, "wrong", &[]);
-            let mut wrong = Proc::spawn(&format!("wrong-{attempt}"), &dir, &args);
-            let stderr = wrong.expect_exit_1().await;
-            assert!(
-                any_line_has(&stderr, &["authentication failed"]),
-                "attempt {attempt}:\n{}",
-                wrong.dump()
-            );
-        }
+        fail_logins(&dir, &server, echo, 3).await;
         server
             .proc
             .wait_stderr("the ban", |l| l.contains("address banned"))

@@ -6,7 +6,10 @@
 //! tunnel.rs.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod common;
+
+use common::carriers::Carrier;
 
 use common::data::{Hash64, Pattern};
 use common::targets::{assert_echo, echo_target, target, visit};
@@ -107,26 +110,37 @@ async fn stream_survives(port: u16, go: Arc<Notify>, stop: impl FnOnce()) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn server_sigterm_lets_an_open_stream_finish() {
-    bounded(90, async {
-        let dir = TestDir::new("sigterm");
-        let config = dir.write("server.toml", "shutdown_grace = \"10s\"\n");
+over_carriers!(server_sigterm_lets_an_open_stream_finish);
+
+/// SIGTERM while a stream is mid-transfer: the stream finishes, then the server exits at once
+/// (not at the end of its grace period: nothing else holds it, a link's idle streams included).
+async fn server_sigterm_lets_an_open_stream_finish(carrier: Carrier) {
+    bounded(120, async {
+        let dir = TestDir::new(&format!("sigterm-{}", carrier.label()));
+        let config = dir.write("server.toml", "shutdown_grace = \"60s\"\n");
         let block = ports(4).arg();
-        let mut server = Server::start(
-            &dir,
-            &["--config", &config, "--token", "t", "--ports", &block],
-        )
-        .await;
+        let mut deployment = carrier
+            .deploy(
+                &dir,
+                &["--config", &config, "--token", "t", "--ports", &block],
+            )
+            .await;
         let go = Arc::new(Notify::new());
         let sender = slow_sender(go.clone()).await;
-        let client = Client::start_tcp(&dir, &server, sender, "t", &[]).await;
+        let client = deployment.client_tcp(&dir, sender, &[]).await;
+        let server = &mut deployment.server;
         stream_survives(client.port, go, || server.proc.signal("TERM")).await;
-        let status = server.proc.wait_exit(Duration::from_secs(10)).await;
+        let status = server.proc.wait_exit(Duration::from_secs(50)).await;
         assert_eq!(
             status.code(),
             Some(0),
             "server exit status {status}\n{}",
+            server.proc.dump()
+        );
+        let stderr = server.proc.output().stderr;
+        assert!(
+            !any_line_has(&stderr, &["grace period over"]),
+            "the server waited out its grace period\n{}",
             server.proc.dump()
         );
     })

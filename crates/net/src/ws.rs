@@ -28,7 +28,7 @@ mod tests;
 
 pub use client::{connect, webpki_client_config};
 pub use io::WsIo;
-pub use server::accept;
+pub use server::{Upgraded, accept, upgrade};
 
 use std::io as stdio;
 
@@ -105,6 +105,9 @@ pub enum WsError {
         /// What was wrong with the request.
         why: String,
     },
+    /// The server's caller turned the request down (answered 403 Forbidden).
+    #[error("refused a WebSocket upgrade: {0}")]
+    Forbidden(String),
     /// The connection failed or closed during the handshake.
     #[error("WebSocket handshake: {0}")]
     Io(#[from] stdio::Error),
@@ -119,7 +122,11 @@ fn status_hint(status: u16) -> &'static str {
             "the upgrade did not reach the server intact; does a proxy in between pass WebSocket \
              upgrades (Upgrade and Connection headers)?"
         }
-        401 | 403 | 407 => "access was refused, by the server or a proxy in front of it",
+        403 => {
+            "access was refused, by a proxy in front of the server or by the burrow server (it \
+             refuses an address banned after failed logins)"
+        }
+        401 | 407 => "access was refused, by the server or a proxy in front of it",
         502..=504 => "a proxy in front of the burrow server could not reach it",
         _ => "expected 101 Switching Protocols from a burrow WebSocket endpoint",
     }

@@ -161,6 +161,10 @@ pub struct ServerConfig {
     pub max_unauthenticated: usize,
     /// The path the WebSocket carrier's listener accepts upgrades at (others get 404).
     pub ws_path: String,
+    /// Reverse proxies in front of the WebSocket listener whose `X-Forwarded-For` is believed:
+    /// a connection from one of them counts as coming from the client it names (for bans, logs
+    /// and the admin API). Empty: every connection is its TCP peer.
+    pub ws_trusted_proxies: Vec<IpNet>,
     /// Sessions at once.
     pub max_sessions: usize,
     /// Tunnels one session may hold.
@@ -303,6 +307,7 @@ impl ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             max_unauthenticated: 256,
             ws_path: "/burrow".into(),
+            ws_trusted_proxies: Vec::new(),
             max_sessions: 4096,
             max_tunnels_per_session: 256,
             pool_wait: Duration::from_secs(10),

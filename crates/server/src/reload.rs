@@ -132,6 +132,10 @@ pub fn diff(old: &ServerConfig, new: &ServerConfig) -> Vec<Change> {
         ("ban_for", o.bans.duration != n.bans.duration),
         ("ban_exempt", o.bans.exempt != n.bans.exempt),
         ("ws_path", o.ws_path != n.ws_path),
+        (
+            "ws_trusted_proxies",
+            o.ws_trusted_proxies != n.ws_trusted_proxies,
+        ),
     ];
     let restart = [
         ("ports", o.ports != n.ports),

@@ -81,6 +81,12 @@ mod tests {
         assert_eq!(bans.window, Duration::from_secs(30));
         assert_eq!(bans.duration, Duration::from_secs(3600));
         let exempt: Vec<String> = bans.exempt.iter().map(|n| n.to_string()).collect();
+        let proxies = format!("{BASE}ws_trusted_proxies = [\"127.0.0.1\", \"fd00::/8\"]\n");
+        let config = check(&source("s.toml", &proxies)).unwrap().config;
+        let trusted: Vec<String> = (config.ws_trusted_proxies.iter())
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(trusted, ["127.0.0.1/32", "fd00::/8"]);
         assert_eq!(exempt, ["127.0.0.1/32", "10.0.0.0/8", "2001:db8::/48"]);
         assert!(bans.exempts("10.200.0.1".parse().unwrap()));
         assert!(bans.exempts("::ffff:127.0.0.1".parse().unwrap()));
@@ -108,6 +114,13 @@ mod tests {
                 "s.toml:5:11: `soon` is not a duration (write e.g. 30s, 500ms, 2m)",
                 "s.toml:6:15: `10.0.0.0/33` is not an IP address or network (write e.g. 192.0.2.7, 10.0.0.0/8 or 2001:db8::/48)",
                 "s.toml:6:30: `lan` is not an IP address or network (write e.g. 192.0.2.7, 10.0.0.0/8 or 2001:db8::/48)",
+            ]
+        );
+        let proxies = format!("{BASE}ws_trusted_proxies = [\"10.0.0.1\", \"proxy\"]\n");
+        assert_eq!(
+            lines(check(&source("s.toml", &proxies))),
+            [
+                "s.toml:3:35: `proxy` is not an IP address or network (write e.g. 192.0.2.7, 10.0.0.0/8 or 2001:db8::/48)"
             ]
         );
         let unknown = format!("{BASE}ban_exempted = []\n");

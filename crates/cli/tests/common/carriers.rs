@@ -83,7 +83,13 @@ impl Carrier {
                 vec!["--carrier".into(), format!("ws://{ws}/burrow")]
             }
             Carrier::Wss => {
-                server_args.extend(["--ws-listen".into(), ws.clone()]);
+                // nginx, on this host, is trusted to name the client.
+                server_args.extend([
+                    "--ws-listen".into(),
+                    ws.clone(),
+                    "--ws-trusted-proxy".into(),
+                    "127.0.0.1".into(),
+                ]);
                 let (nginx, port, ca) = nginx_tls_in_front(dir, &ws).await;
                 proxy = Some(nginx);
                 let url = format!("wss://localhost:{port}/burrow");
@@ -132,6 +138,7 @@ async fn nginx_tls_in_front(dir: &TestDir, backend: &str) -> (Proc, u16, String)
                proxy_http_version 1.1;\n\
                proxy_set_header Upgrade $http_upgrade;\n\
                proxy_set_header Connection \"upgrade\";\n\
+               proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
                proxy_read_timeout 1h;\n\
                proxy_send_timeout 1h;\n\
              }}\n\

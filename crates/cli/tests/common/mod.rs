@@ -460,3 +460,25 @@ fn openssl_certificate(
     assert!(status.success(), "openssl could not make a certificate");
     (cert, key)
 }
+
+/// The value of the sample `series` (name and labels as printed) in OpenMetrics `text`.
+pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Runs `count` clients with a wrong token against `server` (publishing `target`), each of
+/// which must be refused with `authentication failed`: enough failures, from this host, to be
+/// banned under `--ban-after count`.
+pub(crate) async fn fail_logins(dir: &TestDir, server: &Server, target: u16, count: usize) {
+    for attempt in 1..=count {
+        let args = tcp_args(dir, server, target, "wrong", &[]);
+        let mut wrong = Proc::spawn(&format!("wrong-{attempt}"), dir, &args);
+        let stderr = wrong.expect_exit_1().await;
+        assert!(
+            any_line_has(&stderr, &["authentication failed"]),
+            "attempt {attempt}:\n{}",
+            wrong.dump()
+        );
+    }
+}

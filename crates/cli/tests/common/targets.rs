@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 /// Starts a target that runs `handler` for every connection and returns its port.
@@ -85,7 +85,10 @@ pub(crate) async fn assert_echo(port: u16, data: &[u8]) {
 
 /// Reads until the peer closes or `within` passes; returns what was read and whether the
 /// connection ended (end of file or an error such as a reset) in time.
-pub(crate) async fn read_until_closed(conn: &mut TcpStream, within: Duration) -> (Vec<u8>, bool) {
+pub(crate) async fn read_until_closed<R: AsyncRead + Unpin>(
+    conn: &mut R,
+    within: Duration,
+) -> (Vec<u8>, bool) {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     let deadline = tokio::time::Instant::now() + within;

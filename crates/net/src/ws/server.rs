@@ -21,7 +21,32 @@ const MAX_HEADERS: usize = 64;
 /// not a WebSocket upgrade gets a 4xx answer and [`WsError::BadRequest`]. The request head may
 /// be at most [`MAX_HEAD`] bytes. This waits for the client without limit: the caller bounds it
 /// with its handshake deadline (dropping the future drops the connection).
-pub async fn accept<S>(mut io: S, path: &str) -> Result<WsIo, WsError>
+pub async fn accept<S>(io: S, path: &str) -> Result<WsIo, WsError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    Ok(upgrade(io, path, |_| Ok(())).await?.io)
+}
+
+/// An accepted upgrade: the WebSocket, and what the request said about where it came from.
+#[derive(Debug)]
+pub struct Upgraded {
+    /// The WebSocket.
+    pub io: WsIo,
+    /// The request's `X-Forwarded-For` entries, left (the original client, as the first proxy
+    /// saw it) to right (added by the proxy nearest to the server); `None` for an entry that is
+    /// not an address. Empty without the header. Only a proxy the server trusts may be believed.
+    pub forwarded_for: Vec<Option<std::net::IpAddr>>,
+}
+
+/// Accepts an upgrade as [`accept`] does, and also returns the request's `X-Forwarded-For`.
+/// Before answering an acceptable request, `admit` sees those entries and may turn it down: the
+/// client then gets `403 Forbidden` and the caller [`WsError::Forbidden`] with its reason.
+pub async fn upgrade<S>(
+    mut io: S,
+    path: &str,
+    admit: impl FnOnce(&[Option<std::net::IpAddr>]) -> Result<(), String>,
+) -> Result<Upgraded, WsError>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -29,10 +54,21 @@ where
         Ok(split) => split,
         Err(refusal) => return Err(refuse(&mut io, refusal).await),
     };
-    let accept_key = match upgrade_answer(&head, path) {
-        Ok(key) => key,
+    let Answer {
+        accept_key,
+        forwarded_for,
+    } = match upgrade_answer(&head, path) {
+        Ok(answer) => answer,
         Err(refusal) => return Err(refuse(&mut io, refusal).await),
     };
+    if let Err(why) = admit(&forwarded_for) {
+        let refusal = Refusal {
+            status: "403 Forbidden",
+            headers: "",
+            error: WsError::Forbidden(why),
+        };
+        return Err(refuse(&mut io, refusal).await);
+    }
     let response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Accept: {accept_key}\r\n\r\n"
@@ -41,7 +77,18 @@ where
     io.flush().await?;
     let io: Box<dyn Transport> = Box::new(io);
     let ws = WebSocketStream::from_partially_read(io, rest, Role::Server, Some(config())).await;
-    Ok(WsIo::new(ws))
+    Ok(Upgraded {
+        io: WsIo::new(ws),
+        forwarded_for,
+    })
+}
+
+/// What an acceptable request gets: the `Sec-WebSocket-Accept` value, and its
+/// `X-Forwarded-For` entries.
+#[derive(Debug)]
+pub(super) struct Answer {
+    pub(super) accept_key: String,
+    pub(super) forwarded_for: Vec<Option<std::net::IpAddr>>,
 }
 
 /// A request the server turns down: the HTTP answer and the error for the caller.
@@ -89,9 +136,8 @@ fn head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
 }
 
-/// Decides on a complete request head: the `Sec-WebSocket-Accept` value to answer with, or why
-/// not.
-pub(super) fn upgrade_answer(head: &[u8], path: &str) -> Result<String, Refusal> {
+/// Decides on a complete request head: the answer, or why not.
+pub(super) fn upgrade_answer(head: &[u8], path: &str) -> Result<Answer, Refusal> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     let parsed = request.parse(head);
@@ -121,14 +167,46 @@ pub(super) fn upgrade_answer(head: &[u8], path: &str) -> Result<String, Refusal>
             },
         });
     }
-    check_upgrade(&request).map_err(|(status, headers, why)| Refusal {
+    let accept_key = check_upgrade(&request).map_err(|(status, headers, why)| Refusal {
         status,
         headers,
         error: WsError::BadRequest {
             path: printable(target),
             why: why.to_owned(),
         },
+    })?;
+    Ok(Answer {
+        accept_key,
+        forwarded_for: forwarded_for(request.headers),
     })
+}
+
+/// Most `X-Forwarded-For` entries read; further ones (to the left, the farthest from the
+/// server) are not looked at.
+const MAX_FORWARDED: usize = 32;
+
+/// Every `X-Forwarded-For` entry of `headers`, in order (several header lines read as one
+/// list), at most the last [`MAX_FORWARDED`]. An entry is an address, possibly with a port
+/// (`192.0.2.7:4711`, `[2001:db8::7]:4711`); anything else (`unknown`, an obfuscated name)
+/// reads as `None`.
+fn forwarded_for(headers: &[httparse::Header<'_>]) -> Vec<Option<std::net::IpAddr>> {
+    use std::net::{IpAddr, SocketAddr};
+    let mut entries: Vec<Option<IpAddr>> = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("X-Forwarded-For"))
+        .flat_map(|h| {
+            let value = std::str::from_utf8(h.value).unwrap_or("\u{fffd}");
+            value.split(',').map(|entry| {
+                let entry = entry.trim();
+                (entry.parse::<IpAddr>().ok())
+                    .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
+            })
+        })
+        .collect();
+    if entries.len() > MAX_FORWARDED {
+        entries.drain(..entries.len() - MAX_FORWARDED);
+    }
+    entries
 }
 
 /// An answer's status, its extra headers, and what was wrong.
@@ -279,7 +357,7 @@ mod tests {
         let ok = head("GET /burrow HTTP/1.1", upgrade);
         // The example of RFC 6455 section 1.3.
         assert_eq!(
-            upgrade_answer(ok.as_bytes(), PATH).unwrap(),
+            upgrade_answer(ok.as_bytes(), PATH).unwrap().accept_key,
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
         let no_version = upgrade.replace("Sec-WebSocket-Version: 13\r\n", "");
@@ -322,5 +400,32 @@ mod tests {
             let refusal = upgrade_answer(head.as_bytes(), PATH).unwrap_err();
             assert_eq!(refusal.status, want, "{head:?}: {}", refusal.error);
         }
+    }
+
+    #[test]
+    fn forwarded_for_lists_every_entry_in_order() {
+        let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\n\
+                       Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+        let with = |extra: &str| {
+            let head = format!("GET /burrow HTTP/1.1\r\nHost: h\r\n{upgrade}{extra}\r\n");
+            upgrade_answer(head.as_bytes(), PATH).unwrap().forwarded_for
+        };
+        let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(with(""), Vec::new());
+        assert_eq!(
+            with("X-Forwarded-For: 203.0.113.7, unknown,2001:db8::1\r\n"),
+            vec![ip("203.0.113.7"), None, ip("2001:db8::1")]
+        );
+        // Several lines are one list; ports are dropped; case does not matter.
+        assert_eq!(
+            with("x-forwarded-for: 198.51.100.2:4711\r\nX-Forwarded-For: [2001:db8::2]:80\r\n"),
+            vec![ip("198.51.100.2"), ip("2001:db8::2")]
+        );
+        // Only the last entries are kept, the ones nearest to the server.
+        let long = (0..40).map(|i| format!("10.0.0.{i}")).collect::<Vec<_>>();
+        let kept = with(&format!("X-Forwarded-For: {}\r\n", long.join(", ")));
+        assert_eq!(kept.len(), MAX_FORWARDED);
+        assert_eq!(kept.first(), Some(&ip("10.0.0.8")));
+        assert_eq!(kept.last(), Some(&ip("10.0.0.39")));
     }
 }
