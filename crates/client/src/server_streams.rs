@@ -6,12 +6,14 @@
 //! stream starts with its `StreamOpen` frame and is then served exactly as a pooled data
 //! connection that received one: connect to the target, relay with half-close.
 //!
-//! What the server sends is still bounded here. At most [`WAITING`] streams may be waiting for
-//! their `StreamOpen` at once (more are refused, with a log line, by dropping them, which resets
-//! them), each for at most [`OPEN_DEADLINE`]; a stream that sends anything but a `StreamOpen`
-//! is closed, and only that stream. How many run at once is the link's own bound: the mux
-//! server's share ([`burrow_net::mux::SERVER_OPENED_STREAMS`]), or the QUIC stream credit the
-//! client gives ([`burrow_net::quic::MAX_STREAMS`]).
+//! What the server sends is still bounded here. At most [`WAITING`] streams are read at once
+//! for their `StreamOpen`, each for at most [`OPEN_DEADLINE`]; the next ones wait in the link
+//! until one of those is done, so a burst of a thousand visitors is served in turn rather than
+//! refused. The link bounds that wait: the mux driver queues at most the server's share of
+//! streams ([`burrow_net::mux::SERVER_OPENED_STREAMS`]) and resets, with a warning, any beyond
+//! it; a QUIC server can open only as many streams as the client gives credit for
+//! ([`burrow_net::quic::MAX_STREAMS`]). A stream that sends anything but a `StreamOpen` is
+//! closed, and only that stream.
 
 use crate::streams::Pool;
 use burrow_net::Carrier;
@@ -23,7 +25,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{Instrument, debug, warn};
 
-/// Streams from the server that may wait for their `StreamOpen` at once.
+/// Streams from the server read for their `StreamOpen` at once.
 pub(crate) const WAITING: usize = 256;
 /// How long a stream from the server may take to deliver its `StreamOpen`. The server writes it
 /// as soon as it opens the stream, so this only ends streams of a broken or hostile peer.
@@ -79,16 +81,19 @@ impl Accepted {
 pub(crate) async fn accept(pool: Arc<Pool>, mut inbound: Inbound) {
     let waiting = Arc::new(Semaphore::new(WAITING));
     loop {
+        // A place first: until one is free, the next streams wait in the link.
+        let permit = tokio::select! {
+            () = pool.closed.cancelled() => return,
+            permit = waiting.clone().acquire_owned() => permit,
+        };
+        // The semaphore is never closed.
+        let Ok(permit) = permit else { return };
         let accepted = tokio::select! {
             () = pool.closed.cancelled() => return,
             accepted = inbound.next() => accepted,
         };
         let Some(accepted) = accepted else {
             return debug!("the link closed: no more streams from the server");
-        };
-        let Ok(permit) = waiting.clone().try_acquire_owned() else {
-            warn!("stream from the server refused: {WAITING} already wait for their stream header");
-            continue;
         };
         let ours = pool.clone();
         pool.streams

@@ -146,3 +146,20 @@ async fn streams_are_refused_once_the_session_ended() {
         "{back:?}"
     );
 }
+
+/// More streams at once than the client reads headers for: the rest wait their turn in the
+/// link, and every one is served.
+#[tokio::test]
+async fn a_burst_beyond_the_header_readers_is_served_in_turn() {
+    let port = echo_target().await;
+    let (server, _closed, _keep) = client_with_tunnel(port);
+    let mut visitors = tokio::task::JoinSet::new();
+    for i in 0..(3 * WAITING as u64) {
+        let server = server.clone();
+        visitors.spawn(async move {
+            let data = format!("visitor {i}").into_bytes();
+            assert_eq!(round_trip(&server, i, &data).await, data, "visitor {i}");
+        });
+    }
+    assert_eq!(visitors.join_all().await.len(), 3 * WAITING);
+}
