@@ -160,11 +160,11 @@ pub(crate) async fn data(
     config: &ClientConfig,
     link: &Link,
     session: u64,
-    secret: &Secret,
+    key: &auth::DataKey,
 ) -> Result<Carrier, ConnectError> {
     timeout(config.connect_timeout, async {
         let (mut carrier, challenge) = open(config, link).await?;
-        let proof = auth::data_proof(secret, session, &challenge);
+        let proof = key.proof(session, &challenge);
         exchange(&mut carrier, &Hello::Data { session, proof }).await?;
         Ok(carrier)
     })
