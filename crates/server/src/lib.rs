@@ -234,6 +234,7 @@ impl Server {
 async fn serve_control(shared: &Arc<Shared>, control: TcpListener) {
     let shutdown = shared.shutdown.clone();
     let config = shared.config();
+    let tuned = burrow_net::tune_listener(&control, true);
     info!(ports = %config.ports, free = shared.registry.free_ports(burrow_proto::msg::Protocol::Tcp), "server ready");
     loop {
         let accepted = tokio::select! {
@@ -250,9 +251,9 @@ async fn serve_control(shared: &Arc<Shared>, control: TcpListener) {
                     continue;
                 };
                 let span = tracing::debug_span!("conn", %peer);
-                shared
-                    .tracker
-                    .spawn(serve_connection(shared.clone(), tcp, peer, permit).instrument(span));
+                shared.tracker.spawn(
+                    serve_connection(shared.clone(), tcp, peer, permit, tuned).instrument(span),
+                );
             }
             Err(e) => {
                 warn!("control accept failed: {e}");
@@ -299,14 +300,18 @@ async fn drain(shared: &Shared) {
     }
 }
 
-/// Takes one control-port connection through TLS and the handshake, and hands it on.
+/// Takes one control-port connection through TLS and the handshake, and hands it on; `tuned`
+/// when the socket has its options from the listener already.
 async fn serve_connection(
     shared: Arc<Shared>,
     tcp: TcpStream,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
+    tuned: bool,
 ) {
-    let _ = tune_carrier(&tcp);
+    if !tuned {
+        let _ = tune_carrier(&tcp);
+    }
     let handshake = handshake(&shared, tcp);
     dispatch(&shared, handshake, peer, Unproven::new(permit), None).await;
 }
