@@ -164,14 +164,26 @@ async fn run_stream(
     let closed = &entry.closed;
     match (open.kind, &tunnel.kind) {
         (StreamKind::Datagrams, TunnelKind::Udp(options)) => {
-            let relay = crate::udp::run(carrier, open.stream, &tunnel.local, *options);
+            // Boxed (as the sink's): the task of every TCP stream would otherwise be allocated,
+            // and moved, at the size of the UDP relay's state.
+            let relay = Box::pin(crate::udp::run(
+                carrier,
+                open.stream,
+                &tunnel.local,
+                *options,
+            ));
             if closed.run_until_cancelled(relay).await.is_none() {
                 debug!("datagram connection closed: its tunnel was withdrawn or retargeted");
             }
         }
         (StreamKind::Datagrams, TunnelKind::UdpToSink) => {
             let bound = crate::session::sink_listener(&entry);
-            let relay = crate::udp::run_to_sink(carrier, open.stream, &tunnel.local, bound);
+            let relay = Box::pin(crate::udp::run_to_sink(
+                carrier,
+                open.stream,
+                &tunnel.local,
+                bound,
+            ));
             if closed.run_until_cancelled(relay).await.is_none() {
                 debug!("event connection closed: its tunnel was withdrawn or retargeted");
             }

@@ -374,7 +374,9 @@ pub(crate) async fn dispatch(
     };
     if let Verdict::Link = verdict {
         // Still unproven: the link keeps its place until a stream authenticates.
-        return link::serve(shared.clone(), carrier, "mux", peer, unproven).await;
+        // Boxed, as the session below: a task's future is as large as its largest state, and
+        // every data connection's task would otherwise be allocated, and moved, at that size.
+        return Box::pin(link::serve(shared.clone(), carrier, "mux", peer, unproven)).await;
     }
     drop(unproven);
     if let Some(authenticated) = authenticated {
@@ -387,7 +389,14 @@ pub(crate) async fn dispatch(
             shared
                 .bans()
                 .succeeded(peer.ip(), std::time::Instant::now());
-            session::run(shared.clone(), carrier, identity, secret, peer).await
+            Box::pin(session::run(
+                shared.clone(),
+                carrier,
+                identity,
+                secret,
+                peer,
+            ))
+            .await
         }
         Verdict::Data { session } => add_data_connection(shared, carrier, session).await,
         Verdict::Link => {}
