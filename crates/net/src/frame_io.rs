@@ -95,10 +95,19 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
     let mut header = [0u8; HEADER_LEN];
     r.read_exact(&mut header).await?;
     let len = payload_len(header)?;
+    // Handshake and stream messages are small: read them on the stack, not the heap.
+    if len <= SMALL_FRAME {
+        let mut payload = [0u8; SMALL_FRAME];
+        r.read_exact(&mut payload[..len]).await?;
+        return Ok(decode_payload(&payload[..len])?);
+    }
     let mut payload = vec![0u8; len];
     r.read_exact(&mut payload).await?;
     Ok(decode_payload(&payload)?)
 }
+
+/// Payloads up to this size are read into a stack buffer by [`read_frame`].
+const SMALL_FRAME: usize = 128;
 
 /// Reads frames until the stream fails and forwards each, with the final error, to `tx`.
 /// A control stream's reader runs this in its own task, so the session loop can `select!` on a
