@@ -409,7 +409,9 @@ async fn handshake(shared: &Shared, tcp: TcpStream) -> anyhow::Result<(Carrier, 
         Transport::Plain => Carrier::Plain(tcp),
         Transport::Tls(tls) => {
             let acceptor = burrow_net::tls::tokio_rustls::TlsAcceptor::from(tls.clone());
-            let stream = acceptor.accept(tcp).await.map_err(tls_failure)?;
+            // Boxed: rustls' handshake state is 1.2 KiB, which every connection's task carried
+            // (and moved, twice over) even on a plain carrier.
+            let stream = Box::pin(acceptor.accept(tcp)).await.map_err(tls_failure)?;
             Carrier::ServerTls(Box::new(stream))
         }
     };
