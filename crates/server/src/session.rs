@@ -86,7 +86,7 @@ pub(crate) async fn run(
     let handle = Arc::new(SessionHandle {
         id,
         identity,
-        secret,
+        data_key: burrow_proto::auth::DataKey::new(&secret),
         pool: DataPool::new(shared.config().max_idle_data),
         control,
         closed: shared.shutdown.child_token(),
