@@ -159,7 +159,7 @@ fn client(
 fn traced<F, Fut>(format: LogFormat, traces: Option<Traces>, task: F) -> anyhow::Result<()>
 where
     F: FnOnce(CancellationToken, signals::Hangups) -> Fut,
-    Fut: Future<Output = anyhow::Result<()>>,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     init_tracing(format, traces.as_ref());
     let result = with_runtime(task);
@@ -225,10 +225,15 @@ where
 /// Runs `task` on a multi-thread runtime; SIGINT and SIGTERM cancel the token it is given, and
 /// SIGHUP is handed to it (commands that do not reload drop it, and so ignore SIGHUP). Under
 /// systemd, its watchdog is fed.
+///
+/// The task runs as a spawned task, on the runtime's worker threads, not on the thread that
+/// blocks on it: a server's accept loop there would hand every connection it accepts to a worker
+/// through the shared queue and wake that worker (a futex call and a thread switch per
+/// connection), where a task spawned on a worker usually runs on that worker next.
 fn with_runtime<F, Fut>(task: F) -> anyhow::Result<()>
 where
     F: FnOnce(CancellationToken, signals::Hangups) -> Fut,
-    Fut: Future<Output = anyhow::Result<()>>,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -242,7 +247,11 @@ where
             signals::Signals::install().context("cannot install signal handlers")?;
         tokio::spawn(signals.cancel_on_signal(shutdown.clone()));
         systemd::spawn_watchdog();
-        task(shutdown, hangups).await
+        match tokio::spawn(task(shutdown, hangups)).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(anyhow::anyhow!("the main task was cancelled: {e}")),
+        }
     });
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
     result

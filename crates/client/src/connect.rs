@@ -8,13 +8,17 @@ use crate::server_streams::Inbound;
 use burrow_net::mux::{MuxStream, Opener};
 use burrow_net::ws;
 use burrow_net::{
-    Carrier, FrameIo, read_frame, read_preface, tls, tune_carrier, write_frame, write_preface_with,
+    Carrier, FrameIo, read_frame, read_preface_with, tls, tune_carrier, write_frame,
+    write_preface_with,
 };
 use burrow_proto::auth::{self, Secret};
+use burrow_proto::decode_payload;
+use burrow_proto::frame::{HEADER_LEN, payload_len};
+use burrow_proto::msg::NONCE_LEN;
 use burrow_proto::msg::{Challenge, HandshakeError, Hello, Welcome};
 use burrow_proto::preface::version_advice;
 use burrow_proto::{Preface, PrefaceError, VERSION, caps};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -191,11 +195,11 @@ pub(crate) async fn data(
     config: &ClientConfig,
     link: &Link,
     session: u64,
-    secret: &Secret,
+    key: &auth::DataKey,
 ) -> Result<Carrier, ConnectError> {
     timeout(config.connect_timeout, async {
         let (mut carrier, challenge) = open(config, link, Preface::ours()).await?;
-        let proof = auth::data_proof(secret, session, &challenge);
+        let proof = key.proof(session, &challenge);
         exchange(&mut carrier, &Hello::Data { session, proof }).await?;
         Ok(carrier)
     })
@@ -335,16 +339,36 @@ async fn greet(
     read_challenge(config, carrier).await
 }
 
-/// The server's preface and challenge, once ours is sent.
+/// The server's preface and challenge, once ours is sent. The server sends both in one write,
+/// and then waits for the hello, so they are read together: usually one read call instead of
+/// three, and never a byte past them.
 async fn read_challenge(
     config: &ClientConfig,
     mut carrier: Carrier,
 ) -> Result<(Carrier, [u8; 32]), ConnectError> {
-    read_server_preface(config, &mut carrier).await?;
-    let challenge: Challenge = read_frame(&mut carrier)
+    let mut frame = [0u8; CHALLENGE_FRAME_LEN];
+    let (_, filled) = read_server_preface_with(config, &mut carrier, &mut frame).await?;
+    carrier
+        .read_exact(&mut frame[filled..])
         .await
         .map_err(|e| retry_io("reading the challenge", e))?;
+    let challenge = decode_challenge(&frame).map_err(|e| retry_io("reading the challenge", e))?;
     Ok((carrier, challenge.nonce))
+}
+
+/// A challenge frame's length: the header and the nonce (postcard writes an array's bytes as
+/// they are).
+const CHALLENGE_FRAME_LEN: usize = HEADER_LEN + NONCE_LEN;
+
+/// Decodes a whole challenge frame.
+fn decode_challenge(frame: &[u8; CHALLENGE_FRAME_LEN]) -> Result<Challenge, String> {
+    let mut header = [0u8; HEADER_LEN];
+    header.copy_from_slice(&frame[..HEADER_LEN]);
+    match payload_len(header) {
+        Ok(NONCE_LEN) => decode_payload(&frame[HEADER_LEN..]).map_err(|e| e.to_string()),
+        Ok(len) => Err(format!("a challenge of {len} bytes, not {NONCE_LEN}")),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Reads the server's preface and checks its version.
@@ -352,7 +376,19 @@ async fn read_server_preface<S: AsyncRead + Unpin>(
     config: &ClientConfig,
     io: &mut S,
 ) -> Result<Preface, ConnectError> {
-    let theirs = read_preface(io).await.map_err(|e| match e {
+    read_server_preface_with(config, io, &mut [])
+        .await
+        .map(|(preface, _)| preface)
+}
+
+/// Reads the server's preface, and with it up to `after.len()` bytes that follow it (see
+/// [`read_preface_with`]), and checks its version.
+async fn read_server_preface_with<S: AsyncRead + Unpin>(
+    config: &ClientConfig,
+    io: &mut S,
+    after: &mut [u8],
+) -> Result<(Preface, usize), ConnectError> {
+    let (theirs, filled) = read_preface_with(io, after).await.map_err(|e| match e {
         FrameIo::Preface(PrefaceError::LooksLikeTls) => ConnectError::Fatal(
             "the server speaks TLS; drop --insecure-plain (plain TCP needs it on both sides)"
                 .into(),
@@ -375,7 +411,7 @@ async fn read_server_preface<S: AsyncRead + Unpin>(
             false,
         )));
     }
-    Ok(theirs)
+    Ok((theirs, filled))
 }
 
 async fn tls_handshake<S: AsyncRead + AsyncWrite + Unpin>(
@@ -457,6 +493,19 @@ pub(crate) fn host_of(server: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
+    /// The challenge is read as a frame of known length; this is that length.
+    #[test]
+    fn a_challenge_frame_has_the_length_read_for_it() {
+        let challenge = burrow_proto::msg::Challenge { nonce: [7; 32] };
+        let frame = burrow_proto::encode_frame(&challenge).unwrap();
+        assert_eq!(frame.len(), super::CHALLENGE_FRAME_LEN);
+        let frame: [u8; super::CHALLENGE_FRAME_LEN] = frame.try_into().unwrap();
+        assert_eq!(super::decode_challenge(&frame).unwrap().nonce, [7; 32]);
+        let mut longer = frame;
+        longer[3] += 1;
+        assert!(super::decode_challenge(&longer).is_err());
+    }
+
     #[test]
     fn host_of_handles_names_and_ipv6() {
         assert_eq!(super::host_of("example.net:7777"), "example.net");

@@ -109,7 +109,7 @@ pub(crate) async fn run(
         config: ctx.config.clone(),
         tunnels: ctx.tunnels.clone(),
         session,
-        secret,
+        key: burrow_proto::auth::DataKey::new(&secret),
         link,
         closed: shutdown.child_token(),
         streams: ctx.streams.clone(),

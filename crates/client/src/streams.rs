@@ -16,7 +16,7 @@ use crate::connect;
 use crate::proxy_protocol::{ProxyProtocol, write_header};
 use crate::tunnels::Tunnels;
 use burrow_net::{Carrier, read_frame, relay, tune_endpoint};
-use burrow_proto::auth::Secret;
+use burrow_proto::auth::DataKey;
 use burrow_proto::msg::{StreamKind, StreamOpen, Target, TunnelKind};
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,7 +48,8 @@ pub(crate) struct Pool {
     /// The running tunnels, where a stream looks up its target.
     pub tunnels: Arc<Tunnels>,
     pub session: u64,
-    pub secret: Secret,
+    /// The session secret, keyed once for every data connection's proof.
+    pub key: DataKey,
     /// How data connections are opened (new connections, or streams of one).
     pub link: connect::Link,
     /// Cancelled when the session ends: idle connections close, streams go on.
@@ -79,7 +80,7 @@ impl Pool {
     async fn serve_one(&self, idle_limit: Option<Duration>) -> Outcome {
         let carrier = tokio::select! {
             _ = self.closed.cancelled() => return Outcome::Served,
-            carrier = connect::data(&self.config, &self.link, self.session, &self.secret) => carrier,
+            carrier = connect::data(&self.config, &self.link, self.session, &self.key) => carrier,
         };
         let mut carrier = match carrier {
             Ok(c) => c,
@@ -165,14 +166,26 @@ pub(crate) async fn run_stream(
     let closed = &entry.closed;
     match (open.kind, &tunnel.kind) {
         (StreamKind::Datagrams, TunnelKind::Udp(options)) => {
-            let relay = crate::udp::run(carrier, open.stream, &tunnel.local, *options);
+            // Boxed (as the sink's): the task of every TCP stream would otherwise be allocated,
+            // and moved, at the size of the UDP relay's state.
+            let relay = Box::pin(crate::udp::run(
+                carrier,
+                open.stream,
+                &tunnel.local,
+                *options,
+            ));
             if closed.run_until_cancelled(relay).await.is_none() {
                 debug!("datagram connection closed: its tunnel was withdrawn or retargeted");
             }
         }
         (StreamKind::Datagrams, TunnelKind::UdpToSink) => {
             let bound = crate::session::sink_listener(&entry);
-            let relay = crate::udp::run_to_sink(carrier, open.stream, &tunnel.local, bound);
+            let relay = Box::pin(crate::udp::run_to_sink(
+                carrier,
+                open.stream,
+                &tunnel.local,
+                bound,
+            ));
             if closed.run_until_cancelled(relay).await.is_none() {
                 debug!("event connection closed: its tunnel was withdrawn or retargeted");
             }

@@ -14,9 +14,9 @@ pub mod tls;
 pub mod udp_batch;
 pub mod ws;
 
-pub use carrier::{Carrier, Duplex, listen, tune_carrier, tune_endpoint};
+pub use carrier::{Carrier, Duplex, listen, tune_carrier, tune_endpoint, tune_listener};
 pub use frame_io::{
-    FrameIo, forward_frames, read_frame, read_preface, write_frame, write_preface,
-    write_preface_with,
+    FrameIo, forward_frames, read_frame, read_preface, read_preface_with, write_frame,
+    write_preface, write_preface_with,
 };
 pub use relay::relay;

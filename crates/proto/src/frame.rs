@@ -24,9 +24,16 @@ pub enum FrameError {
     Malformed(#[from] postcard::Error),
 }
 
+/// What [`encode_frame`] allocates at first: every handshake and stream message fits.
+const ENCODE_CAPACITY: usize = 128;
+
 /// Encodes `msg` as one complete frame (header and payload).
 pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
-    let mut out = postcard::to_extend(msg, vec![0u8; HEADER_LEN])?;
+    // Room for the usual message up front: postcard extends byte by byte, and growing from the
+    // header's four bytes took four reallocations for a 60-byte message.
+    let mut out = Vec::with_capacity(ENCODE_CAPACITY);
+    out.extend_from_slice(&[0u8; HEADER_LEN]);
+    let mut out = postcard::to_extend(msg, out)?;
     let len = out.len() - HEADER_LEN;
     if len > MAX_FRAME_LEN {
         return Err(FrameError::TooLarge(len));

@@ -17,8 +17,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 pub(crate) trait Authority: Sync {
     /// The token of the identity `name`, or `None` when there is no such identity.
     fn token_for(&self, name: &str) -> Option<Secret>;
-    /// The secret of a live session.
-    fn session_secret(&self, session: u64) -> Option<Secret>;
+    /// The data-proof key of a live session.
+    fn data_key(&self, session: u64) -> Option<auth::DataKey>;
 }
 
 /// A successful handshake.
@@ -165,11 +165,11 @@ where
             })
         }
         Hello::Data { session, proof } => {
-            let Some(secret) = authority.session_secret(session) else {
+            let Some(key) = authority.data_key(session) else {
                 refuse(io, HandshakeError::UnknownSession).await;
                 return Err(Failure::UnknownSession(session));
             };
-            if !auth::proofs_match(&auth::data_proof(&secret, session, &nonce), &proof) {
+            if !auth::proofs_match(&key.proof(session, &nonce), &proof) {
                 refuse(io, HandshakeError::AuthFailed).await;
                 return Err(Failure::Auth(format!(
                     "data connection of session {session:#x}"

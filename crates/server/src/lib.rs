@@ -234,6 +234,7 @@ impl Server {
 async fn serve_control(shared: &Arc<Shared>, control: TcpListener) {
     let shutdown = shared.shutdown.clone();
     let config = shared.config();
+    let tuned = burrow_net::tune_listener(&control, true);
     info!(ports = %config.ports, free = shared.registry.free_ports(burrow_proto::msg::Protocol::Tcp), "server ready");
     loop {
         let accepted = tokio::select! {
@@ -250,9 +251,9 @@ async fn serve_control(shared: &Arc<Shared>, control: TcpListener) {
                     continue;
                 };
                 let span = tracing::debug_span!("conn", %peer);
-                shared
-                    .tracker
-                    .spawn(serve_connection(shared.clone(), tcp, peer, permit).instrument(span));
+                shared.tracker.spawn(
+                    serve_connection(shared.clone(), tcp, peer, permit, tuned).instrument(span),
+                );
             }
             Err(e) => {
                 warn!("control accept failed: {e}");
@@ -299,14 +300,18 @@ async fn drain(shared: &Shared) {
     }
 }
 
-/// Takes one control-port connection through TLS and the handshake, and hands it on.
+/// Takes one control-port connection through TLS and the handshake, and hands it on; `tuned`
+/// when the socket has its options from the listener already.
 async fn serve_connection(
     shared: Arc<Shared>,
     tcp: TcpStream,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
+    tuned: bool,
 ) {
-    let _ = tune_carrier(&tcp);
+    if !tuned {
+        let _ = tune_carrier(&tcp);
+    }
     let handshake = handshake(&shared, tcp);
     dispatch(&shared, handshake, peer, Unproven::new(permit), None).await;
 }
@@ -370,7 +375,9 @@ pub(crate) async fn dispatch(
     };
     if let Verdict::Link = verdict {
         // Still unproven: the link keeps its place until a stream authenticates.
-        return link::serve(shared.clone(), carrier, "mux", peer, unproven).await;
+        // Boxed, as the session below: a task's future is as large as its largest state, and
+        // every data connection's task would otherwise be allocated, and moved, at that size.
+        return Box::pin(link::serve(shared.clone(), carrier, "mux", peer, unproven)).await;
     }
     drop(unproven);
     if let Some(on_link) = on_link {
@@ -396,7 +403,7 @@ pub(crate) async fn dispatch(
                 peer,
                 opener,
             };
-            session::run(shared.clone(), carrier, login).await
+            Box::pin(session::run(shared.clone(), carrier, login)).await
         }
         Verdict::Data { session } => add_data_connection(shared, carrier, session).await,
         Verdict::Link => {}
@@ -409,7 +416,9 @@ async fn handshake(shared: &Shared, tcp: TcpStream) -> anyhow::Result<(Carrier, 
         Transport::Plain => Carrier::Plain(tcp),
         Transport::Tls(tls) => {
             let acceptor = burrow_net::tls::tokio_rustls::TlsAcceptor::from(tls.clone());
-            let stream = acceptor.accept(tcp).await.map_err(tls_failure)?;
+            // Boxed: rustls' handshake state is 1.2 KiB, which every connection's task carried
+            // (and moved, twice over) even on a plain carrier.
+            let stream = Box::pin(acceptor.accept(tcp)).await.map_err(tls_failure)?;
             Carrier::ServerTls(Box::new(stream))
         }
     };

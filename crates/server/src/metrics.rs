@@ -14,8 +14,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -26,6 +26,16 @@ type Label = [(&'static str, &'static str); 1];
 type Latencies = Family<Label, Histogram, fn() -> Histogram>;
 /// The same with two labels.
 type Latencies2 = Family<[(&'static str, &'static str); 2], Histogram, fn() -> Histogram>;
+
+/// The member `kind` of `family`, looked up on first use and kept in `cache` (a histogram is a
+/// handle to shared counts, so the kept clone and the family's member are one series).
+fn series<'a>(
+    family: &Latencies,
+    cache: &'a OnceLock<Histogram>,
+    kind: &'static str,
+) -> &'a Histogram {
+    cache.get_or_init(|| family.get_or_create(&[("kind", kind)]).clone())
+}
 
 /// Buckets from 0.5 ms to about 16 s, doubling: handshakes, stream opens and round trips on a
 /// LAN and across continents alike.
@@ -90,6 +100,12 @@ pub(crate) struct Metrics {
     registry: Registry,
     handshakes: Latencies,
     stream_opens: Latencies2,
+    /// The members of `handshakes` (control, data) and `stream_opens` (tcp, http,
+    /// tls_passthrough, each opened from the pool or by the server), each looked up once: a
+    /// family lookup hashes its label under a lock, which every new connection would pay again.
+    /// Filled on first use, so a series appears when it is first observed, as before.
+    handshake_series: [OnceLock<Histogram>; 2],
+    open_series: [[OnceLock<Histogram>; 2]; 3],
     carrier_rtt: Histogram,
     auth_failures: Family<Label, Counter>,
     bans: Counter,
@@ -139,6 +155,8 @@ impl Metrics {
             registry,
             handshakes,
             stream_opens,
+            handshake_series: Default::default(),
+            open_series: Default::default(),
             carrier_rtt,
             auth_failures,
             bans,
@@ -148,27 +166,29 @@ impl Metrics {
 
     /// A finished handshake: `data` for a data connection, else a new session.
     pub(crate) fn handshake(&self, data: bool, took: Duration) {
-        let kind = if data { "data" } else { "control" };
-        self.handshakes
-            .get_or_create(&[("kind", kind)])
-            .observe(took.as_secs_f64());
+        let (slot, kind) = if data { (1, "data") } else { (0, "control") };
+        series(&self.handshakes, &self.handshake_series[slot], kind).observe(took.as_secs_f64());
     }
 
     /// A visitor's stream, `opened` as it was, reached its client `took` after the visitor
     /// arrived.
     pub(crate) fn stream_opened(&self, kind: VisitorKind, opened: Opened, took: Duration) {
-        let kind = match kind {
-            VisitorKind::Tcp => "tcp",
-            VisitorKind::Http => "http",
-            VisitorKind::Passthrough => "tls_passthrough",
+        let (slot, kind) = match kind {
+            VisitorKind::Tcp => (0, "tcp"),
+            VisitorKind::Http => (1, "http"),
+            VisitorKind::Passthrough => (2, "tls_passthrough"),
         };
-        let opened = match opened {
-            Opened::Pool => "pool",
-            Opened::Server => "server",
+        let (how, opened) = match opened {
+            Opened::Pool => (0, "pool"),
+            Opened::Server => (1, "server"),
         };
-        self.stream_opens
-            .get_or_create(&[("kind", kind), ("opened", opened)])
-            .observe(took.as_secs_f64());
+        let cache = &self.open_series[slot][how];
+        let series = cache.get_or_init(|| {
+            (self.stream_opens)
+                .get_or_create(&[("kind", kind), ("opened", opened)])
+                .clone()
+        });
+        series.observe(took.as_secs_f64());
     }
 
     /// A heartbeat answered.

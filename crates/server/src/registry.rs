@@ -33,8 +33,8 @@ pub(crate) struct SessionHandle {
     pub id: u64,
     /// Identity name.
     pub identity: String,
-    /// Secret its data connections prove knowledge of.
-    pub secret: Secret,
+    /// The secret its data connections prove knowledge of, keyed for their proofs.
+    pub data_key: burrow_proto::auth::DataKey,
     /// Idle data connections, ready for visitors.
     pub pool: DataPool,
     /// Messages to send on the control stream (bounded; senders never wait on it).
@@ -442,8 +442,11 @@ impl Authority for Registry {
         token_for(&self.lock().auth, name)
     }
 
-    fn session_secret(&self, session: u64) -> Option<Secret> {
-        self.lock().sessions.get(&session).map(|s| s.secret.clone())
+    fn data_key(&self, session: u64) -> Option<burrow_proto::auth::DataKey> {
+        self.lock()
+            .sessions
+            .get(&session)
+            .map(|s| s.data_key.clone())
     }
 }
 

@@ -98,7 +98,7 @@ pub(crate) async fn run(shared: Arc<Shared>, carrier: Carrier, login: Login) {
     let handle = Arc::new(SessionHandle {
         id,
         identity,
-        secret,
+        data_key: burrow_proto::auth::DataKey::new(&secret),
         pool: DataPool::new(shared.config().max_idle_data),
         control,
         closed: shared.shutdown.child_token(),

@@ -51,6 +51,7 @@ async fn accept_loop(
     stats: Arc<TunnelStats>,
     closed: CancellationToken,
 ) {
+    let tuned = burrow_net::tune_listener(&listener, false);
     loop {
         let accepted = tokio::select! {
             _ = closed.cancelled() => {
@@ -68,6 +69,7 @@ async fn accept_loop(
                     peer,
                     stream: stream_id,
                     stats: stats.clone(),
+                    tuned,
                 };
                 shared
                     .tracker
@@ -87,6 +89,8 @@ struct Visitor {
     peer: SocketAddr,
     stream: u64,
     stats: Arc<TunnelStats>,
+    /// Whether the socket has its options from the listener already.
+    tuned: bool,
 }
 
 /// Serves one visitor from accept to close.
@@ -96,7 +100,9 @@ async fn visit(
     visitor: Visitor,
     mut routes: watch::Receiver<Route>,
 ) {
-    let _ = tune_endpoint(&socket);
+    if !visitor.tuned {
+        let _ = tune_endpoint(&socket);
+    }
     let arrived = std::time::Instant::now();
     let deadline = Instant::now() + shared.config().pool_wait;
     let Some((session, tunnel, (mut carrier, opened))) =

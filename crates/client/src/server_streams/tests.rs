@@ -60,7 +60,7 @@ fn client_with_tunnel(port: u16) -> (mux::Opener, CancellationToken, mux::Opener
         config: Arc::new(config),
         tunnels: Arc::new(Tunnels::new(vec![tunnel])),
         session: 1,
-        secret: Secret::new("s"),
+        key: burrow_proto::auth::DataKey::new(&Secret::new("s")),
         link: crate::connect::Link::Mux(client_opener.clone(), "mux"),
         closed: closed.clone(),
         streams: TaskTracker::new(),

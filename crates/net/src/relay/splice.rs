@@ -122,7 +122,7 @@ async fn copy_burst(src: &TcpStream, dst: &TcpStream) -> io::Result<usize> {
     let mut rest = Vec::new();
     let n = SCRATCH.with(|scratch| -> io::Result<usize> {
         let mut scratch = scratch.borrow_mut();
-        let n = src.try_read(&mut scratch[..])?;
+        let n = read_once(src, &mut scratch[..])?;
         let mut written = 0;
         while written < n {
             match dst.try_write(&scratch[written..n]) {
@@ -144,6 +144,26 @@ async fn copy_burst(src: &TcpStream, dst: &TcpStream) -> io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// One read from `src`, without waiting. A read that fills less than `buf` drained the socket,
+/// so tokio is told it would block now: it then waits for the next readiness event instead of
+/// spending a read on learning so (tokio's own `poll_read` does the same). Readiness that
+/// arrived meanwhile is not lost, because tokio clears only the event this read saw.
+fn read_once(src: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    let mut drained = None;
+    let read = src.try_io(Interest::READABLE, || {
+        let n = rustix::io::read(src, &mut *buf).map_err(io::Error::from)?;
+        if n > 0 && n < buf.len() {
+            drained = Some(n);
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match drained {
+        Some(n) => Ok(n),
+        None => read,
+    }
 }
 
 /// Writes `len` bytes from the pipe to `dst`, waiting for `dst` to take them.

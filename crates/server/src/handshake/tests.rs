@@ -16,8 +16,8 @@ impl Authority for Keys {
     fn token_for(&self, name: &str) -> Option<Secret> {
         (name == "alice").then(|| Secret::new("alice-token"))
     }
-    fn session_secret(&self, session: u64) -> Option<Secret> {
-        (session == 7).then(|| Secret::new("session-seven"))
+    fn data_key(&self, session: u64) -> Option<auth::DataKey> {
+        (session == 7).then(|| auth::DataKey::new(&Secret::new("session-seven")))
     }
 }
 
