@@ -39,13 +39,16 @@ pub(crate) fn spawn(shared: &Arc<Shared>, listener: tokio::net::TcpListener) {
                 let mut client = None;
                 let opening = open(&shared, tcp, peer, &mut client, unproven);
                 let opened = tokio::time::timeout_at(until, opening).await;
-                let failed = |why| match client {
-                    Some(client) => shared.handshake_failed(client, why),
-                    // A trusted proxy's own failures are counted, never held against it.
-                    None if via_proxy => shared.metrics.auth_failure(why),
-                    None => shared.handshake_failed(peer, why),
-                };
                 let who = client.unwrap_or(peer);
+                let failed = |why| {
+                    // A trusted proxy's failures (its own, or a hop's it names) are counted, never
+                    // held against it.
+                    if trusts(&shared, who.ip()) {
+                        shared.metrics.auth_failure(why)
+                    } else {
+                        shared.handshake_failed(who, why)
+                    }
+                };
                 match opened {
                     Ok(Ok(Some(link))) => link.await,
                     Ok(Ok(None)) => {
