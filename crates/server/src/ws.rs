@@ -106,11 +106,13 @@ fn client_of(
     nearest
 }
 
-/// Set on the error of an upgrade refused because the client is banned.
-const BANNED: &str = "the address is banned after failed logins";
-
+/// True when the upgrade was refused by [`open`]'s admission check, which refuses only a
+/// banned client.
 fn is_banned(why: &anyhow::Error) -> bool {
-    matches!(why.downcast_ref(), Some(burrow_net::ws::WsError::Forbidden(reason)) if reason == BANNED)
+    matches!(
+        why.downcast_ref(),
+        Some(burrow_net::ws::WsError::Forbidden(_))
+    )
 }
 
 /// The upgrade, TLS unless plain, and the link's preface; `None` when the peer hung up.
@@ -128,7 +130,9 @@ async fn open(
         let who = client_of(peer, forwarded_for, |ip| trusts(shared, ip));
         *client = who;
         match who {
-            Some(who) if who != peer && shared.refuse_banned(who) => Err(BANNED.to_owned()),
+            Some(who) if who != peer && shared.refuse_banned(who) => {
+                Err("the address is banned after failed logins".to_owned())
+            }
             _ => Ok(()),
         }
     };
