@@ -99,9 +99,7 @@ impl Streams {
             },
         }
     }
-}
 
-impl Streams {
     /// Closes the link at once (dropping a mux receiver does that by itself).
     fn close(&self) {
         if let Streams::Quic(link) = self {
