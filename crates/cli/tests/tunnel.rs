@@ -81,6 +81,20 @@ async fn echo(carrier: Carrier) {
             "path=copy"
         };
         wait_relay_path(server, path).await;
+        // Every pooled data connection (or pooled stream of a link) came with an early hello:
+        // none waited for a challenge.
+        let ready: Vec<String> = (server.proc.output().stderr.iter())
+            .filter(|l| l.contains("data connection ready"))
+            .cloned()
+            .collect();
+        assert!(
+            !ready.is_empty(),
+            "no data connection\n{}",
+            server.proc.dump()
+        );
+        for line in &ready {
+            assert!(line.contains("hello=early"), "expected hello=early: {line}");
+        }
         let established = format!("carrier=\"{}\"", server_carrier(carrier));
         assert!(
             server

@@ -17,8 +17,9 @@ use burrow_proto::frame::{HEADER_LEN, payload_len};
 use burrow_proto::msg::NONCE_LEN;
 use burrow_proto::msg::{Challenge, HandshakeError, Hello, Welcome};
 use burrow_proto::preface::version_advice;
-use burrow_proto::{Preface, PrefaceError, VERSION, caps};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use burrow_proto::{PREFACE_LEN, Preface, PrefaceError, VERSION, caps, encode_frame};
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -51,6 +52,8 @@ pub(crate) struct Established {
     pub carrier: Carrier,
     pub session: u64,
     pub secret: Secret,
+    /// The capability bits of the server's preface (see `caps::EARLY_DATA`).
+    pub server_caps: u32,
     /// How the session opens its data connections.
     pub link: Link,
     /// Over QUIC: whether the preface went as 0-RTT data and the server took it; `None` on
@@ -111,6 +114,7 @@ async fn control_over(
             link,
             mut carrier,
             challenge,
+            server_caps,
             zero_rtt,
             inbound,
         } = greet_over(config, kind).await?;
@@ -127,6 +131,7 @@ async fn control_over(
             carrier,
             session,
             secret,
+            server_caps,
             link,
             zero_rtt,
             inbound,
@@ -146,6 +151,8 @@ struct Greeted {
     link: Link,
     carrier: Carrier,
     challenge: [u8; 32],
+    /// The capability bits of the server's preface.
+    server_caps: u32,
     /// Over QUIC: whether the preface went as 0-RTT data and the server took it.
     zero_rtt: Option<bool>,
     /// The streams the server opens on the link, when there is one.
@@ -172,11 +179,16 @@ async fn greet_over(config: &ClientConfig, kind: &CarrierKind) -> Result<Greeted
         Link::Dial => Preface::ours(),
         _ => control_preface(),
     };
-    let (carrier, challenge) = open(config, &link, preface).await?;
+    let Challenged {
+        carrier,
+        challenge,
+        server_caps,
+    } = open(config, &link, preface).await?;
     Ok(Greeted {
         link,
         carrier,
         challenge,
+        server_caps,
         zero_rtt: None,
         inbound,
     })
@@ -190,15 +202,39 @@ fn control_preface() -> Preface {
     }
 }
 
-/// Opens a data connection for `session`.
+/// Opens a data connection for `session`. With `early` (the server announced
+/// `caps::EARLY_DATA`), the connection's preface and an early hello numbered from it leave in
+/// one write and the connection is ready at once: the server answers nothing (a refusal closes
+/// it, which the caller sees as the idle connection closing). Otherwise the challenge is
+/// answered and the welcome awaited.
 pub(crate) async fn data(
     config: &ClientConfig,
     link: &Link,
     session: u64,
     key: &auth::DataKey,
+    early: Option<&AtomicU64>,
 ) -> Result<Carrier, ConnectError> {
     timeout(config.connect_timeout, async {
-        let (mut carrier, challenge) = open(config, link, Preface::ours()).await?;
+        if let Some(next) = early {
+            let mut carrier = connection(config, link).await?;
+            let seq = next.fetch_add(1, Ordering::Relaxed);
+            let first = early_hello(session, seq, key)
+                .map_err(|e| ConnectError::Retry(format!("encoding the hello: {e}")))?;
+            carrier
+                .write_all(&first)
+                .await
+                .map_err(|e| retry_io("sending the hello", e))?;
+            carrier
+                .flush()
+                .await
+                .map_err(|e| retry_io("sending the hello", e))?;
+            return Ok(carrier);
+        }
+        let Challenged {
+            mut carrier,
+            challenge,
+            ..
+        } = open(config, link, Preface::ours()).await?;
         let proof = key.proof(session, &challenge);
         exchange(&mut carrier, &Hello::Data { session, proof }).await?;
         Ok(carrier)
@@ -207,14 +243,50 @@ pub(crate) async fn data(
     .unwrap_or_else(|_| Err(ConnectError::Retry("data connection timed out".into())))
 }
 
+/// A data connection's preface asking for an early hello, followed by the hello: one write.
+fn early_hello(
+    session: u64,
+    seq: u64,
+    key: &auth::DataKey,
+) -> Result<Vec<u8>, burrow_proto::FrameError> {
+    let preface = Preface {
+        caps: Preface::ours().caps | caps::EARLY_HELLO,
+        ..Preface::ours()
+    };
+    let hello = Hello::EarlyData {
+        session,
+        seq,
+        proof: key.early_proof(session, seq),
+    };
+    let frame = encode_frame(&hello)?;
+    let mut first = Vec::with_capacity(PREFACE_LEN + frame.len());
+    first.extend_from_slice(&preface.encode());
+    first.extend_from_slice(&frame);
+    Ok(first)
+}
+
+/// A connection greeted by the server: its preface read, and the challenge.
+pub(super) struct Challenged {
+    pub carrier: Carrier,
+    pub challenge: [u8; 32],
+    /// The capability bits of the server's preface.
+    pub server_caps: u32,
+}
+
 /// A new connection (or stream) over `link`, with prefaces exchanged (ours is `preface`) and
 /// the challenge read.
 async fn open(
     config: &ClientConfig,
     link: &Link,
     preface: Preface,
-) -> Result<(Carrier, [u8; 32]), ConnectError> {
-    let carrier = match link {
+) -> Result<Challenged, ConnectError> {
+    let carrier = connection(config, link).await?;
+    greet(config, carrier, preface).await
+}
+
+/// A new connection (or stream) over `link`, secured, before any burrow byte.
+async fn connection(config: &ClientConfig, link: &Link) -> Result<Carrier, ConnectError> {
+    Ok(match link {
         Link::Dial => dial(config).await?,
         Link::Mux(opener, kind) => Carrier::stream(
             opener
@@ -228,8 +300,7 @@ async fn open(
                 ConnectError::Retry(format!("QUIC connection lost: {e}"))
             })?))
         }
-    };
-    greet(config, carrier, preface).await
+    })
 }
 
 /// A multiplexed connection: dialed and secured as the TCP carrier's connections are, then
@@ -332,7 +403,7 @@ async fn greet(
     config: &ClientConfig,
     mut carrier: Carrier,
     preface: Preface,
-) -> Result<(Carrier, [u8; 32]), ConnectError> {
+) -> Result<Challenged, ConnectError> {
     write_preface_with(&mut carrier, preface)
         .await
         .map_err(|e| retry_io("sending the preface", e))?;
@@ -345,15 +416,19 @@ async fn greet(
 async fn read_challenge(
     config: &ClientConfig,
     mut carrier: Carrier,
-) -> Result<(Carrier, [u8; 32]), ConnectError> {
+) -> Result<Challenged, ConnectError> {
     let mut frame = [0u8; CHALLENGE_FRAME_LEN];
-    let (_, filled) = read_server_preface_with(config, &mut carrier, &mut frame).await?;
+    let (theirs, filled) = read_server_preface_with(config, &mut carrier, &mut frame).await?;
     carrier
         .read_exact(&mut frame[filled..])
         .await
         .map_err(|e| retry_io("reading the challenge", e))?;
     let challenge = decode_challenge(&frame).map_err(|e| retry_io("reading the challenge", e))?;
-    Ok((carrier, challenge.nonce))
+    Ok(Challenged {
+        carrier,
+        challenge: challenge.nonce,
+        server_caps: theirs.caps,
+    })
 }
 
 /// A challenge frame's length: the header and the nonce (postcard writes an array's bytes as
@@ -504,6 +579,84 @@ mod tests {
         let mut longer = frame;
         longer[3] += 1;
         assert!(super::decode_challenge(&longer).is_err());
+    }
+
+    /// A data connection to a server that announced early hellos sends its preface and hello
+    /// in one write and waits for nothing; to one that did not (an older server), it answers
+    /// the challenge and reads the welcome. A hand-written server checks the bytes of each.
+    #[tokio::test]
+    async fn a_data_connection_says_hello_early_only_to_a_server_that_takes_it() {
+        use super::*;
+        use burrow_net::{read_preface, write_preface};
+        use std::sync::atomic::AtomicU64;
+        use tokio::net::TcpListener;
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = listener.local_addr().unwrap().to_string();
+        let config = ClientConfig::new(
+            server,
+            "me".into(),
+            Secret::new("t"),
+            crate::config::Transport::Plain,
+        );
+        let key = auth::DataKey::new(&Secret::new("session-secret"));
+
+        // Early: both hellos of this session number themselves 5 and 6.
+        let next = AtomicU64::new(5);
+        for seq in [5, 6] {
+            let (dialed, accepted) = tokio::join!(
+                data(&config, &Link::Dial, 9, &key, Some(&next)),
+                listener.accept()
+            );
+            let mut carrier = dialed.unwrap();
+            let (mut theirs, _) = accepted.unwrap();
+            let preface = read_preface(&mut theirs).await.unwrap();
+            assert_ne!(preface.caps & caps::EARLY_HELLO, 0);
+            let hello: Hello = read_frame(&mut theirs).await.unwrap();
+            let proof = key.early_proof(9, seq);
+            assert_eq!(
+                hello,
+                Hello::EarlyData {
+                    session: 9,
+                    seq,
+                    proof
+                }
+            );
+            // Nothing more came: the next bytes the server reads are the client's answer to a
+            // stream, and the client is ready for one without having read anything.
+            theirs.write_all(b"x").await.unwrap();
+            let mut got = [0u8; 1];
+            carrier.read_exact(&mut got).await.unwrap();
+            drop(theirs);
+            let mut rest = Vec::new();
+            carrier.read_to_end(&mut rest).await.unwrap();
+            assert!(rest.is_empty());
+        }
+
+        // Challenged: the server's preface and challenge, the hello, the welcome.
+        let serve = async {
+            let (mut theirs, _) = listener.accept().await.unwrap();
+            let preface = read_preface(&mut theirs).await.unwrap();
+            assert_eq!(preface.caps & caps::EARLY_HELLO, 0);
+            write_preface(&mut theirs).await.unwrap();
+            let nonce = [3u8; 32];
+            write_frame(&mut theirs, &Challenge { nonce })
+                .await
+                .unwrap();
+            let hello: Hello = read_frame(&mut theirs).await.unwrap();
+            let proof = key.proof(9, &nonce);
+            assert_eq!(hello, Hello::Data { session: 9, proof });
+            let welcome = Welcome::Ok {
+                session: 9,
+                heartbeat_ms: 1000,
+                dead_after_ms: 3000,
+            };
+            write_frame(&mut theirs, &welcome).await.unwrap();
+            theirs
+        };
+        let (dialed, _theirs) = tokio::join!(data(&config, &Link::Dial, 9, &key, None), serve);
+        dialed.unwrap();
+        assert_eq!(next.load(Ordering::Relaxed), 7, "no number was used");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use burrow_net::{Carrier, read_frame, relay, tune_endpoint};
 use burrow_proto::auth::DataKey;
 use burrow_proto::msg::{StreamKind, StreamOpen, Target, TunnelKind};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -50,6 +51,9 @@ pub(crate) struct Pool {
     pub session: u64,
     /// The session secret, keyed once for every data connection's proof.
     pub key: DataKey,
+    /// The next early-hello sequence number, when the server takes early hellos
+    /// (`caps::EARLY_DATA`): each data connection then needs no round trip of its own.
+    pub early: Option<AtomicU64>,
     /// How data connections are opened (new connections, or streams of one).
     pub link: connect::Link,
     /// Cancelled when the session ends: idle connections close, streams go on.
@@ -80,7 +84,7 @@ impl Pool {
     async fn serve_one(&self, idle_limit: Option<Duration>) -> Outcome {
         let carrier = tokio::select! {
             _ = self.closed.cancelled() => return Outcome::Served,
-            carrier = connect::data(&self.config, &self.link, self.session, &self.key) => carrier,
+            carrier = connect::data(&self.config, &self.link, self.session, &self.key, self.early.as_ref()) => carrier,
         };
         let mut carrier = match carrier {
             Ok(c) => c,

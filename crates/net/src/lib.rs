@@ -16,7 +16,7 @@ pub mod ws;
 
 pub use carrier::{Carrier, Duplex, listen, tune_carrier, tune_endpoint, tune_listener};
 pub use frame_io::{
-    FrameIo, forward_frames, read_frame, read_preface, read_preface_with, write_frame,
-    write_preface, write_preface_with,
+    FrameIo, MAX_AFTER_PREFACE, forward_frames, read_frame, read_preface, read_preface_with,
+    write_frame, write_preface, write_preface_with,
 };
 pub use relay::relay;

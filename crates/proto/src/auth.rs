@@ -6,6 +6,11 @@
 //! data connection proves membership with `HMAC(secret, "burrow/1 data" ‖ session ‖ its own
 //! server nonce)`. A proof is bound to a nonce the server chose for that connection, so a
 //! recorded proof is worthless on another connection.
+//!
+//! A data connection may instead send an *early* hello, before the server has said anything:
+//! `HMAC(secret, "burrow/1 early data" ‖ session ‖ seq)`, where `seq` numbers the session's data
+//! connections. The server takes each number once ([`SeqWindow`]), so a recorded early proof is
+//! worthless too: it names a number already used.
 
 use crate::msg::{Bytes32, NONCE_LEN};
 use aws_lc_rs::{constant_time, hmac, rand};
@@ -98,6 +103,98 @@ impl DataKey {
     /// `server`; the same as [`data_proof`] with the secret this key was made from.
     pub fn proof(&self, session: u64, server: &Bytes32) -> Bytes32 {
         mac_with(&self.0, &[b"burrow/1 data", &session.to_be_bytes(), server])
+    }
+
+    /// The proof an early data hello of `session` carries for its sequence number `seq`.
+    pub fn early_proof(&self, session: u64, seq: u64) -> Bytes32 {
+        mac_with(
+            &self.0,
+            &[
+                b"burrow/1 early data",
+                &session.to_be_bytes(),
+                &seq.to_be_bytes(),
+            ],
+        )
+    }
+}
+
+/// The early-hello sequence numbers a session has taken, so each is taken once.
+///
+/// The client numbers its data connections 1, 2, 3, … as it dials them; they may arrive out of
+/// order (several are dialed at once), so the window remembers the last [`SeqWindow::SPAN`]
+/// numbers below the highest taken, one bit each, as IPsec's anti-replay window does (RFC 4303
+/// §3.4.3, RFC 6479). A number at or below the window's bottom is refused: it is either used or
+/// so late that its connection is better dialed again.
+#[derive(Debug, Clone)]
+pub struct SeqWindow {
+    /// The highest number taken; 0 before the first.
+    top: u64,
+    /// Bit `seq % SPAN` is set when `seq` (within the window) was taken.
+    seen: [u64; Self::WORDS],
+}
+
+impl SeqWindow {
+    const WORDS: usize = 16;
+    /// How many numbers below the highest one taken are still accepted once.
+    pub const SPAN: u64 = 64 * Self::WORDS as u64;
+
+    /// A window that has taken nothing.
+    pub fn new() -> Self {
+        Self {
+            top: 0,
+            seen: [0; Self::WORDS],
+        }
+    }
+
+    /// Takes `seq`: true the first time, false when it was taken before, is 0, or is too old.
+    pub fn take(&mut self, seq: u64) -> bool {
+        if seq == 0 {
+            return false;
+        }
+        if seq > self.top {
+            if seq - self.top >= Self::SPAN {
+                self.seen = [0; Self::WORDS];
+            } else {
+                // Numbers between the old top and `seq` were never taken: clear their bits,
+                // which still hold those of numbers one span older.
+                for skipped in self.top + 1..seq {
+                    self.set(skipped, false);
+                }
+            }
+            self.top = seq;
+            self.set(seq, true);
+            return true;
+        }
+        if self.top - seq >= Self::SPAN || self.get(seq) {
+            return false;
+        }
+        self.set(seq, true);
+        true
+    }
+
+    fn slot(seq: u64) -> (usize, u64) {
+        let bit = seq % Self::SPAN;
+        ((bit / 64) as usize, 1 << (bit % 64))
+    }
+
+    fn get(&self, seq: u64) -> bool {
+        let (word, mask) = Self::slot(seq);
+        self.seen[word] & mask != 0
+    }
+
+    fn set(&mut self, seq: u64, on: bool) {
+        let (word, mask) = Self::slot(seq);
+        if on {
+            self.seen[word] |= mask;
+        } else {
+            self.seen[word] &= !mask;
+        }
+    }
+}
+
+impl Default for SeqWindow {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -204,6 +301,91 @@ mod tests {
             control_proof(&Secret::new("token"), &long, &s, &c).to_vec(),
             want
         );
+    }
+
+    #[test]
+    fn early_proofs_depend_on_session_and_seq_and_differ_from_challenge_proofs() {
+        let key = DataKey::new(&Secret::new("session-secret"));
+        let p = key.early_proof(1, 5);
+        assert!(proofs_match(&p, &key.early_proof(1, 5)));
+        assert!(!proofs_match(&p, &key.early_proof(1, 6)));
+        assert!(!proofs_match(&p, &key.early_proof(2, 5)));
+        assert!(!proofs_match(
+            &p,
+            &DataKey::new(&Secret::new("other")).early_proof(1, 5)
+        ));
+        // A challenge that spells the same bytes as the sequence number proves something else.
+        let mut challenge = [0u8; NONCE_LEN];
+        challenge[NONCE_LEN - 8..].copy_from_slice(&5u64.to_be_bytes());
+        assert!(!proofs_match(&p, &key.proof(1, &challenge)));
+    }
+
+    #[test]
+    fn a_sequence_number_is_taken_once_in_any_order_within_the_window() {
+        let mut w = SeqWindow::new();
+        assert!(!w.take(0), "0 is never a sequence number");
+        assert!(w.take(1));
+        assert!(!w.take(1), "a replay");
+        // Out of order: 3 and 4 arrive before 2.
+        assert!(w.take(3));
+        assert!(w.take(4));
+        assert!(w.take(2));
+        assert!(!w.take(2));
+        assert!(!w.take(3));
+        assert!(!w.take(4));
+        // A jump leaves the numbers it skipped takeable, once.
+        assert!(w.take(100));
+        assert!(w.take(50));
+        assert!(!w.take(50));
+        assert!(w.take(99));
+        // The window's bottom: SPAN - 1 below the top is still taken, SPAN below is too old.
+        let top = 100 + SeqWindow::SPAN - 1;
+        assert!(w.take(top));
+        assert!(
+            !w.take(100),
+            "SPAN - 1 below the top, inside the window, taken before"
+        );
+        assert!(!w.take(99), "SPAN below the top: too old");
+        assert!(w.take(top + 1));
+        assert!(!w.take(100), "now SPAN below the top: too old");
+        assert!(
+            w.take(101),
+            "the window's bottom, skipped by the jump: taken once"
+        );
+        assert!(!w.take(101));
+    }
+
+    #[test]
+    fn a_large_jump_forgets_the_old_window_but_never_reopens_old_numbers() {
+        let mut w = SeqWindow::new();
+        for seq in 1..=10 {
+            assert!(w.take(seq));
+        }
+        let far = 10 + 5 * SeqWindow::SPAN;
+        assert!(w.take(far));
+        for seq in 1..=10 {
+            assert!(!w.take(seq), "{seq} is below the window now");
+        }
+        assert!(!w.take(far));
+        assert!(w.take(far - 1));
+        // A number whose bit slot an old taken number shared is not mistaken for taken.
+        assert!(w.take(far - SeqWindow::SPAN + 1));
+    }
+
+    #[test]
+    fn every_number_in_a_long_shuffled_run_is_taken_exactly_once() {
+        let mut w = SeqWindow::new();
+        // Dialed in order, arriving up to 40 apart: blocks of 40 reversed.
+        let mut order: Vec<u64> = Vec::new();
+        for block in 0..200u64 {
+            order.extend((block * 40 + 1..=block * 40 + 40).rev());
+        }
+        for &seq in &order {
+            assert!(w.take(seq), "{seq} refused the first time");
+        }
+        for &seq in order.iter().rev().take(SeqWindow::SPAN as usize) {
+            assert!(!w.take(seq), "{seq} taken twice");
+        }
     }
 
     #[test]

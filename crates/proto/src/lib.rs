@@ -4,7 +4,9 @@
 //! starts the same way: both sides send a fixed-size [`Preface`] (magic, protocol version,
 //! capability bits), the server sends a [`msg::Challenge`] frame with a fresh nonce, and the client
 //! answers with a [`msg::Hello`] that proves what it is (a new session, or a data connection of an
-//! existing one) with an HMAC over that nonce. After that the control stream carries
+//! existing one) with an HMAC over that nonce. A data connection to a server that takes them
+//! sends an early hello with its preface instead, proved against a sequence number of its
+//! session, and waits for nothing ([`caps::EARLY_HELLO`]). After that the control stream carries
 //! [`msg::ClientMsg`] / [`msg::ServerMsg`] frames, and a data connection carries one
 //! [`msg::StreamOpen`] frame and then the visitor's raw bytes.
 //!
@@ -32,8 +34,10 @@ pub mod caps {
     pub const TCP: u32 = 1 << 0;
     /// Multiplexed links (see [`LINK`]).
     pub const MUX: u32 = 1 << 1;
+    /// Early data hellos (see [`EARLY_HELLO`]): announced by a server that takes them.
+    pub const EARLY_DATA: u32 = 1 << 2;
     /// Everything this build supports.
-    pub const ALL: u32 = TCP | MUX;
+    pub const ALL: u32 = TCP | MUX | EARLY_DATA;
     /// Not a capability but a request, sent only by a client: this connection is a multiplexed
     /// link. After the two prefaces it carries a yamux session, and each of its streams starts
     /// with its own preface and handshake, as a connection of the TCP carrier does. A server
@@ -48,4 +52,13 @@ pub mod caps {
     /// server opens on it reaches that client and nobody else. Without the bit (an older
     /// client, or any TCP carrier) visitors take the pooled data connections only.
     pub const SERVER_STREAMS: u32 = 1 << 17;
+    /// Not a capability but a request, sent only by a client, on a data connection to a server
+    /// that announced [`EARLY_DATA`] on the session's control stream: this connection's
+    /// [`crate::msg::Hello::EarlyData`] follows the preface at once, proved against a sequence
+    /// number of the session instead of a challenge (see [`crate::auth::SeqWindow`]). The
+    /// server reads both, sends nothing back (no preface, no challenge, no welcome) and puts
+    /// the connection in the session's pool; a refusal closes it. The client's preface and
+    /// hello leave in one write, and the connection is ready once the server has read them:
+    /// no round trip beyond TCP's (and TLS's).
+    pub const EARLY_HELLO: u32 = 1 << 18;
 }

@@ -41,6 +41,18 @@ pub enum Hello {
         /// HMAC of this connection's challenge under the session secret.
         proof: Bytes32,
     },
+    /// Adds a data connection to an existing session without a challenge: sent right after
+    /// the preface, with [`crate::caps::EARLY_HELLO`] in it; the server answers nothing.
+    EarlyData {
+        /// The session id from [`Welcome::Ok`].
+        session: u64,
+        /// This connection's sequence number in the session: 1 for the first, then one more
+        /// for each; the server takes each number once (see [`crate::auth::SeqWindow`]).
+        seq: u64,
+        /// HMAC of the session id and `seq` under the session secret
+        /// ([`crate::auth::DataKey::early_proof`]).
+        proof: Bytes32,
+    },
 }
 
 /// The server's answer to a [`Hello`].

@@ -3,15 +3,20 @@
 //! preface ⇄ preface, challenge →, ← hello; the verdict says whether the connection opens a new
 //! session or joins an existing one as a data connection. The caller runs this under the
 //! pre-auth deadline and answers with [`send_welcome`] once the verdict is acted on, so a session
-//! is registered before its client can open data connections.
+//! is registered before its client can open data connections. A data connection may instead
+//! send its preface and an early hello together (`caps::EARLY_HELLO`): the server reads both and
+//! answers nothing, neither on success nor on refusal (it closes the connection).
 
-use burrow_net::{FrameIo, read_frame, read_preface, write_frame, write_preface};
+use burrow_net::{
+    FrameIo, MAX_AFTER_PREFACE, read_frame, read_preface_with, write_frame, write_preface,
+};
 use burrow_proto::auth::{self, Secret};
+use burrow_proto::frame::{HEADER_LEN, payload_len};
 use burrow_proto::msg::{Challenge, HandshakeError, Hello, MAX_NAME_LEN, Welcome};
 use burrow_proto::preface::version_advice;
-use burrow_proto::{Preface, PrefaceError, VERSION, caps, encode_frame};
+use burrow_proto::{Preface, PrefaceError, VERSION, caps, decode_payload, encode_frame};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// What the server knows that a handshake needs.
 pub(crate) trait Authority: Sync {
@@ -19,6 +24,9 @@ pub(crate) trait Authority: Sync {
     fn token_for(&self, name: &str) -> Option<Secret>;
     /// The data-proof key of a live session.
     fn data_key(&self, session: u64) -> Option<auth::DataKey>;
+    /// Takes an early hello's sequence number for a live session: false when the session is
+    /// gone or the number was taken before (or is too old; see [`auth::SeqWindow`]).
+    fn take_seq(&self, session: u64, seq: u64) -> bool;
 }
 
 /// A successful handshake.
@@ -37,6 +45,8 @@ pub(crate) enum Verdict {
     Data {
         /// The session it joins.
         session: u64,
+        /// It came with an early hello: the client expects no welcome.
+        early: bool,
     },
     /// A multiplexed link: the prefaces are exchanged, and the connection now carries a yamux
     /// session whose streams each begin a handshake of their own.
@@ -96,7 +106,10 @@ pub(crate) async fn accept<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let theirs = read_preface(io).await?;
+    // A client sends at most an early hello with its preface, and then waits: reading what
+    // came with the preface never takes a byte that belongs to anything else.
+    let mut after = [0u8; MAX_AFTER_PREFACE];
+    let (theirs, filled) = read_preface_with(io, &mut after).await?;
     if theirs.version != VERSION {
         // Our preface alone tells the client which side is older.
         write_preface(io).await.map_err(Failure::Io)?;
@@ -105,6 +118,19 @@ where
             theirs.version,
             true,
         )));
+    }
+    if theirs.caps & caps::EARLY_HELLO != 0 {
+        if theirs.caps & caps::LINK != 0 || links == Links::Required {
+            return Err(Failure::Malformed(
+                "an early data hello on a connection that must be a link".into(),
+            ));
+        }
+        return early_data(io, authority, &mut after, filled).await;
+    }
+    if filled > 0 {
+        return Err(Failure::Malformed(
+            "bytes after the preface, before the challenge".into(),
+        ));
     }
     match (theirs.caps & caps::LINK != 0, links) {
         (true, Links::Refused) => {
@@ -175,9 +201,87 @@ where
                     "data connection of session {session:#x}"
                 )));
             }
-            Ok(Verdict::Data { session })
+            Ok(Verdict::Data {
+                session,
+                early: false,
+            })
         }
+        Hello::EarlyData { .. } => Err(Failure::Malformed(
+            "an early data hello after a challenge".into(),
+        )),
     }
+}
+
+/// Longest early hello frame: header, variant, two `u64` varints (10 bytes at most each), proof.
+const EARLY_FRAME_MAX: usize = HEADER_LEN + 1 + 10 + 10 + burrow_proto::msg::NONCE_LEN;
+
+/// The rest of an early data connection: its hello, of which `after[..filled]` came with the
+/// preface. Nothing is written back, whatever the outcome.
+async fn early_data<S>(
+    io: &mut S,
+    authority: &dyn Authority,
+    after: &mut [u8; MAX_AFTER_PREFACE],
+    mut filled: usize,
+) -> Result<Verdict, Failure>
+where
+    S: AsyncRead + Unpin,
+{
+    const _: () = assert!(EARLY_FRAME_MAX <= MAX_AFTER_PREFACE);
+    if filled < HEADER_LEN {
+        io.read_exact(&mut after[filled..HEADER_LEN])
+            .await
+            .map_err(Failure::Io)?;
+        filled = HEADER_LEN;
+    }
+    let mut header = [0u8; HEADER_LEN];
+    header.copy_from_slice(&after[..HEADER_LEN]);
+    let len = payload_len(header).map_err(|e| Failure::Malformed(e.to_string()))?;
+    let end = HEADER_LEN + len;
+    if end > EARLY_FRAME_MAX {
+        return Err(Failure::Malformed(format!(
+            "an early hello of {len} bytes (at most {})",
+            EARLY_FRAME_MAX - HEADER_LEN
+        )));
+    }
+    if filled > end {
+        return Err(Failure::Malformed(
+            "bytes after the early hello, before any stream".into(),
+        ));
+    }
+    io.read_exact(&mut after[filled..end])
+        .await
+        .map_err(Failure::Io)?;
+    let hello = decode_payload::<Hello>(&after[HEADER_LEN..end])
+        .map_err(|e| Failure::Malformed(e.to_string()))?;
+    let Hello::EarlyData {
+        session,
+        seq,
+        proof,
+    } = hello
+    else {
+        return Err(Failure::Malformed(
+            "an early preface followed by another hello than an early data hello".into(),
+        ));
+    };
+    let Some(key) = authority.data_key(session) else {
+        return Err(Failure::UnknownSession(session));
+    };
+    if !auth::proofs_match(&key.early_proof(session, seq), &proof) {
+        return Err(Failure::Auth(format!(
+            "early data connection of session {session:#x}"
+        )));
+    }
+    // Taken only once proven, so nobody without the secret can use up a session's numbers.
+    if !authority.take_seq(session, seq) {
+        return Err(Failure::Auth(format!(
+            "early data connection of session {session:#x}: sequence number {seq} used before \
+             or too old"
+        )));
+    }
+    Ok(Verdict::Data {
+        session,
+        early: true,
+    })
 }
 
 /// Accepts the connection: tells the client its session id and the heartbeat timing.

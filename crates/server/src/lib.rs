@@ -405,7 +405,7 @@ pub(crate) async fn dispatch(
             };
             Box::pin(session::run(shared.clone(), carrier, login)).await
         }
-        Verdict::Data { session } => add_data_connection(shared, carrier, session).await,
+        Verdict::Data { session, early } => pool::add(shared, carrier, session, early).await,
         Verdict::Link => {}
     }
 }
@@ -481,31 +481,5 @@ fn tls_failure(e: std::io::Error) -> anyhow::Error {
         )
     } else {
         anyhow::anyhow!("TLS handshake failed: {e}")
-    }
-}
-
-/// Puts an authenticated data connection into its session's pool.
-async fn add_data_connection(shared: &Shared, mut carrier: Carrier, session: u64) {
-    let Some(handle) = shared.registry.session(session) else {
-        return handshake::refuse(
-            &mut carrier,
-            burrow_proto::msg::HandshakeError::UnknownSession,
-        )
-        .await;
-    };
-    let cfg = shared.config();
-    if let Err(e) = handshake::send_welcome(
-        &mut carrier,
-        session,
-        cfg.heartbeat_interval,
-        cfg.dead_after,
-    )
-    .await
-    {
-        return debug!("data connection lost before use: {e}");
-    }
-    match handle.pool.put(carrier) {
-        Ok(()) => debug!(idle = handle.pool.len(), "data connection ready"),
-        Err(_) => debug!("data connection closed: the pool is full"),
     }
 }

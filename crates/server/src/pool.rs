@@ -8,6 +8,7 @@ use burrow_net::Carrier;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use tokio::sync::Notify;
+use tracing::debug;
 
 /// Idle data connections of one session.
 #[derive(Debug)]
@@ -99,5 +100,37 @@ impl DataPool {
     pub(crate) fn clear(&self) {
         let drained: Vec<Carrier> = self.lock().drain(..).collect();
         drop(drained);
+    }
+}
+
+/// Puts an authenticated data connection into its session's pool.
+pub(crate) async fn add(shared: &crate::Shared, mut carrier: Carrier, session: u64, early: bool) {
+    let Some(handle) = shared.registry.session(session) else {
+        // An early hello's client waits for no answer: closing tells it.
+        if !early {
+            crate::handshake::refuse(
+                &mut carrier,
+                burrow_proto::msg::HandshakeError::UnknownSession,
+            )
+            .await;
+        }
+        return debug!("data connection closed: its session ended");
+    };
+    if !early {
+        let cfg = shared.config();
+        let welcome = crate::handshake::send_welcome(
+            &mut carrier,
+            session,
+            cfg.heartbeat_interval,
+            cfg.dead_after,
+        );
+        if let Err(e) = welcome.await {
+            return debug!("data connection lost before use: {e}");
+        }
+    }
+    let hello = if early { "early" } else { "challenge" };
+    match handle.pool.put(carrier) {
+        Ok(()) => debug!(idle = handle.pool.len(), hello = %hello, "data connection ready"),
+        Err(_) => debug!("data connection closed: the pool is full"),
     }
 }

@@ -37,6 +37,8 @@ pub(crate) struct SessionHandle {
     pub data_key: burrow_proto::auth::DataKey,
     /// Idle data connections, ready for visitors.
     pub pool: DataPool,
+    /// The sequence numbers of early data hellos taken so far (each is taken once).
+    pub early_seqs: Mutex<burrow_proto::auth::SeqWindow>,
     /// Messages to send on the control stream (bounded; senders never wait on it).
     pub control: mpsc::Sender<ServerMsg>,
     /// Cancelled when the session ends.
@@ -447,6 +449,17 @@ impl Authority for Registry {
             .sessions
             .get(&session)
             .map(|s| s.data_key.clone())
+    }
+
+    fn take_seq(&self, session: u64, seq: u64) -> bool {
+        let Some(handle) = self.lock().sessions.get(&session).cloned() else {
+            return false;
+        };
+        handle
+            .early_seqs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(seq)
     }
 }
 

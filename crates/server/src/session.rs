@@ -100,6 +100,7 @@ pub(crate) async fn run(shared: Arc<Shared>, carrier: Carrier, login: Login) {
         identity,
         data_key: burrow_proto::auth::DataKey::new(&secret),
         pool: DataPool::new(shared.config().max_idle_data),
+        early_seqs: std::sync::Mutex::new(burrow_proto::auth::SeqWindow::new()),
         control,
         closed: shared.shutdown.child_token(),
         peer,

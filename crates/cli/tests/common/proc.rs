@@ -76,7 +76,8 @@ impl Proc {
             .env(
                 "BURROW_LOG",
                 std::env::var("BURROW_E2E_LOG").unwrap_or_else(|_| {
-                    "info,burrow_server::tunnel=debug,burrow_server::udp=debug".into()
+                    "info,burrow_server::tunnel=debug,burrow_server::udp=debug,burrow_server::pool=debug"
+                        .into()
                 }),
             )
             .env_remove("RUST_LOG")

@@ -40,7 +40,11 @@ pub(super) async fn control(config: &ClientConfig) -> Result<Greeted, ConnectErr
         }
         stream = Some(early).filter(|_| zero_rtt);
     }
-    let (carrier, challenge) = match stream {
+    let super::Challenged {
+        carrier,
+        challenge,
+        server_caps,
+    } = match stream {
         Some(stream) => read_challenge(config, Carrier::Quic(Box::new(stream))).await?,
         None => {
             let stream = Carrier::Quic(Box::new(open(&link).await?));
@@ -52,6 +56,7 @@ pub(super) async fn control(config: &ClientConfig) -> Result<Greeted, ConnectErr
         link: Link::Quic(link),
         carrier,
         challenge,
+        server_caps,
         zero_rtt: Some(zero_rtt),
     })
 }

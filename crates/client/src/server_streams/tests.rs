@@ -61,6 +61,7 @@ fn client_with_tunnel(port: u16) -> (mux::Opener, CancellationToken, mux::Opener
         tunnels: Arc::new(Tunnels::new(vec![tunnel])),
         session: 1,
         key: burrow_proto::auth::DataKey::new(&Secret::new("s")),
+        early: None,
         link: crate::connect::Link::Mux(client_opener.clone(), "mux"),
         closed: closed.clone(),
         streams: TaskTracker::new(),

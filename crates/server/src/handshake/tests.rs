@@ -3,11 +3,18 @@
 //! This module is compiled only under #[cfg(test)] (declared so in its parent).
 
 use super::*;
-use burrow_proto::Preface;
+use burrow_net::read_preface;
 use burrow_proto::msg::Welcome;
+use burrow_proto::{PREFACE_LEN, Preface};
+use std::sync::Arc;
 use tokio::io::{AsyncWriteExt, DuplexStream, duplex};
 
-struct Keys;
+/// One identity (`alice`) and one live session (7, whose secret is `session-seven`); the early
+/// sequence numbers session 7 has taken.
+#[derive(Default)]
+struct Keys {
+    seqs: std::sync::Mutex<auth::SeqWindow>,
+}
 
 /// The server side's outcome and its end of the pipe.
 type ServerSide = tokio::task::JoinHandle<(Result<Verdict, Failure>, DuplexStream)>;
@@ -19,13 +26,21 @@ impl Authority for Keys {
     fn data_key(&self, session: u64) -> Option<auth::DataKey> {
         (session == 7).then(|| auth::DataKey::new(&Secret::new("session-seven")))
     }
+    fn take_seq(&self, session: u64, seq: u64) -> bool {
+        session == 7 && self.seqs.lock().unwrap().take(seq)
+    }
 }
 
 /// Runs the server side on one end of a pipe; returns the client end and the server's verdict.
 fn start() -> (DuplexStream, ServerSide) {
+    start_with(Arc::new(Keys::default()), Links::Allowed)
+}
+
+/// [`start`] with an authority shared between connections, and the link rule.
+fn start_with(keys: Arc<Keys>, links: Links) -> (DuplexStream, ServerSide) {
     let (client, mut server) = duplex(4096);
     let task = tokio::spawn(async move {
-        let verdict = accept(&mut server, &Keys, Links::Allowed).await;
+        let verdict = accept(&mut server, &*keys, links).await;
         (verdict, server)
     });
     (client, task)
@@ -100,7 +115,10 @@ async fn data_hello_needs_the_session_secret() {
         .unwrap();
     assert!(matches!(
         server.await.unwrap().0,
-        Ok(Verdict::Data { session: 7 })
+        Ok(Verdict::Data {
+            session: 7,
+            early: false
+        })
     ));
 
     // A proof made with the login token instead of the session secret is refused.
@@ -197,7 +215,8 @@ async fn a_link_request_is_answered_with_the_preface_alone() {
 #[tokio::test]
 async fn a_stream_inside_a_link_cannot_ask_for_another_link() {
     let (mut client, mut server) = duplex(4096);
-    let side = tokio::spawn(async move { accept(&mut server, &Keys, Links::Refused).await });
+    let side =
+        tokio::spawn(async move { accept(&mut server, &Keys::default(), Links::Refused).await });
     let link = Preface {
         caps: Preface::ours().caps | caps::LINK,
         ..Preface::ours()
@@ -211,7 +230,8 @@ async fn a_stream_inside_a_link_cannot_ask_for_another_link() {
 #[tokio::test]
 async fn a_websocket_refuses_anything_but_a_link_before_the_challenge() {
     let (mut client, mut server) = duplex(4096);
-    let side = tokio::spawn(async move { accept(&mut server, &Keys, Links::Required).await });
+    let side =
+        tokio::spawn(async move { accept(&mut server, &Keys::default(), Links::Required).await });
     write_preface(&mut client).await.unwrap();
     assert!(matches!(side.await.unwrap(), Err(Failure::Malformed(_))));
     // Nothing was sent back: no preface, no challenge.
@@ -220,4 +240,204 @@ async fn a_websocket_refuses_anything_but_a_link_before_the_challenge() {
         .await
         .unwrap();
     assert!(rest.is_empty(), "{rest:?}");
+}
+
+/// A data connection's first (and only) write before any stream: its preface asking for an
+/// early hello, and the hello.
+fn early_first_write(session: u64, seq: u64, secret: &str) -> Vec<u8> {
+    let preface = Preface {
+        caps: Preface::ours().caps | caps::EARLY_HELLO,
+        ..Preface::ours()
+    };
+    let proof = auth::DataKey::new(&Secret::new(secret)).early_proof(session, seq);
+    let mut out = preface.encode().to_vec();
+    let hello = Hello::EarlyData {
+        session,
+        seq,
+        proof,
+    };
+    out.extend_from_slice(&encode_frame(&hello).unwrap());
+    out
+}
+
+/// Everything the server sent on the pipe, once its side is dropped.
+async fn everything_sent(mut client: DuplexStream, server: DuplexStream) -> Vec<u8> {
+    drop(server);
+    let mut sent = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut client, &mut sent)
+        .await
+        .unwrap();
+    sent
+}
+
+#[tokio::test]
+async fn an_early_data_hello_is_taken_with_nothing_sent_back() {
+    let keys = Arc::new(Keys::default());
+    let (mut io, server) = start_with(keys.clone(), Links::Allowed);
+    io.write_all(&early_first_write(7, 1, "session-seven"))
+        .await
+        .unwrap();
+    let (verdict, server_end) = server.await.unwrap();
+    assert!(
+        matches!(
+            verdict,
+            Ok(Verdict::Data {
+                session: 7,
+                early: true
+            })
+        ),
+        "{verdict:?}"
+    );
+    assert_eq!(everything_sent(io, server_end).await, b"");
+
+    // Inside a link too (a pooled stream of a mux or QUIC link), and in pieces: the preface
+    // alone, then the header split, then the rest.
+    let (mut io, server) = start_with(keys.clone(), Links::Refused);
+    let first = early_first_write(7, 3, "session-seven");
+    for piece in [
+        &first[..PREFACE_LEN],
+        &first[PREFACE_LEN..PREFACE_LEN + 2],
+        &first[PREFACE_LEN + 2..],
+    ] {
+        io.write_all(piece).await.unwrap();
+        tokio::task::yield_now().await;
+    }
+    let (verdict, server_end) = server.await.unwrap();
+    assert!(
+        matches!(verdict, Ok(Verdict::Data { early: true, .. })),
+        "{verdict:?}"
+    );
+    assert_eq!(everything_sent(io, server_end).await, b"");
+
+    // A number below the highest one taken, not taken yet: arrived out of order.
+    let (mut io, server) = start_with(keys, Links::Allowed);
+    io.write_all(&early_first_write(7, 2, "session-seven"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        server.await.unwrap().0,
+        Ok(Verdict::Data { early: true, .. })
+    ));
+}
+
+#[tokio::test]
+async fn an_early_hello_replayed_or_wrongly_proved_is_refused_in_silence() {
+    let keys = Arc::new(Keys::default());
+    let first = early_first_write(7, 5, "session-seven");
+    let (mut io, server) = start_with(keys.clone(), Links::Allowed);
+    io.write_all(&first).await.unwrap();
+    assert!(server.await.unwrap().0.is_ok());
+
+    // The same bytes again (a recording): refused, and nothing is said.
+    let (mut io, server) = start_with(keys.clone(), Links::Allowed);
+    io.write_all(&first).await.unwrap();
+    let (verdict, server_end) = server.await.unwrap();
+    match verdict {
+        Err(Failure::Auth(why)) => assert!(why.contains("sequence number 5"), "{why}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(everything_sent(io, server_end).await, b"");
+
+    // Proved with the login token instead of the session secret.
+    let (mut io, server) = start_with(keys.clone(), Links::Allowed);
+    io.write_all(&early_first_write(7, 6, "alice-token"))
+        .await
+        .unwrap();
+    let (verdict, server_end) = server.await.unwrap();
+    assert!(matches!(verdict, Err(Failure::Auth(_))), "{verdict:?}");
+    assert_eq!(everything_sent(io, server_end).await, b"");
+    // ... which used up nothing: the client's own connection with that number still gets in.
+    let (mut io, server) = start_with(keys.clone(), Links::Allowed);
+    io.write_all(&early_first_write(7, 6, "session-seven"))
+        .await
+        .unwrap();
+    assert!(server.await.unwrap().0.is_ok());
+
+    // A session that does not exist.
+    let (mut io, server) = start_with(keys, Links::Allowed);
+    io.write_all(&early_first_write(8, 1, "x")).await.unwrap();
+    let (verdict, server_end) = server.await.unwrap();
+    assert!(
+        matches!(verdict, Err(Failure::UnknownSession(8))),
+        "{verdict:?}"
+    );
+    assert_eq!(everything_sent(io, server_end).await, b"");
+}
+
+#[tokio::test]
+async fn early_hellos_out_of_place_and_bytes_ahead_of_their_turn_are_malformed() {
+    // Bytes after the early hello, before any stream was opened.
+    let (mut io, server) = start();
+    let mut first = early_first_write(7, 1, "session-seven");
+    first.extend_from_slice(b"GET /");
+    io.write_all(&first).await.unwrap();
+    assert!(matches!(
+        server.await.unwrap().0,
+        Err(Failure::Malformed(_))
+    ));
+
+    // Bytes after an ordinary preface, before the challenge.
+    let (mut io, server) = start();
+    let mut first = Preface::ours().encode().to_vec();
+    first.extend_from_slice(b"hello");
+    io.write_all(&first).await.unwrap();
+    assert!(matches!(
+        server.await.unwrap().0,
+        Err(Failure::Malformed(_))
+    ));
+
+    // An early preface followed by a control hello, and one that also asks to be a link.
+    let (mut io, server) = start();
+    let preface = Preface {
+        caps: Preface::ours().caps | caps::EARLY_HELLO,
+        ..Preface::ours()
+    };
+    let mut first = preface.encode().to_vec();
+    let control = Hello::Control {
+        name: "alice".into(),
+        nonce: auth::nonce(),
+        proof: auth::nonce(),
+    };
+    first.extend_from_slice(&encode_frame(&control).unwrap());
+    io.write_all(&first).await.unwrap();
+    assert!(matches!(
+        server.await.unwrap().0,
+        Err(Failure::Malformed(_))
+    ));
+    let (mut io, server) = start();
+    let mut first = early_first_write(7, 1, "session-seven");
+    let both = Preface {
+        caps: Preface::ours().caps | caps::EARLY_HELLO | caps::LINK,
+        ..Preface::ours()
+    };
+    first[..PREFACE_LEN].copy_from_slice(&both.encode());
+    io.write_all(&first).await.unwrap();
+    assert!(matches!(
+        server.await.unwrap().0,
+        Err(Failure::Malformed(_))
+    ));
+
+    // An early hello after a challenge.
+    let (mut io, server) = start();
+    open(&mut io).await;
+    let hello = Hello::EarlyData {
+        session: 7,
+        seq: 1,
+        proof: auth::nonce(),
+    };
+    write_frame(&mut io, &hello).await.unwrap();
+    assert!(matches!(
+        server.await.unwrap().0,
+        Err(Failure::Malformed(_))
+    ));
+
+    // A WebSocket takes only links.
+    let (mut io, server) = start_with(Arc::new(Keys::default()), Links::Required);
+    io.write_all(&early_first_write(7, 1, "session-seven"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        server.await.unwrap().0,
+        Err(Failure::Malformed(_))
+    ));
 }
