@@ -621,6 +621,64 @@ async fn sni_passthrough_to_a_tls_target() {
     .await
 }
 
+/// A client on the mux carrier that keeps no pool: every stream the edge needs (a proxied
+/// request's upstream connection, a passthrough) is one the server opens on the client's link,
+/// so no data connection is ever made, and the passthrough's access line says
+/// `opened=server`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_edge_serves_a_client_without_a_pool_on_streams_it_opens() {
+    bounded(60, async {
+        let dir = TestDir::new("http-empty-pool");
+        let (cert, key) = certificate(&dir, "target", &["secure.example.com"]);
+        let edge = Edge::start(
+            &dir,
+            &["--domain", "example.com", "--https-listen", "127.0.0.1:0"],
+        )
+        .await;
+        let https = edge.https.unwrap();
+        let no_pool = ["--carrier", "mux", "--pool-size", "0"];
+        let (_a, port_a) = target("A", None).await;
+        let mut extra = vec!["--subdomain", "app"];
+        extra.extend(no_pool);
+        let _app = HttpClient::start(&dir, &edge, port_a, &extra).await;
+        let (_t, port_t) = target("T", Some((&cert, &key))).await;
+        let mut extra = vec!["--subdomain", "secure", "--tls-passthrough"];
+        extra.extend(no_pool);
+        let _secure = HttpClient::start(&dir, &edge, port_t, &extra).await;
+
+        for path in ["/one", "/two"] {
+            let got = get(&edge, "app.example.com", path).await;
+            assert_eq!(
+                (got.status, got.id()),
+                (200, "A".to_owned()),
+                "{}",
+                got.body
+            );
+        }
+        let resolve = format!("secure.example.com:{https}:127.0.0.1");
+        let url = format!("https://secure.example.com:{https}/pass");
+        let got = curl(&["--resolve", &resolve, "--cacert", &cert, &url])
+            .await
+            .expect("curl through the passthrough failed");
+        assert_eq!((got.status, got.id()), (200, "T".to_owned()));
+        let line = edge
+            .server
+            .proc
+            .wait_stderr("the passthrough's access line", |l| {
+                l.contains("burrow::access") && l.contains("tls passthrough")
+            })
+            .await;
+        assert!(line.contains("opened=server"), "{line}");
+        let output = edge.server.proc.output();
+        assert!(
+            !any_line_has(&output.stderr, &["data connection ready"]),
+            "a client without a pool made a data connection\n{}",
+            edge.server.proc.dump()
+        );
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_termination_with_http2() {
     bounded(60, async {
