@@ -581,42 +581,65 @@ async fn a_client_whose_target_fails_its_health_check_leaves_the_group() {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sni_passthrough_to_a_tls_target() {
-    bounded(60, async {
-        let dir = TestDir::new("http-sni");
-        let (cert, key) = certificate(&dir, "target", &["secure.example.com"]);
+/// An edge for `example.com` with an HTTPS port, and a TLS target (`T`) whose certificate
+/// names `secure.example.com`, published for passthrough by a client started with `extra`.
+struct Passthrough {
+    edge: Edge,
+    https: u16,
+    /// The target's certificate, which curl trusts.
+    cert: String,
+    _target: Proc,
+    client: HttpClient,
+}
+
+impl Passthrough {
+    async fn start(dir: &TestDir, extra: &[&str]) -> Passthrough {
+        let (cert, key) = certificate(dir, "target", &["secure.example.com"]);
         let edge = Edge::start(
-            &dir,
+            dir,
             &["--domain", "example.com", "--https-listen", "127.0.0.1:0"],
         )
         .await;
         let https = edge.https.unwrap();
-        let (_t, port) = target("T", Some((&cert, &key))).await;
-        let c = HttpClient::start(
-            &dir,
-            &edge,
-            port,
-            &["--subdomain", "secure", "--tls-passthrough"],
-        )
-        .await;
-        assert_eq!(c.urls, vec![format!("https://secure.example.com:{https}")]);
-        let resolve = format!("secure.example.com:{https}:127.0.0.1");
-        let url = format!("https://secure.example.com:{https}/pass");
-        let got = curl(&["--resolve", &resolve, "--cacert", &cert, &url])
-            .await
-            .expect("curl through the passthrough failed");
+        let (target_proc, port) = target("T", Some((&cert, &key))).await;
+        let mut args = vec!["--subdomain", "secure", "--tls-passthrough"];
+        args.extend(extra);
+        let client = HttpClient::start(dir, &edge, port, &args).await;
+        Passthrough {
+            edge,
+            https,
+            cert,
+            _target: target_proc,
+            client,
+        }
+    }
+
+    /// `curl https://NAME.example.com/PATH` through the edge's HTTPS port, trusting the target.
+    async fn curl(&self, name: &str, path: &str) -> Option<Got> {
+        let https = self.https;
+        let resolve = format!("{name}.example.com:{https}:127.0.0.1");
+        let url = format!("https://{name}.example.com:{https}{path}");
+        curl(&["--resolve", &resolve, "--cacert", &self.cert, &url]).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sni_passthrough_to_a_tls_target() {
+    bounded(60, async {
+        let dir = TestDir::new("http-sni");
+        let pass = Passthrough::start(&dir, &[]).await;
+        let https = pass.https;
+        assert_eq!(
+            pass.client.urls,
+            vec![format!("https://secure.example.com:{https}")]
+        );
+        let got =
+            (pass.curl("secure", "/pass").await).expect("curl through the passthrough failed");
         assert_eq!((got.status, got.id()), (200, "T".to_owned()));
         // The edge did not terminate TLS: the target saw no X-Forwarded-* headers.
         assert!(got.json()["headers"].get("x-forwarded-for").is_none());
         // A server name nobody claims, on an edge without its own certificate: closed.
-        let resolve = format!("nobody.example.com:{https}:127.0.0.1");
-        let url = format!("https://nobody.example.com:{https}/");
-        assert!(
-            curl(&["--resolve", &resolve, "--cacert", &cert, &url])
-                .await
-                .is_none()
-        );
+        assert!(pass.curl("nobody", "/").await.is_none());
     })
     .await
 }
@@ -629,25 +652,16 @@ async fn sni_passthrough_to_a_tls_target() {
 async fn the_edge_serves_a_client_without_a_pool_on_streams_it_opens() {
     bounded(60, async {
         let dir = TestDir::new("http-empty-pool");
-        let (cert, key) = certificate(&dir, "target", &["secure.example.com"]);
-        let edge = Edge::start(
-            &dir,
-            &["--domain", "example.com", "--https-listen", "127.0.0.1:0"],
-        )
-        .await;
-        let https = edge.https.unwrap();
         let no_pool = ["--carrier", "mux", "--pool-size", "0"];
+        let pass = Passthrough::start(&dir, &no_pool).await;
+        let edge = &pass.edge;
         let (_a, port_a) = target("A", None).await;
         let mut extra = vec!["--subdomain", "app"];
         extra.extend(no_pool);
-        let _app = HttpClient::start(&dir, &edge, port_a, &extra).await;
-        let (_t, port_t) = target("T", Some((&cert, &key))).await;
-        let mut extra = vec!["--subdomain", "secure", "--tls-passthrough"];
-        extra.extend(no_pool);
-        let _secure = HttpClient::start(&dir, &edge, port_t, &extra).await;
+        let _app = HttpClient::start(&dir, edge, port_a, &extra).await;
 
         for path in ["/one", "/two"] {
-            let got = get(&edge, "app.example.com", path).await;
+            let got = get(edge, "app.example.com", path).await;
             assert_eq!(
                 (got.status, got.id()),
                 (200, "A".to_owned()),
@@ -655,11 +669,8 @@ async fn the_edge_serves_a_client_without_a_pool_on_streams_it_opens() {
                 got.body
             );
         }
-        let resolve = format!("secure.example.com:{https}:127.0.0.1");
-        let url = format!("https://secure.example.com:{https}/pass");
-        let got = curl(&["--resolve", &resolve, "--cacert", &cert, &url])
-            .await
-            .expect("curl through the passthrough failed");
+        let got =
+            (pass.curl("secure", "/pass").await).expect("curl through the passthrough failed");
         assert_eq!((got.status, got.id()), (200, "T".to_owned()));
         let line = edge
             .server
