@@ -364,58 +364,70 @@ async fn an_early_hello_replayed_or_wrongly_proved_is_refused_in_silence() {
     assert_eq!(everything_sent(io, server_end).await, b"");
 }
 
+/// The verdict on a connection whose client sends `first` and then waits.
+async fn verdict_on(first: &[u8], links: Links) -> Result<Verdict, Failure> {
+    let (mut io, server) = start_with(Arc::new(Keys::default()), links);
+    io.write_all(first).await.unwrap();
+    server.await.unwrap().0
+}
+
 #[tokio::test]
 async fn early_hellos_out_of_place_and_bytes_ahead_of_their_turn_are_malformed() {
-    // Bytes after the early hello, before any stream was opened.
-    let (mut io, server) = start();
-    let mut first = early_first_write(7, 1, "session-seven");
-    first.extend_from_slice(b"GET /");
-    io.write_all(&first).await.unwrap();
-    assert!(matches!(
-        server.await.unwrap().0,
-        Err(Failure::Malformed(_))
-    ));
-
-    // Bytes after an ordinary preface, before the challenge.
-    let (mut io, server) = start();
-    let mut first = Preface::ours().encode().to_vec();
-    first.extend_from_slice(b"hello");
-    io.write_all(&first).await.unwrap();
-    assert!(matches!(
-        server.await.unwrap().0,
-        Err(Failure::Malformed(_))
-    ));
-
-    // An early preface followed by a control hello, and one that also asks to be a link.
-    let (mut io, server) = start();
-    let preface = Preface {
+    let early_preface = Preface {
         caps: Preface::ours().caps | caps::EARLY_HELLO,
         ..Preface::ours()
     };
-    let mut first = preface.encode().to_vec();
     let control = Hello::Control {
         name: "alice".into(),
         nonce: auth::nonce(),
         proof: auth::nonce(),
     };
-    first.extend_from_slice(&encode_frame(&control).unwrap());
-    io.write_all(&first).await.unwrap();
-    assert!(matches!(
-        server.await.unwrap().0,
-        Err(Failure::Malformed(_))
-    ));
-    let (mut io, server) = start();
-    let mut first = early_first_write(7, 1, "session-seven");
     let both = Preface {
-        caps: Preface::ours().caps | caps::EARLY_HELLO | caps::LINK,
+        caps: early_preface.caps | caps::LINK,
         ..Preface::ours()
     };
-    first[..PREFACE_LEN].copy_from_slice(&both.encode());
-    io.write_all(&first).await.unwrap();
-    assert!(matches!(
-        server.await.unwrap().0,
-        Err(Failure::Malformed(_))
-    ));
+    let cases: [(&str, Vec<u8>, Links); 5] = [
+        (
+            "bytes after the early hello, before any stream was opened",
+            [early_first_write(7, 1, "session-seven"), b"GET /".to_vec()].concat(),
+            Links::Allowed,
+        ),
+        (
+            "bytes after an ordinary preface, before the challenge",
+            [&Preface::ours().encode()[..], b"hello"].concat(),
+            Links::Allowed,
+        ),
+        (
+            "an early preface followed by a control hello",
+            [
+                &early_preface.encode()[..],
+                &encode_frame(&control).unwrap(),
+            ]
+            .concat(),
+            Links::Allowed,
+        ),
+        (
+            "an early hello that also asks to be a link",
+            [
+                &both.encode()[..],
+                &early_first_write(7, 1, "session-seven")[PREFACE_LEN..],
+            ]
+            .concat(),
+            Links::Allowed,
+        ),
+        (
+            "an early hello on a WebSocket, which takes only links",
+            early_first_write(7, 1, "session-seven"),
+            Links::Required,
+        ),
+    ];
+    for (case, first, links) in cases {
+        let verdict = verdict_on(&first, links).await;
+        assert!(
+            matches!(verdict, Err(Failure::Malformed(_))),
+            "{case}: {verdict:?}"
+        );
+    }
 
     // An early hello after a challenge.
     let (mut io, server) = start();
@@ -426,16 +438,6 @@ async fn early_hellos_out_of_place_and_bytes_ahead_of_their_turn_are_malformed()
         proof: auth::nonce(),
     };
     write_frame(&mut io, &hello).await.unwrap();
-    assert!(matches!(
-        server.await.unwrap().0,
-        Err(Failure::Malformed(_))
-    ));
-
-    // A WebSocket takes only links.
-    let (mut io, server) = start_with(Arc::new(Keys::default()), Links::Required);
-    io.write_all(&early_first_write(7, 1, "session-seven"))
-        .await
-        .unwrap();
     assert!(matches!(
         server.await.unwrap().0,
         Err(Failure::Malformed(_))
