@@ -19,7 +19,6 @@ use burrow_proto::msg::{ClientMsg, ServerMsg, TunnelKind};
 use health::Report;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use tokio::io::WriteHalf;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::{Instant, sleep_until, timeout};
@@ -112,7 +111,7 @@ pub(crate) async fn run(
         tunnels: ctx.tunnels.clone(),
         session,
         key: burrow_proto::auth::DataKey::new(&secret),
-        early: (server_caps & burrow_proto::caps::EARLY_DATA != 0).then(|| AtomicU64::new(1)),
+        early: crate::streams::early_hellos(server_caps),
         link,
         closed: shutdown.child_token(),
         streams: ctx.streams.clone(),

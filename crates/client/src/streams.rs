@@ -64,6 +64,13 @@ pub(crate) struct Pool {
     pub span: tracing::Span,
 }
 
+/// The counter of a session's early hellos, numbered from 1, when the server announced that it
+/// takes them (`caps::EARLY_DATA` in the preface of the session's control stream); `None` for an
+/// older server, whose challenge every data connection then answers.
+pub(crate) fn early_hellos(server_caps: u32) -> Option<AtomicU64> {
+    (server_caps & burrow_proto::caps::EARLY_DATA != 0).then(|| AtomicU64::new(1))
+}
+
 impl Pool {
     /// Keeps one idle data connection open until the session ends; with an `idle_limit`, also
     /// until a connection goes unused that long (an extra slot).
@@ -253,5 +260,23 @@ async fn run_tcp(
             debug!(visitor = ?open.visitor, "stream ended: {e}");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::early_hellos;
+    use burrow_proto::caps;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn early_hellos_only_to_a_server_that_announced_them() {
+        let counter = early_hellos(caps::ALL).expect("this build's server takes them");
+        assert_eq!(counter.load(Ordering::Relaxed), 1, "numbered from 1");
+        assert!(early_hellos(caps::ALL & !caps::EARLY_DATA).is_none());
+        assert!(
+            early_hellos(caps::TCP | caps::MUX).is_none(),
+            "a server before them"
+        );
     }
 }

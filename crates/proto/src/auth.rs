@@ -121,10 +121,10 @@ impl DataKey {
 /// The early-hello sequence numbers a session has taken, so each is taken once.
 ///
 /// The client numbers its data connections 1, 2, 3, … as it dials them; they may arrive out of
-/// order (several are dialed at once), so the window remembers the last [`SeqWindow::SPAN`]
-/// numbers below the highest taken, one bit each, as IPsec's anti-replay window does (RFC 4303
-/// §3.4.3, RFC 6479). A number at or below the window's bottom is refused: it is either used or
-/// so late that its connection is better dialed again.
+/// order (several are dialed at once), so the window remembers [`SeqWindow::SPAN`] numbers, the
+/// highest taken and the `SPAN - 1` below it, one bit each, as IPsec's anti-replay window does
+/// (RFC 4303 §3.4.3, RFC 6479). A number below the window is refused: it is either used or so
+/// late that its connection is better dialed again.
 #[derive(Debug, Clone)]
 pub struct SeqWindow {
     /// The highest number taken; 0 before the first.
@@ -135,7 +135,7 @@ pub struct SeqWindow {
 
 impl SeqWindow {
     const WORDS: usize = 16;
-    /// How many numbers below the highest one taken are still accepted once.
+    /// How many numbers the window holds: the highest taken and the `SPAN - 1` below it.
     pub const SPAN: u64 = 64 * Self::WORDS as u64;
 
     /// A window that has taken nothing.
@@ -368,8 +368,23 @@ mod tests {
         }
         assert!(!w.take(far));
         assert!(w.take(far - 1));
-        // A number whose bit slot an old taken number shared is not mistaken for taken.
-        assert!(w.take(far - SeqWindow::SPAN + 1));
+        // `far - 9` shares its bit with 1, taken before the jump: the jump cleared it.
+        assert_eq!((far - 9) % SeqWindow::SPAN, 1);
+        assert!(w.take(far - 9));
+        assert!(!w.take(far - 9));
+    }
+
+    #[test]
+    fn the_window_works_up_to_the_last_number() {
+        let mut w = SeqWindow::new();
+        assert!(w.take(u64::MAX - 3));
+        assert!(w.take(u64::MAX));
+        assert!(!w.take(u64::MAX));
+        assert!(w.take(u64::MAX - 1));
+        assert!(!w.take(u64::MAX - 3));
+        assert!(w.take(u64::MAX - 2));
+        assert!(!w.take(u64::MAX - SeqWindow::SPAN));
+        assert!(w.take(u64::MAX - SeqWindow::SPAN + 1));
     }
 
     #[test]

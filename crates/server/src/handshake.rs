@@ -24,9 +24,10 @@ pub(crate) trait Authority: Sync {
     fn token_for(&self, name: &str) -> Option<Secret>;
     /// The data-proof key of a live session.
     fn data_key(&self, session: u64) -> Option<auth::DataKey>;
-    /// Takes an early hello's sequence number for a live session: false when the session is
-    /// gone or the number was taken before (or is too old; see [`auth::SeqWindow`]).
-    fn take_seq(&self, session: u64, seq: u64) -> bool;
+    /// Takes an early hello's sequence number for a live session: `Some(false)` when the number
+    /// was taken before (or is too old; see [`auth::SeqWindow`]), `None` when the session is gone
+    /// (it may have ended since its key was looked up).
+    fn take_seq(&self, session: u64, seq: u64) -> Option<bool>;
 }
 
 /// A successful handshake.
@@ -272,7 +273,11 @@ where
         )));
     }
     // Taken only once proven, so nobody without the secret can use up a session's numbers.
-    if !authority.take_seq(session, seq) {
+    let taken = authority.take_seq(session, seq);
+    if taken.is_none() {
+        return Err(Failure::UnknownSession(session));
+    }
+    if taken == Some(false) {
         return Err(Failure::Auth(format!(
             "early data connection of session {session:#x}: sequence number {seq} used before \
              or too old"

@@ -451,15 +451,10 @@ impl Authority for Registry {
             .map(|s| s.data_key.clone())
     }
 
-    fn take_seq(&self, session: u64, seq: u64) -> bool {
-        let Some(handle) = self.lock().sessions.get(&session).cloned() else {
-            return false;
-        };
-        handle
-            .early_seqs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take(seq)
+    fn take_seq(&self, session: u64, seq: u64) -> Option<bool> {
+        let handle = self.lock().sessions.get(&session).cloned()?;
+        let mut seqs = handle.early_seqs.lock().unwrap_or_else(|p| p.into_inner());
+        Some(seqs.take(seq))
     }
 }
 

@@ -14,6 +14,8 @@ use tokio::io::{AsyncWriteExt, DuplexStream, duplex};
 #[derive(Default)]
 struct Keys {
     seqs: std::sync::Mutex<auth::SeqWindow>,
+    /// Session 7 ends between the lookup of its key and that of its window.
+    ends_meanwhile: bool,
 }
 
 /// The server side's outcome and its end of the pipe.
@@ -26,8 +28,8 @@ impl Authority for Keys {
     fn data_key(&self, session: u64) -> Option<auth::DataKey> {
         (session == 7).then(|| auth::DataKey::new(&Secret::new("session-seven")))
     }
-    fn take_seq(&self, session: u64, seq: u64) -> bool {
-        session == 7 && self.seqs.lock().unwrap().take(seq)
+    fn take_seq(&self, session: u64, seq: u64) -> Option<bool> {
+        (session == 7 && !self.ends_meanwhile).then(|| self.seqs.lock().unwrap().take(seq))
     }
 }
 
@@ -260,6 +262,18 @@ fn early_first_write(session: u64, seq: u64, secret: &str) -> Vec<u8> {
     out
 }
 
+/// The verdict on a connection whose client sends `first` and then waits.
+async fn verdict_on(first: &[u8], keys: Arc<Keys>) -> Result<Verdict, Failure> {
+    verdict_with(first, keys, Links::Allowed).await
+}
+
+/// [`verdict_on`] with the link rule.
+async fn verdict_with(first: &[u8], keys: Arc<Keys>, links: Links) -> Result<Verdict, Failure> {
+    let (mut io, server) = start_with(keys, links);
+    io.write_all(first).await.unwrap();
+    server.await.unwrap().0
+}
+
 /// Everything the server sent on the pipe, once its side is dropped.
 async fn everything_sent(mut client: DuplexStream, server: DuplexStream) -> Vec<u8> {
     drop(server);
@@ -353,6 +367,19 @@ async fn an_early_hello_replayed_or_wrongly_proved_is_refused_in_silence() {
         .unwrap();
     assert!(server.await.unwrap().0.is_ok());
 
+    // A session that ends while its early hello is checked: an unknown session, as it would
+    // be a moment later, not a failed proof (which counts toward banning the address).
+    let ending = Arc::new(Keys {
+        ends_meanwhile: true,
+        ..Keys::default()
+    });
+    let first = early_first_write(7, 9, "session-seven");
+    let verdict = verdict_on(&first, ending).await;
+    assert!(
+        matches!(verdict, Err(Failure::UnknownSession(7))),
+        "{verdict:?}"
+    );
+
     // A session that does not exist.
     let (mut io, server) = start_with(keys, Links::Allowed);
     io.write_all(&early_first_write(8, 1, "x")).await.unwrap();
@@ -362,13 +389,6 @@ async fn an_early_hello_replayed_or_wrongly_proved_is_refused_in_silence() {
         "{verdict:?}"
     );
     assert_eq!(everything_sent(io, server_end).await, b"");
-}
-
-/// The verdict on a connection whose client sends `first` and then waits.
-async fn verdict_on(first: &[u8], links: Links) -> Result<Verdict, Failure> {
-    let (mut io, server) = start_with(Arc::new(Keys::default()), links);
-    io.write_all(first).await.unwrap();
-    server.await.unwrap().0
 }
 
 #[tokio::test]
@@ -422,7 +442,7 @@ async fn early_hellos_out_of_place_and_bytes_ahead_of_their_turn_are_malformed()
         ),
     ];
     for (case, first, links) in cases {
-        let verdict = verdict_on(&first, links).await;
+        let verdict = verdict_with(&first, Arc::new(Keys::default()), links).await;
         assert!(
             matches!(verdict, Err(Failure::Malformed(_))),
             "{case}: {verdict:?}"
