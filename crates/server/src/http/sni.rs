@@ -11,8 +11,9 @@ use super::rewind::Rewind;
 use super::routes::Miss;
 use crate::Shared;
 use crate::metrics::{OpenStream, VisitorKind};
+use burrow_net::relay;
 use burrow_net::tls::rustls::server::Acceptor;
-use burrow_net::{relay, write_frame};
+use burrow_proto::encode_frame;
 use burrow_proto::msg::{StreamKind, StreamOpen, Target};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -143,8 +144,13 @@ async fn passthrough(
             target: Target::Tunnel(member.tunnel),
             visitor: Some(peer),
         };
-        let sent = match write_frame(&mut carrier, &open).await {
-            Ok(()) => carrier.write_all(&hello).await,
+        // The header and the ClientHello leave in one write (one segment, one TLS record).
+        let sent = match encode_frame(&open) {
+            Ok(mut first) => {
+                first.extend_from_slice(&hello);
+                let written = carrier.write_all(&first).await;
+                written.and(carrier.flush().await)
+            }
             Err(e) => Err(std::io::Error::other(e)),
         };
         if let Err(e) = sent {
