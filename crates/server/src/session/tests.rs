@@ -220,3 +220,43 @@ async fn a_visitor_takes_the_pool_then_a_server_stream_then_the_pool_again() {
     handle.pool.put(Carrier::Memory(pooled)).unwrap();
     assert_eq!(taken.await.unwrap(), Opened::Pool);
 }
+
+/// A data connection that answered the challenge is welcomed before it joins the pool; one that
+/// said hello early hears nothing. For a session that is gone, the first is told so and the
+/// second is closed without a word (its client waits for no answer).
+#[tokio::test]
+async fn only_a_challenged_data_connection_is_answered() {
+    use tokio::io::AsyncReadExt;
+    let (shared, _client, session, _task) = session_with_tunnel().await;
+    let handle = shared.registry.session(session).unwrap();
+
+    let (mut challenged, near) = duplex(1024);
+    crate::pool::add(&shared, Carrier::Memory(near), session, false).await;
+    let welcome: Welcome = read_frame(&mut challenged).await.unwrap();
+    assert!(
+        matches!(welcome, Welcome::Ok { session: s, .. } if s == session),
+        "{welcome:?}"
+    );
+    let (mut early, near) = duplex(1024);
+    crate::pool::add(&shared, Carrier::Memory(near), session, true).await;
+    assert_eq!(handle.pool.len(), 2, "both joined the pool");
+    handle.pool.clear();
+    let mut heard = Vec::new();
+    early.read_to_end(&mut heard).await.unwrap();
+    assert!(heard.is_empty(), "an early data connection heard {heard:?}");
+
+    let gone = session + 1;
+    let (mut challenged, near) = duplex(1024);
+    crate::pool::add(&shared, Carrier::Memory(near), gone, false).await;
+    let refusal: Welcome = read_frame(&mut challenged).await.unwrap();
+    assert_eq!(
+        refusal,
+        Welcome::Err(burrow_proto::msg::HandshakeError::UnknownSession)
+    );
+    let (mut early, near) = duplex(1024);
+    crate::pool::add(&shared, Carrier::Memory(near), gone, true).await;
+    let mut heard = Vec::new();
+    early.read_to_end(&mut heard).await.unwrap();
+    assert!(heard.is_empty(), "{heard:?}");
+    assert_eq!(handle.pool.len(), 0);
+}
