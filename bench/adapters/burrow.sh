@@ -10,6 +10,7 @@
 #                    state dir); the client pins the fingerprint the server prints on stdout
 #                    (burrow-tls.sh sets this and execs this file)
 #   mux              one TLS connection with every stream multiplexed over it (burrow-mux.sh)
+#   mux-plain        the same over plain TCP, --insecure-plain on both sides (burrow-mux-plain.sh)
 #   quic             one QUIC connection, a QUIC stream per visitor; the server also listens on
 #                    UDP at the control port (burrow-quic.sh)
 # TUNNEL_BIN: the burrow binary (default: <repo>/target/release/burrow).
@@ -29,9 +30,11 @@ case "$CARRIER" in
     tls)   carrier_flags=(); carrier_desc="TLS 1.3 carrier, fingerprint pinned" ;;
     mux)   carrier_flags=(); client_extra=(--carrier mux)
            carrier_desc="mux carrier: one TLS 1.3 connection, yamux streams" ;;
+    mux-plain) carrier_flags=(--insecure-plain); client_extra=(--carrier mux)
+           carrier_desc="mux carrier over plain TCP (--insecure-plain), yamux streams" ;;
     quic)  carrier_flags=(); client_extra=(--carrier quic)
            carrier_desc="QUIC carrier: a QUIC stream per visitor" ;;
-    *)     bench_die "BURROW_CARRIER must be plain, tls, mux or quic, not '$CARRIER'" ;;
+    *)     bench_die "BURROW_CARRIER must be plain, tls, mux, mux-plain or quic, not '$CARRIER'" ;;
 esac
 
 # wait_server_ready : wait for the server's `listening on` stdout line (its readiness marker,
@@ -60,7 +63,7 @@ case "${1:-}" in
         "${carrier_flags[@]}" "${server_extra[@]}"
     wait_server_ready || exit 1
     client_trust=("${carrier_flags[@]}")
-    if [ "$CARRIER" != plain ]; then
+    if [ "${#carrier_flags[@]}" -eq 0 ]; then
         fp=$(sed -n 's/^fingerprint \(sha256:[0-9a-f]\{64\}\)$/\1/p' "$WORKDIR/server.log" | head -n 1)
         [ -n "$fp" ] || bench_die "no 'fingerprint sha256:...' line in $WORKDIR/server.log"
         client_trust=(--server-fingerprint "$fp")
