@@ -1,6 +1,7 @@
 //! Codec micro-benchmarks: a control frame's round trip (encode, read the length, decode) and a
 //! datagram frame's (encode, read the length, split off the flow id), the work done per message
-//! on the control stream and per UDP datagram on a datagram stream.
+//! on the control stream and per UDP datagram on a datagram stream; and a data connection's
+//! proof, early or challenged, made and checked.
 //!
 //! Run with `cargo bench -p burrow-proto`; counters give messages/s and bytes/s.
 
@@ -8,6 +9,7 @@
 // functions are not API: a failed encode here should panic, and needs no docs.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+use burrow_proto::auth::{DataKey, Secret, SeqWindow, nonce, proofs_match};
 use burrow_proto::datagram::{self, MAX_DATAGRAM};
 use burrow_proto::frame::{HEADER_LEN, payload_len};
 use burrow_proto::msg::{ClientMsg, StreamKind, StreamOpen, Target, TunnelKind, TunnelRequest};
@@ -91,4 +93,30 @@ fn datagram_round_trip(bencher: Bencher, len: usize) {
             // Touch the payload so the split is not optimised away.
             (flow, got.len(), black_box(got).first().copied())
         });
+}
+
+/// A data connection's proof, made by the client and checked by the server: an early hello's
+/// (over the session id and a sequence number, which the server then takes in its window) ...
+#[divan::bench]
+fn data_proof_early(bencher: Bencher) {
+    let key = DataKey::new(&Secret::new("session-secret"));
+    let mut window = SeqWindow::new();
+    let mut seq = 0u64;
+    bencher.counter(ItemsCount::new(1u32)).bench_local(|| {
+        seq += 1;
+        let proof = key.early_proof(7, black_box(seq));
+        let checked = proofs_match(&key.early_proof(7, seq), &proof);
+        checked && window.take(seq)
+    });
+}
+
+/// ... and a challenged one's (the server's fresh nonce, the proof over it).
+#[divan::bench]
+fn data_proof_challenged(bencher: Bencher) {
+    let key = DataKey::new(&Secret::new("session-secret"));
+    bencher.counter(ItemsCount::new(1u32)).bench_local(|| {
+        let challenge = nonce();
+        let proof = key.proof(7, black_box(&challenge));
+        proofs_match(&key.proof(7, &challenge), &proof)
+    });
 }
