@@ -273,20 +273,17 @@ where
         )));
     }
     // Taken only once proven, so nobody without the secret can use up a session's numbers.
-    let taken = authority.take_seq(session, seq);
-    if taken.is_none() {
-        return Err(Failure::UnknownSession(session));
-    }
-    if taken == Some(false) {
-        return Err(Failure::Auth(format!(
+    match authority.take_seq(session, seq) {
+        Some(true) => Ok(Verdict::Data {
+            session,
+            early: true,
+        }),
+        Some(false) => Err(Failure::Auth(format!(
             "early data connection of session {session:#x}: sequence number {seq} used before \
              or too old"
-        )));
+        ))),
+        None => Err(Failure::UnknownSession(session)),
     }
-    Ok(Verdict::Data {
-        session,
-        early: true,
-    })
 }
 
 /// Accepts the connection: tells the client its session id and the heartbeat timing.

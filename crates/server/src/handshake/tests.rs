@@ -262,12 +262,8 @@ fn early_first_write(session: u64, seq: u64, secret: &str) -> Vec<u8> {
     out
 }
 
-/// The verdict on a connection whose client sends `first` and then waits.
-async fn verdict_on(first: &[u8], keys: Arc<Keys>) -> Result<Verdict, Failure> {
-    verdict_with(first, keys, Links::Allowed).await
-}
-
-/// [`verdict_on`] with the link rule.
+/// The verdict on a connection (under the link rule `links`) whose client sends `first` and
+/// then waits.
 async fn verdict_with(first: &[u8], keys: Arc<Keys>, links: Links) -> Result<Verdict, Failure> {
     let (mut io, server) = start_with(keys, links);
     io.write_all(first).await.unwrap();
@@ -374,7 +370,7 @@ async fn an_early_hello_replayed_or_wrongly_proved_is_refused_in_silence() {
         ..Keys::default()
     });
     let first = early_first_write(7, 9, "session-seven");
-    let verdict = verdict_on(&first, ending).await;
+    let verdict = verdict_with(&first, ending, Links::Allowed).await;
     assert!(
         matches!(verdict, Err(Failure::UnknownSession(7))),
         "{verdict:?}"
