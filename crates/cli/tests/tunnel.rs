@@ -74,15 +74,28 @@ async fn echo(carrier: Carrier) {
         assert_echo(client.port, b"hello through the tunnel").await;
         assert_echo(client.port, &Pattern::bytes(1, 300_000)).await;
         // Only a pooled plain TCP connection is spliced (the bytes never enter user space);
-        // TLS must be decrypted and encrypted, and a stream of a multiplexed carrier is framed.
-        let path = if carrier == Carrier::Tcp {
-            "path=splice"
-        } else {
-            "path=copy"
+        // TLS must be decrypted and encrypted, and carries reusable streams in chunks; a
+        // stream of a multiplexed carrier is framed by its link.
+        let path = match carrier {
+            Carrier::Tcp => "path=splice",
+            Carrier::Tls => "path=chunked",
+            _ => "path=copy",
         };
         wait_relay_path(server, path).await;
-        // Every pooled data connection (or pooled stream of a link) came with an early hello:
-        // none waited for a challenge.
+        if carrier == Carrier::Tls {
+            // The two visitors' streams ended cleanly: their connection went back to the pool.
+            server
+                .proc
+                .wait_for("a data connection back in the pool", |o| {
+                    o.stderr
+                        .iter()
+                        .find(|l| l.contains("data connection ready") && l.contains("hello=reused"))
+                        .cloned()
+                })
+                .await;
+        }
+        // Every pooled data connection (or pooled stream of a link) came with an early hello,
+        // or came back from a stream: none waited for a challenge.
         let ready: Vec<String> = (server.proc.output().stderr.iter())
             .filter(|l| l.contains("data connection ready"))
             .cloned()
@@ -93,7 +106,10 @@ async fn echo(carrier: Carrier) {
             server.proc.dump()
         );
         for line in &ready {
-            assert!(line.contains("hello=early"), "expected hello=early: {line}");
+            assert!(
+                line.contains("hello=early") || line.contains("hello=reused"),
+                "expected hello=early or hello=reused: {line}"
+            );
         }
         let established = format!("carrier=\"{}\"", server_carrier(carrier));
         assert!(
@@ -458,6 +474,142 @@ async fn client_reconnects_to_a_restarted_server(carrier: Carrier) {
         let port = client.wait_ready_nth(2, Duration::from_secs(45)).await;
         assert_eq!(port, client.port, "the client got its port back");
         assert_echo(port, b"after the restart").await;
+    })
+    .await
+}
+
+/// Lines of the server's log that contain every one of `needles`.
+fn server_lines(server: &Server, needles: &[&str]) -> usize {
+    (server.proc.output().stderr.iter())
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .count()
+}
+
+/// On the default TLS carrier, short visitors' streams are reusable: each data connection goes
+/// back to the pool when its stream has ended both ways, and carries later visitors, so eight
+/// visitors in a row cost fewer than eight new data connections. A visitor that resets its
+/// connection ends its stream with an error: that data connection closes, and the next visitor
+/// is served all the same.
+#[tokio::test]
+async fn short_visitors_reuse_their_data_connections() {
+    const VISITORS: usize = 8;
+    bounded(90, async {
+        let dir = TestDir::new("reuse-tls");
+        let echo = echo_target().await;
+        let block = ports(4).arg();
+        let deployment = Carrier::Tls
+            .deploy(&dir, &["--token", "t", "--ports", &block])
+            .await;
+        let client = deployment
+            .client_tcp(&dir, echo, &["--pool-size", "1"])
+            .await;
+        let server = &deployment.server;
+        for i in 0..VISITORS {
+            assert_echo(client.port, &Pattern::bytes(i as u64, 1_000 + 70_000 * i)).await;
+            server
+                .proc
+                .wait_for("the visitor's data connection back in the pool", |_| {
+                    (server_lines(server, &["hello=reused"]) > i).then_some(())
+                })
+                .await;
+        }
+        assert_eq!(
+            server_lines(server, &["stream closed", "path=chunked"]),
+            VISITORS,
+            "{}",
+            server.proc.dump()
+        );
+        let dialed = server_lines(server, &["data connection ready", "hello=early"]);
+        assert!(
+            dialed < VISITORS,
+            "{dialed} new data connections for {VISITORS} visitors in a row\n{}",
+            server.proc.dump()
+        );
+
+        // A visitor that resets mid-stream: its stream fails, its connection is not reused.
+        let mut reset = visit(client.port).await;
+        reset.write_all(b"half a request").await.unwrap();
+        let mut back = [0u8; 14];
+        reset.read_exact(&mut back).await.unwrap();
+        reset.set_zero_linger().unwrap();
+        drop(reset);
+        server
+            .proc
+            .wait_for("the reset visitor's stream ended", |o| {
+                o.stderr
+                    .iter()
+                    .find(|l| l.contains("stream ended"))
+                    .cloned()
+            })
+            .await;
+        assert_eq!(server_lines(server, &["hello=reused"]), VISITORS);
+        assert_echo(client.port, b"served after a reset").await;
+    })
+    .await
+}
+
+/// A reusable stream that outlives the client's wait for its connection: the client dials a
+/// replacement meanwhile, and the connection, given back when the stream ends, lingers on its
+/// own and serves a later visitor. The server's pool hands out connections oldest first, so
+/// with the replacement taken by one visitor, the next one is served on the lingering
+/// connection: it would hang if nothing on the client read it.
+#[tokio::test]
+async fn a_connection_given_back_late_serves_a_later_visitor() {
+    bounded(90, async {
+        let dir = TestDir::new("reuse-late");
+        let echo = echo_target().await;
+        let block = ports(4).arg();
+        let deployment = Carrier::Tls
+            .deploy(&dir, &["--token", "t", "--ports", &block])
+            .await;
+        let client = deployment
+            .client_tcp(&dir, echo, &["--pool-size", "1"])
+            .await;
+        let server = &deployment.server;
+        server
+            .proc
+            .wait_for("the client's pooled connection", |_| {
+                (server_lines(server, &["data connection ready"]) >= 1).then_some(())
+            })
+            .await;
+        let mut long = visit(client.port).await;
+        long.write_all(b"a").await.unwrap();
+        let mut one = [0u8; 1];
+        long.read_exact(&mut one).await.unwrap();
+        server
+            .proc
+            .wait_for(
+                "the client's replacement for the long stream's connection",
+                |_| {
+                    (server_lines(server, &["data connection ready", "hello=early"]) >= 2)
+                        .then_some(())
+                },
+            )
+            .await;
+        long.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        long.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "{rest:?}");
+        server
+            .proc
+            .wait_for("the long stream's connection back in the pool", |_| {
+                (server_lines(server, &["hello=reused"]) >= 1).then_some(())
+            })
+            .await;
+        // The replacement first, held open; then the lingering connection.
+        let mut held = visit(client.port).await;
+        held.write_all(b"e").await.unwrap();
+        held.read_exact(&mut one).await.unwrap();
+        assert_echo(client.port, b"served on the lingering connection").await;
+        held.shutdown().await.unwrap();
+        held.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "{rest:?}");
+        assert_eq!(
+            server_lines(server, &["the pool is empty"]),
+            0,
+            "every visitor found an idle connection\n{}",
+            server.proc.dump()
+        );
     })
     .await
 }

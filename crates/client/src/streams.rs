@@ -6,6 +6,14 @@
 //! used. When visitors arrive faster than that, the server asks for more and the pool grows by
 //! extra slots; an extra slot whose connection sits unused for [`EXTRA_IDLE`] retires, so the
 //! pool shrinks back to `pool_size` when the burst is over.
+//!
+//! A reusable stream (`StreamKind::TcpReusable`, on the TLS carrier of a server that announced
+//! `caps::REUSE`) gives its connection back when both ways have ended cleanly, and the server
+//! puts it back in its pool. The slot that handed the connection over waits up to
+//! [`REUSE_WAIT`] for it and, if it comes, waits on it for the next stream instead of dialing
+//! a replacement: short streams then cost a stream header, not a TCP and TLS handshake. A
+//! connection that comes back later lingers on its own, as an extra slot's would, for the
+//! server's next visitor or until [`EXTRA_IDLE`] passes.
 //! Streams outlive the session that opened them: a reconnect does not cut a running transfer,
 //! nor does a reload that removes or retargets the tunnel; a datagram connection, which carries
 //! every flow of its tunnel, closes then instead (the server opens another for a retargeted
@@ -15,7 +23,7 @@ use crate::config::ClientConfig;
 use crate::connect;
 use crate::proxy_protocol::{ProxyProtocol, write_header};
 use crate::tunnels::Tunnels;
-use burrow_net::{Carrier, read_frame, relay, tune_endpoint};
+use burrow_net::{Carrier, read_frame, relay, relay_reusable, tune_endpoint};
 use burrow_proto::auth::DataKey;
 use burrow_proto::msg::{StreamKind, StreamOpen, Target, TunnelKind};
 use std::sync::Arc;
@@ -31,12 +39,18 @@ use tracing::{Instrument, debug, warn};
 const REDIAL_PAUSE: Duration = Duration::from_secs(1);
 /// How long an extra slot's connection may sit unused before the slot retires.
 pub(crate) const EXTRA_IDLE: Duration = Duration::from_secs(30);
+/// How long a slot waits for a reusable stream to give its connection back before it dials a
+/// replacement: long enough for a request and its answer, short enough that long-lived streams
+/// (a shell, a download) leave the pool short only briefly.
+pub(crate) const REUSE_WAIT: Duration = Duration::from_millis(200);
 
 /// What became of one data connection.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Outcome {
     /// It carried a stream (or the session ended).
     Served,
+    /// It carried a reusable stream, which gave it back: it waits for the next one.
+    Reused(Carrier),
     /// It could not be dialed, or the server closed it.
     Failed,
     /// Nobody used it within the idle limit; it was closed.
@@ -75,9 +89,15 @@ impl Pool {
     /// Keeps one idle data connection open until the session ends; with an `idle_limit`, also
     /// until a connection goes unused that long (an extra slot).
     pub(crate) async fn slot(self: Arc<Self>, idle_limit: Option<Duration>) {
+        let mut kept = None;
         while !self.closed.is_cancelled() {
-            match self.serve_one(idle_limit).await {
+            let outcome = match kept.take() {
+                Some(carrier) => self.serve(carrier, idle_limit).await,
+                None => self.serve_new(idle_limit).await,
+            };
+            match outcome {
                 Outcome::Served => {}
+                Outcome::Reused(carrier) => kept = Some(carrier),
                 Outcome::Idle => return,
                 Outcome::Failed => tokio::select! {
                     _ = self.closed.cancelled() => return,
@@ -88,18 +108,28 @@ impl Pool {
     }
 
     /// Dials one data connection and waits for the server to use it.
-    async fn serve_one(&self, idle_limit: Option<Duration>) -> Outcome {
+    async fn serve_new(self: &Arc<Self>, idle_limit: Option<Duration>) -> Outcome {
         let carrier = tokio::select! {
             _ = self.closed.cancelled() => return Outcome::Served,
             carrier = connect::data(&self.config, &self.link, self.session, &self.key, self.early.as_ref()) => carrier,
         };
-        let mut carrier = match carrier {
-            Ok(c) => c,
+        match carrier {
+            Ok(carrier) => self.serve(carrier, idle_limit).await,
             Err(e) => {
                 debug!("data connection failed: {e}");
-                return Outcome::Failed;
+                Outcome::Failed
             }
-        };
+        }
+    }
+
+    /// Waits on an idle data connection for the server to use it, and starts the stream it
+    /// sends. A reusable stream's connection comes back to the slot if the stream ends within
+    /// [`REUSE_WAIT`], and lingers on its own (see [`Pool::linger`]) if it ends later.
+    async fn serve(
+        self: &Arc<Self>,
+        mut carrier: Carrier,
+        idle_limit: Option<Duration>,
+    ) -> Outcome {
         let idle = async {
             match idle_limit {
                 Some(limit) => tokio::time::sleep(limit).await,
@@ -112,19 +142,61 @@ impl Pool {
             _ = idle => return Outcome::Idle,
             open = read_frame::<_, StreamOpen>(&mut carrier) => open,
         };
-        match open {
-            Ok(open) => {
-                let span = self.stream_span(&open, "pool");
-                let (config, tunnels) = (self.config.clone(), self.tunnels.clone());
-                self.streams
-                    .spawn(run_stream(config, tunnels, carrier, open).instrument(span));
-                Outcome::Served
-            }
+        let open = match open {
+            Ok(open) => open,
             Err(e) => {
                 debug!("idle data connection closed: {e}");
-                Outcome::Failed
+                return Outcome::Failed;
             }
+        };
+        let span = self.stream_span(&open, "pool");
+        let (config, tunnels) = (self.config.clone(), self.tunnels.clone());
+        if open.kind != StreamKind::TcpReusable {
+            self.streams
+                .spawn(run_stream(config, tunnels, carrier, open).instrument(span));
+            return Outcome::Served;
         }
+        let (back, back_here) = tokio::sync::oneshot::channel();
+        let pool = self.clone();
+        let stream = async move {
+            let Some(carrier) = run_stream(config, tunnels, carrier, open).await else {
+                return;
+            };
+            // The slot stopped waiting (or the session ended): the connection lingers on its
+            // own, in a task of its own (outside this stream's span).
+            if let Err(carrier) = back.send(carrier) {
+                let streams = pool.streams.clone();
+                streams.spawn(pool.linger(carrier));
+            }
+        };
+        self.streams.spawn(stream.instrument(span));
+        tokio::select! {
+            _ = self.closed.cancelled() => Outcome::Served,
+            back = tokio::time::timeout(REUSE_WAIT, back_here) => match back {
+                Ok(Ok(carrier)) => Outcome::Reused(carrier),
+                // The stream goes on, or ended without giving its connection back.
+                _ => Outcome::Served,
+            },
+        }
+    }
+
+    /// Keeps a connection a reusable stream gave back after its slot stopped waiting for it:
+    /// the server has it in its pool, so it waits for the next stream like an extra slot's
+    /// (until [`EXTRA_IDLE`] passes or the session ends), and goes on serving while its
+    /// streams give it back. Never dials.
+    fn linger(
+        self: Arc<Self>,
+        carrier: Carrier,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            let mut carrier = carrier;
+            while !self.closed.is_cancelled() {
+                match self.serve(carrier, Some(EXTRA_IDLE)).await {
+                    Outcome::Reused(back) => carrier = back,
+                    Outcome::Served | Outcome::Idle | Outcome::Failed => return,
+                }
+            }
+        })
     }
 }
 
@@ -156,20 +228,25 @@ impl Pool {
     }
 }
 
-/// Connects a stream to its target and relays until both directions finish.
+/// Connects a stream to its target and relays until both directions finish. Returns the data
+/// connection when the stream was reusable and ended cleanly: it is ready for the next one.
 pub(crate) async fn run_stream(
     config: Arc<ClientConfig>,
     tunnels: Arc<Tunnels>,
-    carrier: Carrier,
+    mut carrier: Carrier,
     open: StreamOpen,
-) {
+) -> Option<Carrier> {
     let entry = match &open.target {
         Target::Tunnel(id) => match tunnels.get(*id) {
             Some(entry) => entry,
-            None => return debug!("stream for tunnel {id}, withdrawn since; closed"),
+            None => {
+                debug!("stream for tunnel {id}, withdrawn since; closed");
+                return None;
+            }
         },
         Target::Address { host, port } => {
-            return warn!("stream to {host}:{port} refused: this client allows no reverse dial");
+            warn!("stream to {host}:{port} refused: this client allows no reverse dial");
+            return None;
         }
     };
     let tunnel = &entry.config;
@@ -188,6 +265,7 @@ pub(crate) async fn run_stream(
             if closed.run_until_cancelled(relay).await.is_none() {
                 debug!("datagram connection closed: its tunnel was withdrawn or retargeted");
             }
+            None
         }
         (StreamKind::Datagrams, TunnelKind::UdpToSink) => {
             let bound = crate::session::sink_listener(&entry);
@@ -200,18 +278,21 @@ pub(crate) async fn run_stream(
             if closed.run_until_cancelled(relay).await.is_none() {
                 debug!("event connection closed: its tunnel was withdrawn or retargeted");
             }
+            None
         }
         _ => {
             let relayed = run_tcp(
                 &config,
-                carrier,
+                &mut carrier,
                 &open,
                 &tunnel.local,
                 tunnel.proxy_protocol,
             );
-            if let (Some((to_target, to_visitor)), Some(counted)) = (relayed.await, &counted) {
+            let (to_target, to_visitor) = relayed.await?;
+            if let Some(counted) = &counted {
                 counted.bytes(to_target, to_visitor);
             }
+            (open.kind == StreamKind::TcpReusable).then_some(carrier)
         }
     }
 }
@@ -221,15 +302,19 @@ pub(crate) async fn run_stream(
 /// relayed toward the target and toward the visitor, when the relay ended cleanly.
 async fn run_tcp(
     config: &ClientConfig,
-    mut carrier: Carrier,
+    carrier: &mut Carrier,
     open: &StreamOpen,
     local: &str,
     proxy: Option<ProxyProtocol>,
 ) -> Option<(u64, u64)> {
-    if open.kind != StreamKind::Tcp {
-        warn!(target = %local, "a datagram stream for a TCP tunnel; closed");
-        return None;
-    }
+    let reusable = match open.kind {
+        StreamKind::Tcp => false,
+        StreamKind::TcpReusable => true,
+        StreamKind::Datagrams => {
+            warn!(target = %local, "a datagram stream for a TCP tunnel; closed");
+            return None;
+        }
+    };
     let target = match timeout(config.target_timeout, TcpStream::connect(local)).await {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
@@ -250,7 +335,12 @@ async fn run_tcp(
             return None;
         }
     }
-    match relay(&mut target, &mut carrier).await {
+    let relayed = if reusable {
+        relay_reusable(&mut target, carrier).await
+    } else {
+        relay(&mut target, carrier).await
+    };
+    match relayed {
         Ok(r) => {
             let (to_visitor, to_target) = (r.to_carrier, r.from_carrier);
             debug!(visitor = ?open.visitor, to_visitor, to_target, path = %r.path, "stream closed");

@@ -84,6 +84,18 @@ impl Carrier {
         }
     }
 
+    /// True when a reusable stream (`StreamKind::TcpReusable`) pays on this carrier: a TLS
+    /// connection (or a test's in-memory pipe), whose relay copies through user space anyway,
+    /// so the chunks cost little, while a new connection costs TCP's and TLS's handshakes. A
+    /// plain TCP connection keeps one stream per connection and the zero-copy relay; streams
+    /// of a link are cheap to open already.
+    pub fn takes_reusable_streams(&self) -> bool {
+        matches!(
+            self,
+            Carrier::ClientTls(_) | Carrier::ServerTls(_) | Carrier::Memory(_)
+        )
+    }
+
     /// A short name for logs: `tcp`, `tls`, `mux`, ...
     pub fn kind(&self) -> &'static str {
         match self {

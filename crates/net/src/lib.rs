@@ -19,4 +19,4 @@ pub use frame_io::{
     FrameIo, MAX_AFTER_PREFACE, forward_frames, read_frame, read_preface, read_preface_with,
     write_frame, write_preface, write_preface_with,
 };
-pub use relay::relay;
+pub use relay::{relay, relay_reusable};

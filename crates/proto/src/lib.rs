@@ -21,6 +21,7 @@ pub mod liveness;
 pub mod msg;
 pub mod names;
 pub mod preface;
+pub mod reuse;
 
 pub use frame::{FrameError, MAX_FRAME_LEN, decode_payload, encode_frame};
 pub use preface::{PREFACE_LEN, Preface, PrefaceError};
@@ -36,8 +37,14 @@ pub mod caps {
     pub const MUX: u32 = 1 << 1;
     /// Early data hellos (see [`EARLY_HELLO`]): announced by a server that takes them.
     pub const EARLY_DATA: u32 = 1 << 2;
+    /// Reusable data connections: a side that announces it takes
+    /// [`crate::msg::StreamKind::TcpReusable`] streams, whose bytes travel in
+    /// [`crate::reuse`] frames so that the connection can carry another stream after them.
+    /// A server opens such streams only on the pooled TLS data connections of a client that
+    /// announced it on its control stream.
+    pub const REUSE: u32 = 1 << 3;
     /// Everything this build supports.
-    pub const ALL: u32 = TCP | MUX | EARLY_DATA;
+    pub const ALL: u32 = TCP | MUX | EARLY_DATA | REUSE;
     /// Not a capability but a request, sent only by a client: this connection is a multiplexed
     /// link. After the two prefaces it carries a yamux session, and each of its streams starts
     /// with its own preface and handshake, as a connection of the TCP carrier does. A server

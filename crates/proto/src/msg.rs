@@ -329,6 +329,11 @@ pub enum StreamKind {
     Tcp,
     /// Every flow of a UDP tunnel, as datagram frames (see [`crate::datagram`]).
     Datagrams,
+    /// A byte stream with half-close, relayed to a TCP target, whose bytes travel in
+    /// [`crate::reuse`] frames each way: when both ways have ended cleanly the data connection
+    /// is back at a frame boundary and waits for its next [`StreamOpen`]. Sent only to a
+    /// client that announced [`crate::caps::REUSE`].
+    TcpReusable,
 }
 
 /// Where the client should connect a stream to.

@@ -402,6 +402,7 @@ pub(crate) async fn dispatch(
                 secret,
                 peer,
                 opener,
+                reuse: caps & burrow_proto::caps::REUSE != 0,
             };
             Box::pin(session::run(shared.clone(), carrier, login)).await
         }

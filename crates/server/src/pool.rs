@@ -103,6 +103,20 @@ impl DataPool {
     }
 }
 
+/// Puts a data connection back into its session's pool after a reusable stream ended cleanly
+/// on it (both ways ended with their end chunks, so it is at a frame boundary); the client
+/// waits on it for the next stream header. Closed instead when the session has ended or the
+/// pool is full.
+pub(crate) fn reuse(session: &crate::registry::SessionHandle, carrier: Carrier) {
+    if session.closed.is_cancelled() {
+        return debug!("data connection closed after its stream: the session ended");
+    }
+    match session.pool.put(carrier) {
+        Ok(()) => debug!(idle = session.pool.len(), hello = %"reused", "data connection ready"),
+        Err(_) => debug!("data connection closed after its stream: the pool is full"),
+    }
+}
+
 /// Puts an authenticated data connection into its session's pool.
 pub(crate) async fn add(shared: &crate::Shared, mut carrier: Carrier, session: u64, early: bool) {
     let Some(handle) = shared.registry.session(session) else {

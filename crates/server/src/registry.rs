@@ -69,6 +69,9 @@ pub(crate) struct SessionHandle {
     /// Opens streams toward the client on its link, when it asked for them
     /// (`caps::SERVER_STREAMS`): a visitor that finds the pool empty needs no round trip.
     pub opener: Option<crate::link::Opener>,
+    /// The client takes reusable streams (`caps::REUSE`): a TCP visitor on one of its pooled
+    /// TLS data connections gives the connection back to the pool when both ways have ended.
+    pub reuse: bool,
 }
 
 impl SessionHandle {
@@ -104,6 +107,7 @@ impl SessionHandle {
             }
         }
         let want_more = || {
+            debug!("the pool is empty: asking the client for a data connection");
             let _ = self.control.try_send(ServerMsg::WantData { count: 1 });
         };
         (self.pool.take_or_wait(want_more).await, Opened::Pool)

@@ -78,6 +78,8 @@ pub(crate) struct Login {
     pub peer: SocketAddr,
     /// Opens streams toward it, when its control stream runs on a link and it asked for them.
     pub opener: Option<crate::link::Opener>,
+    /// It takes reusable streams on its pooled TLS data connections (`caps::REUSE`).
+    pub reuse: bool,
 }
 
 /// Runs a session on an authenticated control carrier until it ends.
@@ -87,6 +89,7 @@ pub(crate) async fn run(shared: Arc<Shared>, carrier: Carrier, login: Login) {
         secret,
         peer,
         opener,
+        reuse,
     } = login;
     let id = u64::from_be_bytes(
         burrow_proto::auth::nonce()[..8]
@@ -106,6 +109,7 @@ pub(crate) async fn run(shared: Arc<Shared>, carrier: Carrier, login: Login) {
         peer,
         quic: carrier.quic_link().map(|link| link.connection().clone()),
         opener,
+        reuse,
         since: std::time::SystemTime::now(),
         carrier: carrier.kind(),
         rtt_us: Default::default(),

@@ -8,7 +8,7 @@ use crate::Shared;
 use crate::metrics::{OpenStream, TunnelStats, VisitorKind};
 use crate::registry::{Opened, Route, SessionHandle};
 use crate::spans;
-use burrow_net::{relay, tune_endpoint, write_frame};
+use burrow_net::{relay, relay_reusable, tune_endpoint, write_frame};
 use burrow_proto::msg::{Protocol, Refusal, StreamKind, StreamOpen, Target};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -115,9 +115,16 @@ async fn visit(
         );
     };
     spans::adopt(&tracing::Span::current(), &session, tunnel);
+    // A pooled connection of a client that takes them carries a reusable stream, and goes
+    // back to the pool after it; a stream the server opened on a link ends with its visitor.
+    let reusable = opened == Opened::Pool && session.reuse && carrier.takes_reusable_streams();
     let open = StreamOpen {
         stream: visitor.stream,
-        kind: StreamKind::Tcp,
+        kind: if reusable {
+            StreamKind::TcpReusable
+        } else {
+            StreamKind::Tcp
+        },
         target: Target::Tunnel(tunnel),
         visitor: Some(visitor.peer),
     };
@@ -130,12 +137,19 @@ async fn visit(
         .stream_opened(VisitorKind::Tcp, opened, arrived.elapsed());
     let open = OpenStream::new(&shared.active_streams, &session.streams, &visitor.stats);
     debug!(%opened, "stream open");
-    let result = relay(&mut socket, &mut carrier).await;
+    let result = if reusable {
+        relay_reusable(&mut socket, &mut carrier).await
+    } else {
+        relay(&mut socket, &mut carrier).await
+    };
     drop(open);
     match result {
         Ok(r) => {
             visitor.stats.add_bytes(r.to_carrier, r.from_carrier);
-            debug!(up = r.to_carrier, down = r.from_carrier, path = %r.path, %opened, "stream closed")
+            debug!(up = r.to_carrier, down = r.from_carrier, path = %r.path, %opened, "stream closed");
+            if reusable {
+                crate::pool::reuse(&session, carrier);
+            }
         }
         Err(e) => debug!("stream ended: {e}"),
     }

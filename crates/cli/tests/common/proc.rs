@@ -76,7 +76,7 @@ impl Proc {
             .env(
                 "BURROW_LOG",
                 std::env::var("BURROW_E2E_LOG").unwrap_or_else(|_| {
-                    "info,burrow_server::tunnel=debug,burrow_server::udp=debug,burrow_server::pool=debug"
+                    "info,burrow_server::tunnel=debug,burrow_server::udp=debug,burrow_server::pool=debug,burrow_server::registry=debug"
                         .into()
                 }),
             )

@@ -4,8 +4,12 @@
 //! user space; otherwise (TLS, tests' in-memory pipes) a buffered copy runs that holds memory only
 //! while bytes are in flight. Both carry half-close: when one side stops sending, the other
 //! side's write half is shut down and the opposite direction goes on until it ends too.
+//!
+//! A reusable stream ([`relay_reusable`]) carries its half-close in chunks instead, so that its
+//! data connection outlives it; it always takes the buffered path.
 
 mod copy;
+mod framed;
 #[cfg(target_os = "linux")]
 mod splice;
 
@@ -20,6 +24,9 @@ pub enum Path {
     Splice,
     /// Through a user-space buffer (TLS must decrypt and encrypt).
     Copy,
+    /// Through a user-space buffer, in `burrow_proto::reuse` chunks: the data connection
+    /// outlives the stream.
+    Chunked,
 }
 
 impl std::fmt::Display for Path {
@@ -27,6 +34,7 @@ impl std::fmt::Display for Path {
         f.write_str(match self {
             Path::Splice => "splice",
             Path::Copy => "copy",
+            Path::Chunked => "chunked",
         })
     }
 }
@@ -60,6 +68,18 @@ pub async fn relay(socket: &mut TcpStream, carrier: &mut Carrier) -> io::Result<
         to_carrier,
         from_carrier,
         path: Path::Copy,
+    })
+}
+
+/// Relays a reusable stream (`StreamKind::TcpReusable`) between a TCP socket and its data
+/// connection until both directions have ended with their end chunks; the carrier is then
+/// ready for the next stream header. On an error the caller closes both, as after [`relay`].
+pub async fn relay_reusable(socket: &mut TcpStream, carrier: &mut Carrier) -> io::Result<Relayed> {
+    let (to_carrier, from_carrier) = framed::relay(socket, carrier).await?;
+    Ok(Relayed {
+        to_carrier,
+        from_carrier,
+        path: Path::Chunked,
     })
 }
 

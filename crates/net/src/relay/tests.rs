@@ -132,3 +132,101 @@ async fn a_reset_ends_the_relay_with_an_error() {
     drop(visitor);
     assert!(relay(&mut socket, &mut carrier).await.is_err());
 }
+
+/// One reusable stream from end to end: the server side relays a visitor over `near`, the
+/// client side relays `far` to a target; the visitor sends `up` and the target `down`, each
+/// then closing its write half. Checks every byte, both relays' counts and their path.
+async fn reusable_stream(near: &mut Carrier, far: &mut Carrier, up: &[u8], down: &[u8]) {
+    let (visitor, mut socket) = tcp_pair().await;
+    let (mut target_side, target) = tcp_pair().await;
+    let ends = async {
+        tokio::join!(
+            exchange(visitor, up.to_vec()),
+            exchange(target, down.to_vec())
+        )
+    };
+    let (server, client, (at_visitor, at_target)) = tokio::join!(
+        relay_reusable(&mut socket, near),
+        relay_reusable(&mut target_side, far),
+        ends
+    );
+    assert!(at_target == up, "visitor → target bytes differ");
+    assert!(at_visitor == down, "target → visitor bytes differ");
+    let (up, down) = (up.len() as u64, down.len() as u64);
+    let server = server.expect("server side ends cleanly");
+    let client = client.expect("client side ends cleanly");
+    assert_eq!((server.to_carrier, server.from_carrier), (up, down));
+    assert_eq!((client.to_carrier, client.from_carrier), (down, up));
+    assert_eq!((server.path, client.path), (Path::Chunked, Path::Chunked));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reusable_streams_follow_each_other_on_one_connection() {
+    let streams = [
+        (pattern(1, 300_001), pattern(2, 5)),
+        (Vec::new(), pattern(3, 1_000_000)),
+        (pattern(4, 70_000), Vec::new()),
+        (Vec::new(), Vec::new()),
+        (b"GET / HTTP/1.1\r\n\r\n".to_vec(), pattern(5, 1_024)),
+    ];
+    let (near, far) = tcp_pair().await;
+    let (mut near, mut far) = (Carrier::Plain(near), Carrier::Plain(far));
+    for (up, down) in &streams {
+        reusable_stream(&mut near, &mut far, up, down).await;
+    }
+    // A small in-memory pipe pushes back on every write.
+    let (near, far) = tokio::io::duplex(1_000);
+    let (mut near, mut far) = (Carrier::Memory(near), Carrier::Memory(far));
+    for (up, down) in &streams {
+        reusable_stream(&mut near, &mut far, up, down).await;
+    }
+}
+
+#[tokio::test]
+async fn a_reusable_stream_leaves_the_next_header_unread() {
+    let (visitor, mut socket) = tcp_pair().await;
+    let (near, mut peer) = tcp_pair().await;
+    let mut near = Carrier::Plain(near);
+    // The peer's chunk, its end, and the next stream's first bytes, in one write.
+    peer.write_all(&[0, 2, b'h', b'i', 0, 0, b'N', b'E', b'X', b'T'])
+        .await
+        .unwrap();
+    let relayed = tokio::join!(
+        relay_reusable(&mut socket, &mut near),
+        exchange(visitor, Vec::new())
+    );
+    assert_eq!(relayed.1, b"hi");
+    let relayed = relayed.0.unwrap();
+    assert_eq!((relayed.to_carrier, relayed.from_carrier), (0, 2));
+    let mut end = [0u8; 2];
+    peer.read_exact(&mut end).await.unwrap();
+    assert_eq!(end, burrow_proto::reuse::END, "the visitor's end chunk");
+    let mut next = [0u8; 4];
+    near.read_exact(&mut next).await.unwrap();
+    assert_eq!(&next, b"NEXT");
+}
+
+#[tokio::test]
+async fn a_reusable_stream_cut_short_is_an_error() {
+    // A chunk that announces 100 bytes and brings 10; a connection that closes between
+    // chunks; one that closes inside a header.
+    for sent in [
+        &[0u8, 100, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10][..],
+        &[0, 1, 7],
+        &[0],
+    ] {
+        let (_visitor, mut socket) = tcp_pair().await;
+        let (near, mut peer) = tcp_pair().await;
+        let mut near = Carrier::Plain(near);
+        peer.write_all(sent).await.unwrap();
+        drop(peer);
+        let err = relay_reusable(&mut socket, &mut near)
+            .await
+            .expect_err("no end chunk came");
+        assert_eq!(
+            err.kind(),
+            std::io::ErrorKind::UnexpectedEof,
+            "after {sent:?}"
+        );
+    }
+}

@@ -46,6 +46,7 @@ async fn session_with_config(
         secret: Secret::new("s"),
         peer,
         opener,
+        reuse: false,
     };
     let task = tokio::spawn(run(shared.clone(), Carrier::Memory(server_end), login));
     let Welcome::Ok { session, .. } = read_frame(&mut client).await.unwrap() else {

@@ -1,0 +1,281 @@
+//! Relay of a reusable stream: the carrier's bytes go in `burrow_proto::reuse` chunks, so that
+//! when both directions have ended the data connection can carry another stream.
+//!
+//! Toward the carrier, each read from the socket leaves as one chunk (header and bytes in one
+//! write, one TLS record at most), and the socket's end leaves as the end chunk. From the
+//! carrier, headers and bytes are read exactly, never past the end chunk, so what follows it
+//! (the next stream's header) stays in the carrier. Like the buffered relay, a direction holds
+//! a buffer only while its destination pushes back.
+
+use super::copy::SCRATCH;
+use burrow_proto::reuse::{END, HEADER_LEN, MAX_CHUNK, chunk_len, header};
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Relays both ways until both directions have ended with their end chunks; returns the
+/// stream bytes moved (socket → carrier, carrier → socket). The carrier is then at a chunk
+/// boundary with nothing of the next stream read. The first error ends both, and the carrier
+/// must then be closed: it may be mid-chunk.
+pub(crate) async fn relay<S, C>(socket: &mut S, carrier: &mut C) -> io::Result<(u64, u64)>
+where
+    S: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    C: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let (mut up, mut down) = (Chunker::default(), Unchunker::default());
+    poll_fn(|cx| {
+        let up_done = up
+            .poll(cx, Pin::new(&mut *socket), Pin::new(&mut *carrier))?
+            .is_ready();
+        let down_done = down
+            .poll(cx, Pin::new(&mut *carrier), Pin::new(&mut *socket))?
+            .is_ready();
+        if up_done && down_done {
+            Poll::Ready(Ok((up.total, down.total)))
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// Bytes a writer did not take at once, kept until it does.
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    written: usize,
+}
+
+impl Pending {
+    /// Writes what is kept; ready when nothing is left. Returns the bytes written.
+    fn poll_write<W: AsyncWrite + ?Sized>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut dst: Pin<&mut W>,
+    ) -> Poll<io::Result<usize>> {
+        let mut moved = 0;
+        while self.written < self.bytes.len() {
+            let n = ready!(dst.as_mut().poll_write(cx, &self.bytes[self.written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.written += n;
+            moved += n;
+        }
+        self.release();
+        Poll::Ready(Ok(moved))
+    }
+
+    /// Keeps `rest` (bytes the writer did not take).
+    fn keep(&mut self, rest: &[u8]) {
+        self.bytes.extend_from_slice(rest);
+    }
+
+    /// Frees the buffer (an idle direction holds none).
+    fn release(&mut self) {
+        self.bytes = Vec::new();
+        self.written = 0;
+    }
+}
+
+/// Writes as much of `data` as `dst` takes now; returns how much.
+fn write_now<W: AsyncWrite + ?Sized>(
+    cx: &mut Context<'_>,
+    mut dst: Pin<&mut W>,
+    data: &[u8],
+) -> io::Result<usize> {
+    let mut offset = 0;
+    while offset < data.len() {
+        match dst.as_mut().poll_write(cx, &data[offset..]) {
+            Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => offset += n,
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => break,
+        }
+    }
+    Ok(offset)
+}
+
+/// Socket → carrier: each read becomes one chunk; the socket's end becomes the end chunk.
+#[derive(Default)]
+struct Chunker {
+    pending: Pending,
+    /// Stream bytes read from the socket (headers not counted).
+    total: u64,
+    /// The end chunk is written (or kept in `pending`).
+    ended: bool,
+    needs_flush: bool,
+    done: bool,
+}
+
+impl Chunker {
+    fn poll<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut src: Pin<&mut R>,
+        mut dst: Pin<&mut W>,
+    ) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        loop {
+            if self.done {
+                return Poll::Ready(Ok(()));
+            }
+            if ready!(self.pending.poll_write(cx, dst.as_mut()))? > 0 {
+                self.needs_flush = true;
+            }
+            if self.ended {
+                // The end chunk is out of our hands: push it to the peer.
+                ready!(dst.as_mut().poll_flush(cx))?;
+                self.done = true;
+                continue;
+            }
+            let read = SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                let (head, body) = scratch.split_at_mut(HEADER_LEN);
+                let mut buf = ReadBuf::new(&mut body[..MAX_CHUNK]);
+                ready!(src.as_mut().poll_read(cx, &mut buf))?;
+                let n = buf.filled().len();
+                // `n` ≤ MAX_CHUNK, which a header always holds; 0 is the end chunk.
+                head.copy_from_slice(&header(n).unwrap_or(END));
+                let chunk = &scratch[..HEADER_LEN + n];
+                let written = write_now(cx, dst.as_mut(), chunk)?;
+                self.pending.keep(&chunk[written..]);
+                self.needs_flush |= written > 0;
+                Poll::Ready(Ok::<_, io::Error>(n))
+            });
+            match read {
+                Poll::Ready(Ok(0)) => self.ended = true,
+                Poll::Ready(Ok(n)) => self.total += n as u64,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    // The socket is dry: push out what the carrier buffered.
+                    if self.needs_flush {
+                        ready!(dst.as_mut().poll_flush(cx))?;
+                        self.needs_flush = false;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+/// Carrier → socket: reads each header, then exactly its chunk's bytes; the end chunk shuts
+/// the socket's write half.
+#[derive(Default)]
+struct Unchunker {
+    pending: Pending,
+    /// Stream bytes written to the socket.
+    total: u64,
+    /// The header being read, and how much of it has arrived.
+    head: [u8; HEADER_LEN],
+    head_read: usize,
+    /// Bytes of the current chunk not read yet (0: a header comes next).
+    left: usize,
+    state: State,
+}
+
+#[derive(Default, PartialEq, Eq)]
+enum State {
+    #[default]
+    Running,
+    ShuttingDown,
+    Done,
+}
+
+impl Unchunker {
+    fn poll<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut src: Pin<&mut R>,
+        mut dst: Pin<&mut W>,
+    ) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        loop {
+            self.total += ready!(self.pending.poll_write(cx, dst.as_mut()))? as u64;
+            match self.state {
+                State::Done => return Poll::Ready(Ok(())),
+                State::ShuttingDown => {
+                    ready!(dst.as_mut().poll_shutdown(cx))?;
+                    self.state = State::Done;
+                    continue;
+                }
+                State::Running => {}
+            }
+            let step = if self.left == 0 {
+                self.read_header(cx, src.as_mut())
+            } else {
+                self.read_bytes(cx, src.as_mut(), dst.as_mut())
+            };
+            if ready!(step)? {
+                self.state = State::ShuttingDown;
+            }
+        }
+    }
+
+    /// Reads (the rest of) a header; `Ok(true)` when it was the end chunk's.
+    fn read_header<R: AsyncRead + ?Sized>(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: Pin<&mut R>,
+    ) -> Poll<io::Result<bool>> {
+        let mut buf = ReadBuf::new(&mut self.head[self.head_read..]);
+        ready!(src.poll_read(cx, &mut buf))?;
+        let n = buf.filled().len();
+        if n == 0 {
+            return Poll::Ready(Err(cut_short()));
+        }
+        self.head_read += n;
+        if self.head_read < HEADER_LEN {
+            return Poll::Ready(Ok(false));
+        }
+        self.head_read = 0;
+        self.left = chunk_len(self.head);
+        Poll::Ready(Ok(self.left == 0))
+    }
+
+    /// Reads bytes of the current chunk (never past it) and writes what the socket takes.
+    fn read_bytes<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: Pin<&mut R>,
+        mut dst: Pin<&mut W>,
+    ) -> Poll<io::Result<bool>>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let want = self.left.min(scratch.len());
+            let mut buf = ReadBuf::new(&mut scratch[..want]);
+            ready!(src.poll_read(cx, &mut buf))?;
+            let data = buf.filled();
+            if data.is_empty() {
+                return Poll::Ready(Err(cut_short()));
+            }
+            self.left -= data.len();
+            let written = write_now(cx, dst.as_mut(), data)?;
+            self.total += written as u64;
+            self.pending.keep(&data[written..]);
+            Poll::Ready(Ok(false))
+        })
+    }
+}
+
+/// The carrier ended inside a stream: the peer closed its connection instead of ending the
+/// stream with an end chunk.
+fn cut_short() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the data connection closed inside a reusable stream",
+    )
+}
