@@ -73,17 +73,19 @@ async fn echo(carrier: Carrier) {
         assert!(ready.local.ends_with(&format!(":{echo}")), "{line}");
         assert_echo(client.port, b"hello through the tunnel").await;
         assert_echo(client.port, &Pattern::bytes(1, 300_000)).await;
-        // Only a pooled plain TCP connection is spliced (the bytes never enter user space);
-        // TLS must be decrypted and encrypted, and carries reusable streams in chunks; a
-        // stream of a multiplexed carrier is framed by its link.
-        let path = match carrier {
-            Carrier::Tcp => "path=splice",
-            Carrier::Tls => "path=chunked",
-            _ => "path=copy",
+        // A pooled connection carries a reusable stream: a short one in chunks (and then the
+        // connection goes back to the pool), bulk over plain TCP spliced (the bytes never
+        // enter user space); a stream of a multiplexed carrier is framed by its link.
+        let paths: &[&str] = match carrier {
+            Carrier::Tcp => &["path=chunked", "path=splice"],
+            Carrier::Tls => &["path=chunked"],
+            _ => &["path=copy"],
         };
-        wait_relay_path(server, path).await;
-        if carrier == Carrier::Tls {
-            // The two visitors' streams ended cleanly: their connection went back to the pool.
+        for path in paths {
+            wait_relay_path(server, path).await;
+        }
+        if matches!(carrier, Carrier::Tcp | Carrier::Tls) {
+            // The short visitor's stream ended cleanly: its connection went back to the pool.
             server
                 .proc
                 .wait_for("a data connection back in the pool", |o| {
@@ -485,19 +487,24 @@ fn server_lines(server: &Server, needles: &[&str]) -> usize {
         .count()
 }
 
-/// On the default TLS carrier, short visitors' streams are reusable: each data connection goes
+#[tokio::test]
+async fn short_visitors_reuse_their_data_connections() {
+    short_visitors_reuse(Carrier::Tcp).await;
+    short_visitors_reuse(Carrier::Tls).await;
+}
+
+/// On the pooled carriers, short visitors' streams are reusable: each data connection goes
 /// back to the pool when its stream has ended both ways, and carries later visitors, so eight
 /// visitors in a row cost fewer than eight new data connections. A visitor that resets its
 /// connection ends its stream with an error: that data connection closes, and the next visitor
 /// is served all the same.
-#[tokio::test]
-async fn short_visitors_reuse_their_data_connections() {
+async fn short_visitors_reuse(carrier: Carrier) {
     const VISITORS: usize = 8;
     bounded(90, async {
-        let dir = TestDir::new("reuse-tls");
+        let dir = TestDir::new(&format!("reuse-{}", carrier.label()));
         let echo = echo_target().await;
         let block = ports(4).arg();
-        let deployment = Carrier::Tls
+        let deployment = carrier
             .deploy(&dir, &["--token", "t", "--ports", &block])
             .await;
         let client = deployment
@@ -505,7 +512,8 @@ async fn short_visitors_reuse_their_data_connections() {
             .await;
         let server = &deployment.server;
         for i in 0..VISITORS {
-            assert_echo(client.port, &Pattern::bytes(i as u64, 1_000 + 70_000 * i)).await;
+            // Short: a plain carrier sends bulk raw (spliced), and then closes the connection.
+            assert_echo(client.port, &Pattern::bytes(i as u64, 100 + 1_000 * i)).await;
             server
                 .proc
                 .wait_for("the visitor's data connection back in the pool", |_| {
@@ -555,11 +563,16 @@ async fn short_visitors_reuse_their_data_connections() {
 /// connection: it would hang if nothing on the client read it.
 #[tokio::test]
 async fn a_connection_given_back_late_serves_a_later_visitor() {
+    given_back_late(Carrier::Tcp).await;
+    given_back_late(Carrier::Tls).await;
+}
+
+async fn given_back_late(carrier: Carrier) {
     bounded(90, async {
-        let dir = TestDir::new("reuse-late");
+        let dir = TestDir::new(&format!("reuse-late-{}", carrier.label()));
         let echo = echo_target().await;
         let block = ports(4).arg();
-        let deployment = Carrier::Tls
+        let deployment = carrier
             .deploy(&dir, &["--token", "t", "--ports", &block])
             .await;
         let client = deployment

@@ -23,6 +23,7 @@ use crate::config::ClientConfig;
 use crate::connect;
 use crate::proxy_protocol::{ProxyProtocol, write_header};
 use crate::tunnels::Tunnels;
+use burrow_net::relay::Path;
 use burrow_net::{Carrier, read_frame, relay, relay_reusable, tune_endpoint};
 use burrow_proto::auth::DataKey;
 use burrow_proto::msg::{StreamKind, StreamOpen, Target, TunnelKind};
@@ -288,25 +289,26 @@ pub(crate) async fn run_stream(
                 &tunnel.local,
                 tunnel.proxy_protocol,
             );
-            let (to_target, to_visitor) = relayed.await?;
+            let (to_target, to_visitor, path) = relayed.await?;
             if let Some(counted) = &counted {
                 counted.bytes(to_target, to_visitor);
             }
-            (open.kind == StreamKind::TcpReusable).then_some(carrier)
+            (path == Path::Chunked).then_some(carrier)
         }
     }
 }
 
 /// Connects a TCP stream to its target and relays until both directions finish; with `proxy`,
 /// a PROXY protocol header naming the visitor goes to the target first. Returns the bytes
-/// relayed toward the target and toward the visitor, when the relay ended cleanly.
+/// relayed toward the target and toward the visitor, and the path they took, when the relay
+/// ended cleanly.
 async fn run_tcp(
     config: &ClientConfig,
     carrier: &mut Carrier,
     open: &StreamOpen,
     local: &str,
     proxy: Option<ProxyProtocol>,
-) -> Option<(u64, u64)> {
+) -> Option<(u64, u64, Path)> {
     let reusable = match open.kind {
         StreamKind::Tcp => false,
         StreamKind::TcpReusable => true,
@@ -344,7 +346,7 @@ async fn run_tcp(
         Ok(r) => {
             let (to_visitor, to_target) = (r.to_carrier, r.from_carrier);
             debug!(visitor = ?open.visitor, to_visitor, to_target, path = %r.path, "stream closed");
-            Some((to_target, to_visitor))
+            Some((to_target, to_visitor, r.path))
         }
         Err(e) => {
             debug!(visitor = ?open.visitor, "stream ended: {e}");

@@ -84,15 +84,14 @@ impl Carrier {
         }
     }
 
-    /// True when a reusable stream (`StreamKind::TcpReusable`) pays on this carrier: a TLS
-    /// connection (or a test's in-memory pipe), whose relay copies through user space anyway,
-    /// so the chunks cost little, while a new connection costs TCP's and TLS's handshakes. A
-    /// plain TCP connection keeps one stream per connection and the zero-copy relay; streams
-    /// of a link are cheap to open already.
+    /// True when a reusable stream (`StreamKind::TcpReusable`) pays on this carrier: a
+    /// connection of its own (plain TCP, TLS, or a test's in-memory pipe), which a new visitor
+    /// would otherwise pay a new connection and handshake for. Streams of a link cost no
+    /// handshake to open in the first place.
     pub fn takes_reusable_streams(&self) -> bool {
         matches!(
             self,
-            Carrier::ClientTls(_) | Carrier::ServerTls(_) | Carrier::Memory(_)
+            Carrier::Plain(_) | Carrier::ClientTls(_) | Carrier::ServerTls(_) | Carrier::Memory(_)
         )
     }
 

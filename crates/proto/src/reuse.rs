@@ -10,8 +10,14 @@
 //! (a reset, an error, a connection that closes between chunks) ends the stream and closes the
 //! connection, as it does a plain stream's.
 //!
+//! A sender may instead give up reuse for its direction with the raw marker: everything after
+//! it, up to the connection's end (TCP's FIN), is the stream's bytes, unframed. A plain TCP
+//! carrier does so at the first read that fills a chunk, so bulk transfers keep its zero-copy
+//! relay; the connection then closes after the stream, as a plain stream's does.
+//!
 //! ```text
 //! | len: u16 BE | len bytes | len: u16 BE | len bytes | ... | 0x0000 |
+//! | len: u16 BE | len bytes | ... | 0xFFFF | raw bytes ... (FIN)
 //! ```
 
 /// Length of a chunk's header.
@@ -19,21 +25,47 @@ pub const HEADER_LEN: usize = 2;
 
 /// The largest chunk a sender makes: header and bytes fill one TLS record (16 KiB of
 /// plaintext), so a chunk costs one record and no more. Receivers take any length up to
-/// `u16::MAX`.
+/// [`MAX_LEN`].
 pub const MAX_CHUNK: usize = 16 * 1024 - HEADER_LEN;
+
+/// The largest length a header can announce (the one above it is [`RAW`]).
+pub const MAX_LEN: usize = u16::MAX as usize - 1;
 
 /// The chunk that ends a direction.
 pub const END: [u8; HEADER_LEN] = [0, 0];
 
-/// The header of a chunk of `len` bytes; `None` above `u16::MAX` (a sender keeps to
-/// [`MAX_CHUNK`]). A `len` of 0 is [`END`].
-pub fn header(len: usize) -> Option<[u8; HEADER_LEN]> {
-    u16::try_from(len).ok().map(u16::to_be_bytes)
+/// The marker after which a direction's bytes are raw, up to the connection's end.
+pub const RAW: [u8; HEADER_LEN] = [0xff, 0xff];
+
+/// What a header announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Header {
+    /// A chunk of this many bytes (at least 1).
+    Chunk(usize),
+    /// The end of the direction.
+    End,
+    /// Raw bytes up to the connection's end.
+    Raw,
 }
 
-/// The length a chunk header announces; 0 ends the direction.
-pub fn chunk_len(header: [u8; HEADER_LEN]) -> usize {
-    usize::from(u16::from_be_bytes(header))
+impl Header {
+    /// Reads a header.
+    pub fn parse(bytes: [u8; HEADER_LEN]) -> Header {
+        match bytes {
+            END => Header::End,
+            RAW => Header::Raw,
+            _ => Header::Chunk(usize::from(u16::from_be_bytes(bytes))),
+        }
+    }
+}
+
+/// The header of a chunk of `len` bytes; `None` above [`MAX_LEN`] (a sender keeps to
+/// [`MAX_CHUNK`]). A `len` of 0 is [`END`].
+pub fn header(len: usize) -> Option<[u8; HEADER_LEN]> {
+    if len > MAX_LEN {
+        return None;
+    }
+    u16::try_from(len).ok().map(u16::to_be_bytes)
 }
 
 #[cfg(test)]
@@ -41,14 +73,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn headers_round_trip_and_zero_ends() {
-        for len in [1, 255, 256, MAX_CHUNK, usize::from(u16::MAX)] {
+    fn headers_round_trip_and_the_two_markers_stand_apart() {
+        for len in [1, 255, 256, MAX_CHUNK, MAX_LEN] {
             let h = header(len).expect("fits in two bytes");
-            assert_eq!(chunk_len(h), len);
-            assert_ne!(h, END);
+            assert_eq!(Header::parse(h), Header::Chunk(len));
         }
         assert_eq!(header(0), Some(END));
-        assert_eq!(chunk_len(END), 0);
+        assert_eq!(Header::parse(END), Header::End);
+        assert_eq!(Header::parse(RAW), Header::Raw);
+        assert_eq!(header(MAX_LEN + 1), None, "that would be the raw marker");
         assert_eq!(header(usize::from(u16::MAX) + 1), None);
         assert_eq!(header(300), Some([1, 44]), "big-endian");
     }

@@ -147,7 +147,7 @@ async fn visit(
         Ok(r) => {
             visitor.stats.add_bytes(r.to_carrier, r.from_carrier);
             debug!(up = r.to_carrier, down = r.from_carrier, path = %r.path, %opened, "stream closed");
-            if reusable {
+            if reusable && r.path == burrow_net::relay::Path::Chunked {
                 crate::pool::reuse(&session, carrier);
             }
         }

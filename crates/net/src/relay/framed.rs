@@ -4,22 +4,25 @@
 //! Toward the carrier, each read from the socket leaves as one chunk (header and bytes in one
 //! write, one TLS record at most), and the socket's end leaves as the end chunk. From the
 //! carrier, headers and bytes are read exactly, never past the end chunk, so what follows it
-//! (the next stream's header) stays in the carrier. Like the buffered relay, a direction holds
-//! a buffer only while its destination pushes back.
+//! (the next stream's header) stays in the carrier. A peer's raw marker turns the rest of its
+//! direction into a plain copy to the connection's end (this side never sends one: over TLS
+//! the chunks cost no system call, and a copy gains nothing). Like the buffered relay, a
+//! direction holds a buffer only while its destination pushes back.
 
 use super::copy::SCRATCH;
-use burrow_proto::reuse::{END, HEADER_LEN, MAX_CHUNK, chunk_len, header};
+use super::cut_short;
+use burrow_proto::reuse::{END, HEADER_LEN, Header, MAX_CHUNK, header};
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Relays both ways until both directions have ended with their end chunks; returns the
-/// stream bytes moved (socket → carrier, carrier → socket). The carrier is then at a chunk
-/// boundary with nothing of the next stream read. The first error ends both, and the carrier
-/// must then be closed: it may be mid-chunk.
-pub(crate) async fn relay<S, C>(socket: &mut S, carrier: &mut C) -> io::Result<(u64, u64)>
+/// Relays both ways until both directions have ended; returns the stream bytes moved (socket →
+/// carrier, carrier → socket) and whether both ended with end chunks, when the carrier is at a
+/// chunk boundary with nothing of the next stream read (else the peer went raw and closed its
+/// side). The first error ends both, and the carrier must then be closed: it may be mid-chunk.
+pub(crate) async fn relay<S, C>(socket: &mut S, carrier: &mut C) -> io::Result<(u64, u64, bool)>
 where
     S: AsyncRead + AsyncWrite + Unpin + ?Sized,
     C: AsyncRead + AsyncWrite + Unpin + ?Sized,
@@ -33,7 +36,7 @@ where
             .poll(cx, Pin::new(&mut *carrier), Pin::new(&mut *socket))?
             .is_ready();
         if up_done && down_done {
-            Poll::Ready(Ok((up.total, down.total)))
+            Poll::Ready(Ok((up.total, down.total, !down.raw)))
         } else {
             Poll::Pending
         }
@@ -177,6 +180,8 @@ struct Unchunker {
     head_read: usize,
     /// Bytes of the current chunk not read yet (0: a header comes next).
     left: usize,
+    /// The peer sent the raw marker: the rest is unframed, up to the connection's end.
+    raw: bool,
     state: State,
 }
 
@@ -210,7 +215,7 @@ impl Unchunker {
                 }
                 State::Running => {}
             }
-            let step = if self.left == 0 {
+            let step = if self.left == 0 && !self.raw {
                 self.read_header(cx, src.as_mut())
             } else {
                 self.read_bytes(cx, src.as_mut(), dst.as_mut())
@@ -238,11 +243,16 @@ impl Unchunker {
             return Poll::Ready(Ok(false));
         }
         self.head_read = 0;
-        self.left = chunk_len(self.head);
-        Poll::Ready(Ok(self.left == 0))
+        match Header::parse(self.head) {
+            Header::Chunk(len) => self.left = len,
+            Header::End => return Poll::Ready(Ok(true)),
+            Header::Raw => self.raw = true,
+        }
+        Poll::Ready(Ok(false))
     }
 
-    /// Reads bytes of the current chunk (never past it) and writes what the socket takes.
+    /// Reads bytes of the current chunk (never past it), or raw bytes, and writes what the
+    /// socket takes; `Ok(true)` at the end of raw bytes.
     fn read_bytes<R, W>(
         &mut self,
         cx: &mut Context<'_>,
@@ -255,27 +265,24 @@ impl Unchunker {
     {
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
-            let want = self.left.min(scratch.len());
+            let want = if self.raw {
+                scratch.len()
+            } else {
+                self.left.min(scratch.len())
+            };
             let mut buf = ReadBuf::new(&mut scratch[..want]);
             ready!(src.poll_read(cx, &mut buf))?;
             let data = buf.filled();
             if data.is_empty() {
-                return Poll::Ready(Err(cut_short()));
+                return Poll::Ready(if self.raw { Ok(true) } else { Err(cut_short()) });
             }
-            self.left -= data.len();
+            if !self.raw {
+                self.left -= data.len();
+            }
             let written = write_now(cx, dst.as_mut(), data)?;
             self.total += written as u64;
             self.pending.keep(&data[written..]);
             Poll::Ready(Ok(false))
         })
     }
-}
-
-/// The carrier ended inside a stream: the peer closed its connection instead of ending the
-/// stream with an end chunk.
-fn cut_short() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        "the data connection closed inside a reusable stream",
-    )
 }

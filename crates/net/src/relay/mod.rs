@@ -24,8 +24,9 @@ pub enum Path {
     Splice,
     /// Through a user-space buffer (TLS must decrypt and encrypt).
     Copy,
-    /// Through a user-space buffer, in `burrow_proto::reuse` chunks: the data connection
-    /// outlives the stream.
+    /// In `burrow_proto::reuse` chunks both ways, to their end chunks: the data connection can
+    /// carry another stream. (A reusable stream that went raw reports the path its raw bytes
+    /// took, and its connection closes.)
     Chunked,
 }
 
@@ -75,12 +76,30 @@ pub async fn relay(socket: &mut TcpStream, carrier: &mut Carrier) -> io::Result<
 /// connection until both directions have ended with their end chunks; the carrier is then
 /// ready for the next stream header. On an error the caller closes both, as after [`relay`].
 pub async fn relay_reusable(socket: &mut TcpStream, carrier: &mut Carrier) -> io::Result<Relayed> {
-    let (to_carrier, from_carrier) = framed::relay(socket, carrier).await?;
+    #[cfg(target_os = "linux")]
+    if let Carrier::Plain(tcp) = carrier {
+        let (to_carrier, from_carrier, chunked) = splice::relay_chunked(socket, tcp).await?;
+        return Ok(Relayed {
+            to_carrier,
+            from_carrier,
+            path: if chunked { Path::Chunked } else { Path::Splice },
+        });
+    }
+    let (to_carrier, from_carrier, chunked) = framed::relay(socket, carrier).await?;
     Ok(Relayed {
         to_carrier,
         from_carrier,
-        path: Path::Chunked,
+        path: if chunked { Path::Chunked } else { Path::Copy },
     })
+}
+
+/// The carrier ended inside a reusable stream: the peer closed its connection instead of
+/// ending the stream with an end chunk.
+fn cut_short() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the data connection closed inside a reusable stream",
+    )
 }
 
 #[cfg(test)]

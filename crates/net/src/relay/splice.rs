@@ -7,10 +7,13 @@
 //!
 //! Everything here goes through rustix's safe wrappers; burrow has no `unsafe` code.
 
+use super::cut_short;
+use burrow_proto::reuse::{END, HEADER_LEN, Header, MAX_CHUNK, RAW, header};
 use rustix::pipe::{PipeFlags, SpliceFlags, fcntl_setpipe_size, pipe_with, splice};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
@@ -123,26 +126,11 @@ async fn copy_burst(src: &TcpStream, dst: &TcpStream) -> io::Result<usize> {
     let n = SCRATCH.with(|scratch| -> io::Result<usize> {
         let mut scratch = scratch.borrow_mut();
         let n = read_once(src, &mut scratch[..])?;
-        let mut written = 0;
-        while written < n {
-            match dst.try_write(&scratch[written..n]) {
-                Ok(w) => written += w,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
-            }
-        }
+        let written = write_now(dst, &scratch[..n])?;
         rest.extend_from_slice(&scratch[written..n]);
         Ok(n)
     })?;
-    let mut written = 0;
-    while written < rest.len() {
-        dst.writable().await?;
-        match dst.try_write(&rest[written..]) {
-            Ok(w) => written += w,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
-    }
+    write_all(dst, &rest).await?;
     Ok(n)
 }
 
@@ -187,4 +175,212 @@ async fn drain(pipe: &Pipe, dst: &TcpStream, mut len: usize) -> io::Result<()> {
 /// Sends FIN on `dst`: the peer sees end of stream, the other direction goes on.
 fn shutdown_write(dst: &TcpStream) {
     let _ = socket2::SockRef::from(dst).shutdown(std::net::Shutdown::Write);
+}
+
+/// Relays a reusable stream over a plain TCP carrier; returns bytes moved (socket → carrier,
+/// carrier → socket) and whether both directions ended with end chunks (the carrier can then
+/// carry another stream). Short bursts go in chunks, read and written once through the
+/// per-thread buffer as in [`one_way`]; a read that fills a chunk marks bulk, and the direction
+/// sends the raw marker and splices the rest, ending with a FIN: that stream's connection then
+/// closes after it, as a plain stream's does.
+pub(crate) async fn relay_chunked(
+    socket: &TcpStream,
+    carrier: &TcpStream,
+) -> io::Result<(u64, u64, bool)> {
+    // Set once this side has sent its end chunk: from then on the peer may follow its own end
+    // chunk with the next stream's header, so reads from the carrier stop short of it.
+    let ended = AtomicBool::new(false);
+    let ((up, up_chunked), (down, down_chunked)) = tokio::try_join!(
+        chunk_out(socket, carrier, &ended),
+        chunk_in(carrier, socket, &ended)
+    )?;
+    Ok((up, down, up_chunked && down_chunked))
+}
+
+/// Socket → carrier, in chunks; `true` with the bytes moved when it ended with the end chunk.
+async fn chunk_out(
+    src: &TcpStream,
+    dst: &TcpStream,
+    ended: &AtomicBool,
+) -> io::Result<(u64, bool)> {
+    let mut total = 0u64;
+    loop {
+        src.readable().await?;
+        let read = chunk_burst(src, dst).await;
+        match read {
+            Ok(0) => {
+                write_all(dst, &END).await?;
+                ended.store(true, Ordering::Relaxed);
+                return Ok((total, true));
+            }
+            Ok(n) if n < MAX_CHUNK => total += n as u64,
+            Ok(n) => {
+                // Bulk: the rest goes raw, spliced, and ends with a FIN.
+                write_all(dst, &RAW).await?;
+                let raw = one_way(src, dst).await?;
+                return Ok((total + n as u64 + raw, false));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reads one burst (at most a chunk) into the thread's scratch buffer and writes it to `dst`
+/// as one chunk, header included, or the end chunk at the end of stream; returns the burst's
+/// length. Only bytes `dst` cannot take at once are copied to the heap.
+async fn chunk_burst(src: &TcpStream, dst: &TcpStream) -> io::Result<usize> {
+    let mut rest = Vec::new();
+    let n = SCRATCH.with(|scratch| -> io::Result<usize> {
+        let mut scratch = scratch.borrow_mut();
+        let (head, body) = scratch.split_at_mut(HEADER_LEN);
+        let n = read_once(src, &mut body[..MAX_CHUNK])?;
+        if n == 0 {
+            return Ok(0);
+        }
+        // `n` ≤ MAX_CHUNK, which a header always holds.
+        head.copy_from_slice(&header(n).unwrap_or(END));
+        let chunk = &scratch[..HEADER_LEN + n];
+        let written = write_now(dst, chunk)?;
+        rest.extend_from_slice(&chunk[written..]);
+        Ok(n)
+    })?;
+    write_all(dst, &rest).await?;
+    Ok(n)
+}
+
+/// Carrier → socket, from chunks; `true` with the bytes moved when it ended with the end chunk.
+///
+/// Until this side has sent its own end chunk, a read takes whatever has arrived, several
+/// chunks at once if need be: the peer sends nothing past its end chunk before it has read
+/// ours. After it, reads take exactly a header, or exactly the rest of a chunk.
+async fn chunk_in(src: &TcpStream, dst: &TcpStream, ended: &AtomicBool) -> io::Result<(u64, bool)> {
+    let mut unchunk = Unchunk::default();
+    loop {
+        src.readable().await?;
+        let exact = ended.load(Ordering::Relaxed);
+        match unchunk.burst(src, dst, exact).await {
+            Ok(Step::More) => {}
+            Ok(Step::End) => {
+                shutdown_write(dst);
+                return Ok((unchunk.total, true));
+            }
+            Ok(Step::Raw) => {
+                let raw = one_way(src, dst).await?;
+                return Ok((unchunk.total + raw, false));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Where a carrier → socket direction is among the chunks.
+#[derive(Default)]
+struct Unchunk {
+    /// Stream bytes written to the socket.
+    total: u64,
+    /// The header being read, and how much of it has arrived.
+    head: [u8; HEADER_LEN],
+    head_read: usize,
+    /// Bytes of the current chunk not read yet (0: a header comes next).
+    left: usize,
+}
+
+/// What a burst of chunks ended on.
+enum Step {
+    More,
+    End,
+    Raw,
+}
+
+impl Unchunk {
+    /// Reads once (with `exact`, no further than the current header or chunk), writes the
+    /// chunks' bytes to `dst`, and says whether the direction ended or went raw (the bytes
+    /// after the raw marker in this read are written too).
+    async fn burst(&mut self, src: &TcpStream, dst: &TcpStream, exact: bool) -> io::Result<Step> {
+        let mut rest = Vec::new();
+        let step = SCRATCH.with(|scratch| -> io::Result<Step> {
+            let mut scratch = scratch.borrow_mut();
+            let limit = match (exact, self.left) {
+                (false, _) => scratch.len(),
+                (true, 0) => HEADER_LEN - self.head_read,
+                (true, left) => left.min(scratch.len()),
+            };
+            let n = read_once(src, &mut scratch[..limit])?;
+            if n == 0 {
+                return Err(cut_short());
+            }
+            let (out, step) = self.unchunk(&mut scratch[..n])?;
+            let written = write_now(dst, &scratch[..out])?;
+            self.total += out as u64;
+            rest.extend_from_slice(&scratch[written..out]);
+            Ok(step)
+        })?;
+        write_all(dst, &rest).await?;
+        Ok(step)
+    }
+
+    /// Takes the headers out of `buf` in place: the stream bytes it holds end up at its front.
+    /// Returns their length and where the chunks stand after it.
+    fn unchunk(&mut self, buf: &mut [u8]) -> io::Result<(usize, Step)> {
+        let (mut at, mut out) = (0, 0);
+        while at < buf.len() {
+            if self.left > 0 {
+                let take = self.left.min(buf.len() - at);
+                buf.copy_within(at..at + take, out);
+                (at, out, self.left) = (at + take, out + take, self.left - take);
+                continue;
+            }
+            self.head[self.head_read] = buf[at];
+            (at, self.head_read) = (at + 1, self.head_read + 1);
+            if self.head_read < HEADER_LEN {
+                continue;
+            }
+            self.head_read = 0;
+            match Header::parse(self.head) {
+                Header::Chunk(len) => self.left = len,
+                Header::End if at == buf.len() => return Ok((out, Step::End)),
+                Header::End => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "bytes after a reusable stream's end chunk",
+                    ));
+                }
+                Header::Raw => {
+                    let raw = buf.len() - at;
+                    buf.copy_within(at.., out);
+                    return Ok((out + raw, Step::Raw));
+                }
+            }
+        }
+        Ok((out, Step::More))
+    }
+}
+
+/// Writes as much of `data` as `dst` takes now, without waiting; returns how much.
+fn write_now(dst: &TcpStream, data: &[u8]) -> io::Result<usize> {
+    let mut written = 0;
+    while written < data.len() {
+        match dst.try_write(&data[written..]) {
+            Ok(w) => written += w,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
+}
+
+/// Writes all of `data`, waiting for `dst` to take it.
+async fn write_all(dst: &TcpStream, data: &[u8]) -> io::Result<()> {
+    let mut written = 0;
+    while written < data.len() {
+        dst.writable().await?;
+        match dst.try_write(&data[written..]) {
+            Ok(w) => written += w,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

@@ -135,8 +135,14 @@ async fn a_reset_ends_the_relay_with_an_error() {
 
 /// One reusable stream from end to end: the server side relays a visitor over `near`, the
 /// client side relays `far` to a target; the visitor sends `up` and the target `down`, each
-/// then closing its write half. Checks every byte, both relays' counts and their path.
-async fn reusable_stream(near: &mut Carrier, far: &mut Carrier, up: &[u8], down: &[u8]) {
+/// then closing its write half. Checks every byte and both relays' counts; returns the paths
+/// the two relays report.
+async fn reusable_stream(
+    near: &mut Carrier,
+    far: &mut Carrier,
+    up: &[u8],
+    down: &[u8],
+) -> (Path, Path) {
     let (visitor, mut socket) = tcp_pair().await;
     let (mut target_side, target) = tcp_pair().await;
     let ends = async {
@@ -157,53 +163,139 @@ async fn reusable_stream(near: &mut Carrier, far: &mut Carrier, up: &[u8], down:
     let client = client.expect("client side ends cleanly");
     assert_eq!((server.to_carrier, server.from_carrier), (up, down));
     assert_eq!((client.to_carrier, client.from_carrier), (down, up));
-    assert_eq!((server.path, client.path), (Path::Chunked, Path::Chunked));
+    (server.path, client.path)
+}
+
+/// Short streams, as requests and answers are: each fits a chunk per read.
+fn short_streams() -> Vec<(Vec<u8>, Vec<u8>)> {
+    vec![
+        (pattern(1, 10_001), pattern(2, 5)),
+        (Vec::new(), pattern(3, 1_000)),
+        (pattern(4, 7_000), Vec::new()),
+        (Vec::new(), Vec::new()),
+        (b"GET / HTTP/1.1\r\n\r\n".to_vec(), pattern(5, 1_024)),
+    ]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reusable_streams_follow_each_other_on_one_connection() {
-    let streams = [
-        (pattern(1, 300_001), pattern(2, 5)),
-        (Vec::new(), pattern(3, 1_000_000)),
-        (pattern(4, 70_000), Vec::new()),
-        (Vec::new(), Vec::new()),
-        (b"GET / HTTP/1.1\r\n\r\n".to_vec(), pattern(5, 1_024)),
-    ];
+    let chunked = (Path::Chunked, Path::Chunked);
+    // Plain TCP: short streams stay in chunks (bulk goes raw, see below).
     let (near, far) = tcp_pair().await;
     let (mut near, mut far) = (Carrier::Plain(near), Carrier::Plain(far));
-    for (up, down) in &streams {
-        reusable_stream(&mut near, &mut far, up, down).await;
+    for (up, down) in &short_streams() {
+        assert_eq!(
+            reusable_stream(&mut near, &mut far, up, down).await,
+            chunked
+        );
     }
-    // A small in-memory pipe pushes back on every write.
+    // The buffered relay (TLS's) keeps even bulk in chunks; a small in-memory pipe pushes
+    // back on every write.
     let (near, far) = tokio::io::duplex(1_000);
     let (mut near, mut far) = (Carrier::Memory(near), Carrier::Memory(far));
+    let mut streams = short_streams();
+    streams.push((pattern(6, 300_001), pattern(7, 1_000_000)));
+    streams.push((Vec::new(), Vec::new()));
     for (up, down) in &streams {
-        reusable_stream(&mut near, &mut far, up, down).await;
+        assert_eq!(
+            reusable_stream(&mut near, &mut far, up, down).await,
+            chunked
+        );
     }
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_on_plain_tcp_goes_raw_and_is_spliced() {
+    let spliced = (Path::Splice, Path::Splice);
+    for (up, down) in [
+        (pattern(1, 9_000_001), pattern(2, 7_000_003)),
+        (b"a short request".to_vec(), pattern(3, 5_000_000)),
+        (pattern(4, 3_000_000), Vec::new()),
+    ] {
+        let (near, far) = tcp_pair().await;
+        let (mut near, mut far) = (Carrier::Plain(near), Carrier::Plain(far));
+        assert_eq!(
+            reusable_stream(&mut near, &mut far, &up, &down).await,
+            spliced
+        );
+    }
+}
+
+/// The peer answers our end chunk with its chunk, its end chunk and the next stream's first
+/// bytes, in one write: the relay stops at the end chunk.
+async fn next_header_unread(mut near: Carrier, mut peer: impl AsyncRead + AsyncWrite + Unpin) {
+    let (visitor, mut socket) = tcp_pair().await;
+    let peer_side = async {
+        let mut end = [0u8; 2];
+        peer.read_exact(&mut end).await.unwrap();
+        assert_eq!(end, burrow_proto::reuse::END, "the visitor's end chunk");
+        peer.write_all(&[0, 2, b'h', b'i', 0, 0, b'N', b'E', b'X', b'T'])
+            .await
+            .unwrap();
+    };
+    let (relayed, back, ()) = tokio::join!(
+        relay_reusable(&mut socket, &mut near),
+        exchange(visitor, Vec::new()),
+        peer_side
+    );
+    assert_eq!(back, b"hi");
+    let relayed = relayed.unwrap();
+    assert_eq!((relayed.to_carrier, relayed.from_carrier), (0, 2));
+    assert_eq!(relayed.path, Path::Chunked);
+    let mut next = [0u8; 4];
+    near.read_exact(&mut next).await.unwrap();
+    assert_eq!(&next, b"NEXT");
 }
 
 #[tokio::test]
 async fn a_reusable_stream_leaves_the_next_header_unread() {
-    let (visitor, mut socket) = tcp_pair().await;
+    let (near, peer) = tcp_pair().await;
+    next_header_unread(Carrier::Plain(near), peer).await;
+    let (near, peer) = tokio::io::duplex(1_000);
+    next_header_unread(Carrier::Memory(near), peer).await;
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn bytes_after_an_end_chunk_before_ours_are_refused() {
+    let (_visitor, mut socket) = tcp_pair().await;
     let (near, mut peer) = tcp_pair().await;
     let mut near = Carrier::Plain(near);
-    // The peer's chunk, its end, and the next stream's first bytes, in one write.
-    peer.write_all(&[0, 2, b'h', b'i', 0, 0, b'N', b'E', b'X', b'T'])
+    peer.write_all(&[0, 0, b'N']).await.unwrap();
+    let err = relay_reusable(&mut socket, &mut near)
         .await
-        .unwrap();
-    let relayed = tokio::join!(
+        .expect_err("the peer cannot have read our end chunk");
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+}
+
+#[tokio::test]
+async fn a_raw_marker_turns_the_rest_into_plain_bytes() {
+    let (visitor, mut socket) = tcp_pair().await;
+    let (near, mut peer) = tokio::io::duplex(1_000);
+    let mut near = Carrier::Memory(near);
+    let peer_side = async {
+        peer.write_all(&[0, 3, b'a', b'b', b'c', 0xff, 0xff])
+            .await
+            .unwrap();
+        peer.write_all(b"raw bytes").await.unwrap();
+        peer.shutdown().await.unwrap();
+        // The visitor's chunk and end chunk (the relay leaves closing the carrier to its
+        // caller, who closes it: it is not reusable).
+        let mut got = [0u8; 6];
+        peer.read_exact(&mut got).await.unwrap();
+        got
+    };
+    let (relayed, back, at_peer) = tokio::join!(
         relay_reusable(&mut socket, &mut near),
-        exchange(visitor, Vec::new())
+        exchange(visitor, b"up".to_vec()),
+        peer_side
     );
-    assert_eq!(relayed.1, b"hi");
-    let relayed = relayed.0.unwrap();
-    assert_eq!((relayed.to_carrier, relayed.from_carrier), (0, 2));
-    let mut end = [0u8; 2];
-    peer.read_exact(&mut end).await.unwrap();
-    assert_eq!(end, burrow_proto::reuse::END, "the visitor's end chunk");
-    let mut next = [0u8; 4];
-    near.read_exact(&mut next).await.unwrap();
-    assert_eq!(&next, b"NEXT");
+    assert_eq!(back, b"abcraw bytes");
+    assert_eq!(at_peer, [0, 2, b'u', b'p', 0, 0]);
+    let relayed = relayed.unwrap();
+    assert_eq!((relayed.to_carrier, relayed.from_carrier), (2, 12));
+    assert_eq!(relayed.path, Path::Copy, "not reusable");
 }
 
 #[tokio::test]
