@@ -7,9 +7,9 @@
 //! extra slots; an extra slot whose connection sits unused for [`EXTRA_IDLE`] retires, so the
 //! pool shrinks back to `pool_size` when the burst is over.
 //!
-//! A reusable stream (`StreamKind::TcpReusable`, on the TLS carrier of a server that announced
-//! `caps::REUSE`) gives its connection back when both ways have ended cleanly, and the server
-//! puts it back in its pool. The slot that handed the connection over waits up to
+//! A reusable stream (`StreamKind::TcpReusable`, which a server that announced `caps::REUSE`
+//! sends on pooled TCP and TLS connections) gives its connection back when both ways have ended
+//! in chunks, and the server puts it back in its pool. The slot that handed the connection over waits up to
 //! [`REUSE_WAIT`] for it and, if it comes, waits on it for the next stream instead of dialing
 //! a replacement: short streams then cost a stream header, not a TCP and TLS handshake. A
 //! connection that comes back later lingers on its own, as an extra slot's would, for the

@@ -7,8 +7,9 @@
 //! existing one) with an HMAC over that nonce. A data connection to a server that takes them
 //! sends an early hello with its preface instead, proved against a sequence number of its
 //! session, and waits for nothing ([`caps::EARLY_HELLO`]). After that the control stream carries
-//! [`msg::ClientMsg`] / [`msg::ServerMsg`] frames, and a data connection carries one
-//! [`msg::StreamOpen`] frame and then the visitor's raw bytes.
+//! [`msg::ClientMsg`] / [`msg::ServerMsg`] frames, and a data connection carries a
+//! [`msg::StreamOpen`] frame and then the visitor's raw bytes, or, for a reusable stream, its
+//! bytes in [`reuse`] chunks, after which the next `StreamOpen` may follow.
 //!
 //! Frames are a 4-byte big-endian length and a postcard payload, never longer than
 //! [`MAX_FRAME_LEN`]. The [`liveness`] state machine drives heartbeats; [`auth`] holds the

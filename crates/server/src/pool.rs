@@ -1,7 +1,8 @@
 //! A session's idle data connections, waiting for visitors.
 //!
-//! The client keeps the pool filled; a visitor takes one without a round trip. When the pool is
-//! empty, the visitor asks the client for more and waits, bounded by `pool_wait`. Connections are
+//! The client keeps the pool filled; a visitor takes one without a round trip, and a reusable
+//! stream's connection comes back when the stream has ended cleanly. When the pool is empty,
+//! the visitor asks the client for more and waits, bounded by `pool_wait`. Connections are
 //! checked on the way out, so one the client closed while idle is skipped, not handed over.
 
 use burrow_net::Carrier;

@@ -1,8 +1,9 @@
 //! Relay of a reusable stream: the carrier's bytes go in `burrow_proto::reuse` chunks, so that
 //! when both directions have ended the data connection can carry another stream.
 //!
-//! Toward the carrier, each read from the socket leaves as one chunk (header and bytes in one
-//! write, one TLS record at most), and the socket's end leaves as the end chunk. From the
+//! Toward the carrier, each read from the socket (up to 64 KiB) leaves as one chunk, header and
+//! bytes in one write (rustls cuts it into records and sends them with one system call), and
+//! the socket's end leaves as the end chunk. From the
 //! carrier, headers and bytes are read exactly, never past the end chunk, so what follows it
 //! (the next stream's header) stays in the carrier. A peer's raw marker turns the rest of its
 //! direction into a plain copy to the connection's end (this side never sends one: over TLS
@@ -11,7 +12,7 @@
 
 use super::copy::SCRATCH;
 use super::cut_short;
-use burrow_proto::reuse::{END, HEADER_LEN, Header, MAX_CHUNK, header};
+use burrow_proto::reuse::{END, HEADER_LEN, Header, MAX_LEN, header};
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
@@ -140,10 +141,10 @@ impl Chunker {
             let read = SCRATCH.with(|scratch| {
                 let mut scratch = scratch.borrow_mut();
                 let (head, body) = scratch.split_at_mut(HEADER_LEN);
-                let mut buf = ReadBuf::new(&mut body[..MAX_CHUNK]);
+                let mut buf = ReadBuf::new(&mut body[..MAX_LEN]);
                 ready!(src.as_mut().poll_read(cx, &mut buf))?;
                 let n = buf.filled().len();
-                // `n` ≤ MAX_CHUNK, which a header always holds; 0 is the end chunk.
+                // `n` ≤ MAX_LEN, which a header always holds; 0 is the end chunk.
                 head.copy_from_slice(&header(n).unwrap_or(END));
                 let chunk = &scratch[..HEADER_LEN + n];
                 let written = write_now(cx, dst.as_mut(), chunk)?;

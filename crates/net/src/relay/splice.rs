@@ -8,7 +8,7 @@
 //! Everything here goes through rustix's safe wrappers; burrow has no `unsafe` code.
 
 use super::cut_short;
-use burrow_proto::reuse::{END, HEADER_LEN, Header, MAX_CHUNK, RAW, header};
+use burrow_proto::reuse::{END, HEADER_LEN, Header, RAW, header};
 use rustix::pipe::{PipeFlags, SpliceFlags, fcntl_setpipe_size, pipe_with, splice};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -24,6 +24,9 @@ const PIPE_SIZE: usize = 256 * 1024;
 const POOL_CAP: usize = 256;
 /// Size of a direction's first read of each burst (see [`one_way`]).
 const COPY_FIRST: usize = 16 * 1024;
+/// The bytes of a reusable stream's chunk that fill the same buffer, header included: a read
+/// that fills it marks bulk, which then goes raw.
+const CHUNK: usize = COPY_FIRST - HEADER_LEN;
 
 thread_local! {
     /// Where a burst's first read lands; it is written on before the next await.
@@ -213,7 +216,7 @@ async fn chunk_out(
                 ended.store(true, Ordering::Relaxed);
                 return Ok((total, true));
             }
-            Ok(n) if n < MAX_CHUNK => total += n as u64,
+            Ok(n) if n < CHUNK => total += n as u64,
             Ok(n) => {
                 // Bulk: the rest goes raw, spliced, and ends with a FIN.
                 write_all(dst, &RAW).await?;
@@ -234,11 +237,11 @@ async fn chunk_burst(src: &TcpStream, dst: &TcpStream) -> io::Result<usize> {
     let n = SCRATCH.with(|scratch| -> io::Result<usize> {
         let mut scratch = scratch.borrow_mut();
         let (head, body) = scratch.split_at_mut(HEADER_LEN);
-        let n = read_once(src, &mut body[..MAX_CHUNK])?;
+        let n = read_once(src, &mut body[..CHUNK])?;
         if n == 0 {
             return Ok(0);
         }
-        // `n` ≤ MAX_CHUNK, which a header always holds.
+        // `n` ≤ CHUNK, which a header always holds.
         head.copy_from_slice(&header(n).unwrap_or(END));
         let chunk = &scratch[..HEADER_LEN + n];
         let written = write_now(dst, chunk)?;
