@@ -30,6 +30,7 @@ use burrow_proto::msg::{StreamKind, StreamOpen, Target, TunnelKind};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -44,6 +45,9 @@ pub(crate) const EXTRA_IDLE: Duration = Duration::from_secs(30);
 /// replacement: long enough for a request and its answer, short enough that long-lived streams
 /// (a shell, a download) leave the pool short only briefly.
 pub(crate) const REUSE_WAIT: Duration = Duration::from_millis(200);
+/// How long the release of a reusable stream's connection may take to leave (two bytes, so
+/// only a server that stopped reading holds it up).
+const RELEASE_WRITE: Duration = Duration::from_secs(10);
 
 /// What became of one data connection.
 #[derive(Debug)]
@@ -92,6 +96,7 @@ impl Pool {
     pub(crate) async fn slot(self: Arc<Self>, idle_limit: Option<Duration>) {
         let mut kept = None;
         while !self.closed.is_cancelled() {
+            let reused = kept.is_some();
             let outcome = match kept.take() {
                 Some(carrier) => self.serve(carrier, idle_limit).await,
                 None => self.serve_new(idle_limit).await,
@@ -100,6 +105,9 @@ impl Pool {
                 Outcome::Served => {}
                 Outcome::Reused(carrier) => kept = Some(carrier),
                 Outcome::Idle => return,
+                // A connection the server closed after its stream (a full pool, say) is no
+                // sign of trouble: dial a new one at once.
+                Outcome::Failed if reused => {}
                 Outcome::Failed => tokio::select! {
                     _ = self.closed.cancelled() => return,
                     _ = tokio::time::sleep(REDIAL_PAUSE) => {}
@@ -293,9 +301,29 @@ pub(crate) async fn run_stream(
             if let Some(counted) = &counted {
                 counted.bytes(to_target, to_visitor);
             }
-            (path == Path::Chunked).then_some(carrier)
+            if path != Path::Chunked {
+                return None;
+            }
+            match timeout(RELEASE_WRITE, release(&mut carrier)).await {
+                Ok(Ok(())) => Some(carrier),
+                Ok(Err(e)) => {
+                    debug!("data connection closed after its stream: {e}");
+                    None
+                }
+                Err(_) => {
+                    debug!("data connection closed after its stream: the release did not leave");
+                    None
+                }
+            }
         }
     }
+}
+
+/// Tells the server that this side of a reusable stream is over: the server puts the
+/// connection back in its pool when it reads this (see `burrow_proto::reuse`).
+async fn release(carrier: &mut Carrier) -> std::io::Result<()> {
+    carrier.write_all(&burrow_proto::reuse::RELEASE).await?;
+    carrier.flush().await
 }
 
 /// Connects a TCP stream to its target and relays until both directions finish; with `proxy`,

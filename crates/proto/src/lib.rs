@@ -40,9 +40,9 @@ pub mod caps {
     pub const EARLY_DATA: u32 = 1 << 2;
     /// Reusable data connections: a side that announces it takes
     /// [`crate::msg::StreamKind::TcpReusable`] streams, whose bytes travel in
-    /// [`crate::reuse`] frames so that the connection can carry another stream after them.
-    /// A server opens such streams only on the pooled TLS data connections of a client that
-    /// announced it on its control stream.
+    /// [`crate::reuse`] chunks so that the connection can carry another stream after them.
+    /// A server opens such streams only on the pooled data connections (TCP or TLS) of a
+    /// client that announced it on its control stream.
     pub const REUSE: u32 = 1 << 3;
     /// Everything this build supports.
     pub const ALL: u32 = TCP | MUX | EARLY_DATA | REUSE;

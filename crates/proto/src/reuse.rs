@@ -10,14 +10,21 @@
 //! (a reset, an error, a connection that closes between chunks) ends the stream and closes the
 //! connection, as it does a plain stream's.
 //!
+//! The client then sends one more end chunk, the *release*, once its side of the stream is
+//! over (its target has taken every byte and been shut down), and the server puts the
+//! connection back in the pool only when it has read it: a client still busy with a stream's
+//! last bytes never finds the next stream's header waiting, and a client that gives up on the
+//! connection (its target refused those bytes) closes it before any visitor can take it.
+//!
 //! A sender may instead give up reuse for its direction with the raw marker: everything after
 //! it, up to the connection's end (TCP's FIN), is the stream's bytes, unframed. A plain TCP
 //! carrier does so at the first read that fills a chunk, so bulk transfers keep its zero-copy
 //! relay; the connection then closes after the stream, as a plain stream's does.
 //!
 //! ```text
-//! | len: u16 BE | len bytes | len: u16 BE | len bytes | ... | 0x0000 |
-//! | len: u16 BE | len bytes | ... | 0xFFFF | raw bytes ... (FIN)
+//! | len: u16 BE | len bytes | len: u16 BE | len bytes | ... | 0x0000 |      each direction
+//! | len: u16 BE | len bytes | ... | 0xFFFF | raw bytes ... (FIN)      or, giving up reuse
+//! | 0x0000 |                                                           client → server: release
 //! ```
 
 /// Length of a chunk's header.
@@ -29,6 +36,10 @@ pub const MAX_LEN: usize = u16::MAX as usize - 1;
 
 /// The chunk that ends a direction.
 pub const END: [u8; HEADER_LEN] = [0, 0];
+
+/// The client's release of a connection whose stream has ended on its side (see above): an
+/// end chunk after the end chunks.
+pub const RELEASE: [u8; HEADER_LEN] = END;
 
 /// The marker after which a direction's bytes are raw, up to the connection's end.
 pub const RAW: [u8; HEADER_LEN] = [0xff, 0xff];

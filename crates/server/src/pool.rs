@@ -8,7 +8,10 @@
 use burrow_net::Carrier;
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 /// Idle data connections of one session.
@@ -104,17 +107,49 @@ impl DataPool {
     }
 }
 
+/// How long the server waits for a client to release a connection whose reusable stream has
+/// ended on the server's side: as long as a client keeps an unused extra connection.
+const RELEASE_WAIT: Duration = Duration::from_secs(30);
+
 /// Puts a data connection back into its session's pool after a reusable stream ended cleanly
-/// on it (both ways ended with their end chunks, so it is at a frame boundary); the client
-/// waits on it for the next stream header. Closed instead when the session has ended or the
-/// pool is full.
-pub(crate) fn reuse(session: &crate::registry::SessionHandle, carrier: Carrier) {
-    if session.closed.is_cancelled() {
-        return debug!("data connection closed after its stream: the session ended");
+/// on it (both ways ended with their end chunks, so it is at a frame boundary), once the client
+/// has released it (`burrow_proto::reuse::RELEASE`: its side of the stream is over too, and it
+/// waits on the connection for the next stream header). Closed instead when the release does
+/// not come (something else, the connection's end, nothing within [`RELEASE_WAIT`]), when the
+/// session has ended, or when the pool is full.
+pub(crate) async fn reuse(pool: &DataPool, ended: &CancellationToken, mut carrier: Carrier) {
+    let mut release = [0u8; burrow_proto::reuse::HEADER_LEN];
+    match tokio::time::timeout(RELEASE_WAIT, carrier.read_exact(&mut release)).await {
+        Ok(Ok(_)) if release == burrow_proto::reuse::RELEASE => {}
+        Ok(Ok(_)) => {
+            return debug!(
+                ?release,
+                "data connection closed after its stream: no release"
+            );
+        }
+        Ok(Err(e)) => return debug!("data connection closed after its stream: {e}"),
+        Err(_) => {
+            return debug!(
+                "data connection closed after its stream: not released within {RELEASE_WAIT:?}"
+            );
+        }
     }
-    match session.pool.put(carrier) {
-        Ok(()) => debug!(idle = session.pool.len(), hello = %"reused", "data connection ready"),
-        Err(_) => debug!("data connection closed after its stream: the pool is full"),
+    put_back(pool, ended, carrier, "reused");
+}
+
+/// Puts a ready connection in the pool, unless the session has ended (its pool is cleared
+/// when it ends, so a connection put in after that would only linger) or the pool is full.
+fn put_back(pool: &DataPool, ended: &CancellationToken, carrier: Carrier, hello: &'static str) {
+    if ended.is_cancelled() {
+        return debug!("data connection closed: its session ended");
+    }
+    match pool.put(carrier) {
+        Ok(()) => debug!(idle = pool.len(), hello = %hello, "data connection ready"),
+        Err(_) => debug!("data connection closed: the pool is full"),
+    }
+    // The session may have ended (and cleared its pool) between the check and the put.
+    if ended.is_cancelled() {
+        pool.clear();
     }
 }
 
@@ -144,8 +179,57 @@ pub(crate) async fn add(shared: &crate::Shared, mut carrier: Carrier, session: u
         }
     }
     let hello = if early { "early" } else { "challenge" };
-    match handle.pool.put(carrier) {
-        Ok(()) => debug!(idle = handle.pool.len(), hello = %hello, "data connection ready"),
-        Err(_) => debug!("data connection closed: the pool is full"),
+    put_back(&handle.pool, &handle.closed, carrier, hello);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// A connection whose stream ended on the server's side, and the client's end of it; the
+    /// client sends `then` and, with `close`, closes its end.
+    async fn after_a_stream(
+        then: &[u8],
+        close: bool,
+    ) -> (Carrier, Option<tokio::io::DuplexStream>) {
+        let (server, mut client) = tokio::io::duplex(64);
+        client.write_all(then).await.unwrap();
+        (Carrier::Memory(server), (!close).then_some(client))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_a_released_connection_goes_back_to_the_pool() {
+        let pool = DataPool::new(4);
+        let live = CancellationToken::new();
+        let (carrier, _client) = after_a_stream(&burrow_proto::reuse::RELEASE, false).await;
+        reuse(&pool, &live, carrier).await;
+        assert_eq!(pool.len(), 1, "released");
+        for (sent, close) in [
+            (&b"GET"[..], false),
+            (&[0u8][..], true),
+            (&[][..], true),
+            // Nothing, and the connection stays open: the wait runs out.
+            (&[][..], false),
+        ] {
+            let (carrier, _client) = after_a_stream(sent, close).await;
+            reuse(&pool, &live, carrier).await;
+            assert_eq!(pool.len(), 1, "not released: {sent:?}, closed: {close}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_released_connection_of_an_ended_session_is_closed() {
+        let pool = DataPool::new(4);
+        let ended = CancellationToken::new();
+        ended.cancel();
+        let (carrier, _client) = after_a_stream(&burrow_proto::reuse::RELEASE, false).await;
+        reuse(&pool, &ended, carrier).await;
+        assert_eq!(pool.len(), 0);
+        // A full pool closes it too.
+        let pool = DataPool::new(0);
+        let (carrier, _client) = after_a_stream(&burrow_proto::reuse::RELEASE, false).await;
+        reuse(&pool, &CancellationToken::new(), carrier).await;
+        assert_eq!(pool.len(), 0);
     }
 }

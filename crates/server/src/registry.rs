@@ -70,7 +70,7 @@ pub(crate) struct SessionHandle {
     /// (`caps::SERVER_STREAMS`): a visitor that finds the pool empty needs no round trip.
     pub opener: Option<crate::link::Opener>,
     /// The client takes reusable streams (`caps::REUSE`): a TCP visitor on one of its pooled
-    /// TLS data connections gives the connection back to the pool when both ways have ended.
+    /// data connections gives the connection back to the pool when both ways have ended.
     pub reuse: bool,
 }
 

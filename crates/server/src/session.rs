@@ -78,7 +78,7 @@ pub(crate) struct Login {
     pub peer: SocketAddr,
     /// Opens streams toward it, when its control stream runs on a link and it asked for them.
     pub opener: Option<crate::link::Opener>,
-    /// It takes reusable streams on its pooled TLS data connections (`caps::REUSE`).
+    /// It takes reusable streams on its pooled data connections (`caps::REUSE`).
     pub reuse: bool,
 }
 

@@ -148,7 +148,7 @@ async fn visit(
             visitor.stats.add_bytes(r.to_carrier, r.from_carrier);
             debug!(up = r.to_carrier, down = r.from_carrier, path = %r.path, %opened, "stream closed");
             if reusable && r.path == burrow_net::relay::Path::Chunked {
-                crate::pool::reuse(&session, carrier);
+                crate::pool::reuse(&session.pool, &session.closed, carrier).await;
             }
         }
         Err(e) => debug!("stream ended: {e}"),

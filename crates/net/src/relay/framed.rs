@@ -11,8 +11,8 @@
 //! direction holds a buffer only while its destination pushes back.
 
 use super::copy::SCRATCH;
-use super::cut_short;
-use burrow_proto::reuse::{END, HEADER_LEN, Header, MAX_LEN, header};
+use super::{cut_short, too_long};
+use burrow_proto::reuse::{HEADER_LEN, Header, MAX_LEN, header};
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
@@ -144,8 +144,8 @@ impl Chunker {
                 let mut buf = ReadBuf::new(&mut body[..MAX_LEN]);
                 ready!(src.as_mut().poll_read(cx, &mut buf))?;
                 let n = buf.filled().len();
-                // `n` ≤ MAX_LEN, which a header always holds; 0 is the end chunk.
-                head.copy_from_slice(&header(n).unwrap_or(END));
+                // 0 is the end chunk.
+                head.copy_from_slice(&header(n).ok_or_else(too_long)?);
                 let chunk = &scratch[..HEADER_LEN + n];
                 let written = write_now(cx, dst.as_mut(), chunk)?;
                 self.pending.keep(&chunk[written..]);

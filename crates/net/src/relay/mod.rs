@@ -6,7 +6,8 @@
 //! side's write half is shut down and the opposite direction goes on until it ends too.
 //!
 //! A reusable stream ([`relay_reusable`]) carries its half-close in chunks instead, so that its
-//! data connection outlives it; it always takes the buffered path.
+//! data connection outlives it: over plain TCP short bursts go in chunks and bulk goes raw and
+//! spliced, over anything else every byte goes in chunks through the buffered path.
 
 mod copy;
 mod framed;
@@ -91,6 +92,12 @@ pub async fn relay_reusable(socket: &mut TcpStream, carrier: &mut Carrier) -> io
         from_carrier,
         path: if chunked { Path::Chunked } else { Path::Copy },
     })
+}
+
+/// A read longer than a chunk header can announce: the reads are cut to fit, so this is a bug,
+/// reported as an error rather than sent as a wrong header.
+fn too_long() -> io::Error {
+    io::Error::other("a chunk longer than its header can say")
 }
 
 /// The carrier ended inside a reusable stream: the peer closed its connection instead of

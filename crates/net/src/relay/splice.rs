@@ -7,7 +7,7 @@
 //!
 //! Everything here goes through rustix's safe wrappers; burrow has no `unsafe` code.
 
-use super::cut_short;
+use super::{cut_short, too_long};
 use burrow_proto::reuse::{END, HEADER_LEN, Header, RAW, header};
 use rustix::pipe::{PipeFlags, SpliceFlags, fcntl_setpipe_size, pipe_with, splice};
 use std::io;
@@ -241,8 +241,7 @@ async fn chunk_burst(src: &TcpStream, dst: &TcpStream) -> io::Result<usize> {
         if n == 0 {
             return Ok(0);
         }
-        // `n` ≤ CHUNK, which a header always holds.
-        head.copy_from_slice(&header(n).unwrap_or(END));
+        head.copy_from_slice(&header(n).ok_or_else(too_long)?);
         let chunk = &scratch[..HEADER_LEN + n];
         let written = write_now(dst, chunk)?;
         rest.extend_from_slice(&chunk[written..]);
@@ -280,7 +279,7 @@ async fn chunk_in(src: &TcpStream, dst: &TcpStream, ended: &AtomicBool) -> io::R
 
 /// Where a carrier → socket direction is among the chunks.
 #[derive(Default)]
-struct Unchunk {
+pub(super) struct Unchunk {
     /// Stream bytes written to the socket.
     total: u64,
     /// The header being read, and how much of it has arrived.
@@ -291,7 +290,7 @@ struct Unchunk {
 }
 
 /// What a burst of chunks ended on.
-enum Step {
+pub(super) enum Step {
     More,
     End,
     Raw,
@@ -326,7 +325,7 @@ impl Unchunk {
 
     /// Takes the headers out of `buf` in place: the stream bytes it holds end up at its front.
     /// Returns their length and where the chunks stand after it.
-    fn unchunk(&mut self, buf: &mut [u8]) -> io::Result<(usize, Step)> {
+    pub(super) fn unchunk(&mut self, buf: &mut [u8]) -> io::Result<(usize, Step)> {
         let (mut at, mut out) = (0, 0);
         while at < buf.len() {
             if self.left > 0 {

@@ -263,10 +263,40 @@ async fn bytes_after_an_end_chunk_before_ours_are_refused() {
     let (near, mut peer) = tcp_pair().await;
     let mut near = Carrier::Plain(near);
     peer.write_all(&[0, 0, b'N']).await.unwrap();
-    let err = relay_reusable(&mut socket, &mut near)
-        .await
+    // Bounded: were the three bytes read apart, the relay would wait for the visitor.
+    let relayed = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        relay_reusable(&mut socket, &mut near),
+    );
+    let err = (relayed.await)
+        .expect("the relay answers at once")
         .expect_err("the peer cannot have read our end chunk");
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn chunks_split_anywhere_across_reads_come_out_whole() {
+    use super::splice::{Step, Unchunk};
+    // Two chunks, then the end chunk.
+    let wire = [&[0u8, 3][..], b"abc", &[1, 0], &[7; 256], &[0, 0]].concat();
+    let stream = [&b"abc"[..], &[7; 256]].concat();
+    for first in 0..wire.len() {
+        for second in first..wire.len() {
+            let mut unchunk = Unchunk::default();
+            let mut out = Vec::new();
+            let mut ended = false;
+            for piece in [&wire[..first], &wire[first..second], &wire[second..]] {
+                let mut buf = piece.to_vec();
+                assert!(!ended, "bytes after the end");
+                let (n, step) = unchunk.unchunk(&mut buf).unwrap();
+                out.extend_from_slice(&buf[..n]);
+                ended = matches!(step, Step::End);
+            }
+            assert!(ended, "split at {first} and {second}");
+            assert!(out == stream, "split at {first} and {second}");
+        }
+    }
 }
 
 #[tokio::test]
@@ -301,24 +331,32 @@ async fn a_raw_marker_turns_the_rest_into_plain_bytes() {
 #[tokio::test]
 async fn a_reusable_stream_cut_short_is_an_error() {
     // A chunk that announces 100 bytes and brings 10; a connection that closes between
-    // chunks; one that closes inside a header.
+    // chunks; one that closes inside a header. Over plain TCP and the buffered path.
     for sent in [
         &[0u8, 100, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10][..],
         &[0, 1, 7],
         &[0],
     ] {
-        let (_visitor, mut socket) = tcp_pair().await;
-        let (near, mut peer) = tcp_pair().await;
-        let mut near = Carrier::Plain(near);
-        peer.write_all(sent).await.unwrap();
-        drop(peer);
-        let err = relay_reusable(&mut socket, &mut near)
-            .await
-            .expect_err("no end chunk came");
-        assert_eq!(
-            err.kind(),
-            std::io::ErrorKind::UnexpectedEof,
-            "after {sent:?}"
-        );
+        for plain in [true, false] {
+            let (_visitor, mut socket) = tcp_pair().await;
+            // The peer's end closes at the end of each branch.
+            let mut near = if plain {
+                let (near, mut peer) = tcp_pair().await;
+                peer.write_all(sent).await.unwrap();
+                Carrier::Plain(near)
+            } else {
+                let (near, mut peer) = tokio::io::duplex(1_000);
+                peer.write_all(sent).await.unwrap();
+                Carrier::Memory(near)
+            };
+            let err = relay_reusable(&mut socket, &mut near)
+                .await
+                .expect_err("no end chunk came");
+            assert_eq!(
+                err.kind(),
+                std::io::ErrorKind::UnexpectedEof,
+                "after {sent:?}, plain: {plain}"
+            );
+        }
     }
 }
