@@ -487,6 +487,19 @@ fn server_lines(server: &Server, needles: &[&str]) -> usize {
         .count()
 }
 
+/// An echo target published over `carrier` by a client that keeps one pooled connection.
+async fn echo_with_one_pooled(dir: &TestDir, carrier: Carrier) -> (Deployment, Client) {
+    let echo = echo_target().await;
+    let block = ports(4).arg();
+    let deployment = carrier
+        .deploy(dir, &["--token", "t", "--ports", &block])
+        .await;
+    let client = deployment
+        .client_tcp(dir, echo, &["--pool-size", "1"])
+        .await;
+    (deployment, client)
+}
+
 #[tokio::test]
 async fn short_visitors_reuse_their_data_connections() {
     short_visitors_reuse(Carrier::Tcp).await;
@@ -502,14 +515,7 @@ async fn short_visitors_reuse(carrier: Carrier) {
     const VISITORS: usize = 8;
     bounded(90, async {
         let dir = TestDir::new(&format!("reuse-{}", carrier.label()));
-        let echo = echo_target().await;
-        let block = ports(4).arg();
-        let deployment = carrier
-            .deploy(&dir, &["--token", "t", "--ports", &block])
-            .await;
-        let client = deployment
-            .client_tcp(&dir, echo, &["--pool-size", "1"])
-            .await;
+        let (deployment, client) = echo_with_one_pooled(&dir, carrier).await;
         let server = &deployment.server;
         for i in 0..VISITORS {
             // Short: a plain carrier sends bulk raw (spliced), and then closes the connection.
@@ -570,14 +576,7 @@ async fn a_connection_given_back_late_serves_a_later_visitor() {
 async fn given_back_late(carrier: Carrier) {
     bounded(90, async {
         let dir = TestDir::new(&format!("reuse-late-{}", carrier.label()));
-        let echo = echo_target().await;
-        let block = ports(4).arg();
-        let deployment = carrier
-            .deploy(&dir, &["--token", "t", "--ports", &block])
-            .await;
-        let client = deployment
-            .client_tcp(&dir, echo, &["--pool-size", "1"])
-            .await;
+        let (deployment, client) = echo_with_one_pooled(&dir, carrier).await;
         let server = &deployment.server;
         server
             .proc

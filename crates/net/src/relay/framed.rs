@@ -10,10 +10,9 @@
 //! the chunks cost no system call, and a copy gains nothing). Like the buffered relay, a
 //! direction holds a buffer only while its destination pushes back.
 
-use super::copy::SCRATCH;
+use super::copy::{Direction, Pending, SCRATCH, State, both_ways, write_now};
 use super::{cut_short, too_long};
 use burrow_proto::reuse::{HEADER_LEN, Header, MAX_LEN, header};
-use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -29,77 +28,8 @@ where
     C: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
     let (mut up, mut down) = (Chunker::default(), Unchunker::default());
-    poll_fn(|cx| {
-        let up_done = up
-            .poll(cx, Pin::new(&mut *socket), Pin::new(&mut *carrier))?
-            .is_ready();
-        let down_done = down
-            .poll(cx, Pin::new(&mut *carrier), Pin::new(&mut *socket))?
-            .is_ready();
-        if up_done && down_done {
-            Poll::Ready(Ok((up.total, down.total, !down.raw)))
-        } else {
-            Poll::Pending
-        }
-    })
-    .await
-}
-
-/// Bytes a writer did not take at once, kept until it does.
-#[derive(Default)]
-struct Pending {
-    bytes: Vec<u8>,
-    written: usize,
-}
-
-impl Pending {
-    /// Writes what is kept; ready when nothing is left. Returns the bytes written.
-    fn poll_write<W: AsyncWrite + ?Sized>(
-        &mut self,
-        cx: &mut Context<'_>,
-        mut dst: Pin<&mut W>,
-    ) -> Poll<io::Result<usize>> {
-        let mut moved = 0;
-        while self.written < self.bytes.len() {
-            let n = ready!(dst.as_mut().poll_write(cx, &self.bytes[self.written..]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.written += n;
-            moved += n;
-        }
-        self.release();
-        Poll::Ready(Ok(moved))
-    }
-
-    /// Keeps `rest` (bytes the writer did not take).
-    fn keep(&mut self, rest: &[u8]) {
-        self.bytes.extend_from_slice(rest);
-    }
-
-    /// Frees the buffer (an idle direction holds none).
-    fn release(&mut self) {
-        self.bytes = Vec::new();
-        self.written = 0;
-    }
-}
-
-/// Writes as much of `data` as `dst` takes now; returns how much.
-fn write_now<W: AsyncWrite + ?Sized>(
-    cx: &mut Context<'_>,
-    mut dst: Pin<&mut W>,
-    data: &[u8],
-) -> io::Result<usize> {
-    let mut offset = 0;
-    while offset < data.len() {
-        match dst.as_mut().poll_write(cx, &data[offset..]) {
-            Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-            Poll::Ready(Ok(n)) => offset += n,
-            Poll::Ready(Err(e)) => return Err(e),
-            Poll::Pending => break,
-        }
-    }
-    Ok(offset)
+    both_ways(socket, carrier, &mut up, &mut down).await?;
+    Ok((up.total, down.total, !down.raw))
 }
 
 /// Socket → carrier: each read becomes one chunk; the socket's end becomes the end chunk.
@@ -114,7 +44,7 @@ struct Chunker {
     done: bool,
 }
 
-impl Chunker {
+impl Direction for Chunker {
     fn poll<R, W>(
         &mut self,
         cx: &mut Context<'_>,
@@ -129,7 +59,7 @@ impl Chunker {
             if self.done {
                 return Poll::Ready(Ok(()));
             }
-            if ready!(self.pending.poll_write(cx, dst.as_mut()))? > 0 {
+            if ready!(self.pending.poll_write(cx, dst.as_mut()))? {
                 self.needs_flush = true;
             }
             if self.ended {
@@ -186,15 +116,7 @@ struct Unchunker {
     state: State,
 }
 
-#[derive(Default, PartialEq, Eq)]
-enum State {
-    #[default]
-    Running,
-    ShuttingDown,
-    Done,
-}
-
-impl Unchunker {
+impl Direction for Unchunker {
     fn poll<R, W>(
         &mut self,
         cx: &mut Context<'_>,
@@ -206,7 +128,7 @@ impl Unchunker {
         W: AsyncWrite + ?Sized,
     {
         loop {
-            self.total += ready!(self.pending.poll_write(cx, dst.as_mut()))? as u64;
+            ready!(self.pending.poll_write(cx, dst.as_mut()))?;
             match self.state {
                 State::Done => return Poll::Ready(Ok(())),
                 State::ShuttingDown => {
@@ -226,7 +148,9 @@ impl Unchunker {
             }
         }
     }
+}
 
+impl Unchunker {
     /// Reads (the rest of) a header; `Ok(true)` when it was the end chunk's.
     fn read_header<R: AsyncRead + ?Sized>(
         &mut self,
@@ -280,8 +204,8 @@ impl Unchunker {
             if !self.raw {
                 self.left -= data.len();
             }
+            self.total += data.len() as u64;
             let written = write_now(cx, dst.as_mut(), data)?;
-            self.total += written as u64;
             self.pending.keep(&data[written..]);
             Poll::Ready(Ok(false))
         })
