@@ -74,9 +74,129 @@ pub fn header(len: usize) -> Option<[u8; HEADER_LEN]> {
     u16::try_from(len).ok().map(u16::to_be_bytes)
 }
 
+/// Takes a direction's chunks apart as its bytes arrive, in whatever pieces they come: a
+/// header may be split across reads, a chunk may span many.
+#[derive(Debug, Default)]
+pub struct Unchunker {
+    /// The header being read, and how much of it has arrived.
+    head: [u8; HEADER_LEN],
+    head_read: usize,
+    /// Bytes of the current chunk not read yet (0: a header comes next).
+    left: usize,
+}
+
+/// Where a direction's chunks stand after a piece of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// More chunks to come.
+    More,
+    /// The end chunk came, as the piece's last bytes.
+    End,
+    /// The raw marker came: the rest of the piece, and of the direction, is unframed.
+    Raw,
+}
+
+/// Bytes followed an end chunk in one piece: a peer that sends past its end chunk before it
+/// has read ours (see the module's rules).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("bytes after a reusable stream's end chunk")]
+pub struct AfterEnd;
+
+impl Unchunker {
+    /// The most a reader may take next without reading past the current header or chunk
+    /// (never more than `cap`), for a reader that must leave what follows the end chunk unread.
+    pub fn exact(&self, cap: usize) -> usize {
+        if self.left == 0 {
+            HEADER_LEN - self.head_read
+        } else {
+            self.left.min(cap)
+        }
+    }
+
+    /// Takes the headers out of `piece` in place: the stream bytes it holds end up at its
+    /// front. Returns their length and where the chunks stand after it; after [`Step::Raw`]
+    /// the bytes past the marker are among them.
+    pub fn unchunk(&mut self, piece: &mut [u8]) -> Result<(usize, Step), AfterEnd> {
+        let (mut at, mut out) = (0, 0);
+        while at < piece.len() {
+            if self.left > 0 {
+                let take = self.left.min(piece.len() - at);
+                piece.copy_within(at..at + take, out);
+                (at, out, self.left) = (at + take, out + take, self.left - take);
+                continue;
+            }
+            self.head[self.head_read] = piece[at];
+            (at, self.head_read) = (at + 1, self.head_read + 1);
+            if self.head_read < HEADER_LEN {
+                continue;
+            }
+            self.head_read = 0;
+            match Header::parse(self.head) {
+                Header::Chunk(len) => self.left = len,
+                Header::End if at == piece.len() => return Ok((out, Step::End)),
+                Header::End => return Err(AfterEnd),
+                Header::Raw => {
+                    let raw = piece.len() - at;
+                    piece.copy_within(at.., out);
+                    return Ok((out + raw, Step::Raw));
+                }
+            }
+        }
+        Ok((out, Step::More))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_split_anywhere_across_reads_come_out_whole() {
+        // Two chunks, then the end chunk.
+        let wire = [&[0u8, 3][..], b"abc", &[1, 0], &[7; 256], &[0, 0]].concat();
+        let stream = [&b"abc"[..], &[7; 256]].concat();
+        for first in 0..wire.len() {
+            for second in first..wire.len() {
+                let mut unchunker = Unchunker::default();
+                let mut out = Vec::new();
+                let mut ended = false;
+                for piece in [&wire[..first], &wire[first..second], &wire[second..]] {
+                    let mut buf = piece.to_vec();
+                    assert!(!ended, "bytes after the end");
+                    let (n, step) = unchunker.unchunk(&mut buf).unwrap();
+                    out.extend_from_slice(&buf[..n]);
+                    ended = step == Step::End;
+                }
+                assert!(ended, "split at {first} and {second}");
+                assert!(out == stream, "split at {first} and {second}");
+            }
+        }
+    }
+
+    #[test]
+    fn exact_reads_stop_at_each_header_and_chunk() {
+        let mut unchunker = Unchunker::default();
+        assert_eq!(unchunker.exact(100), 2, "a header first");
+        let mut piece = [0u8];
+        assert_eq!(unchunker.unchunk(&mut piece), Ok((0, Step::More)));
+        assert_eq!(unchunker.exact(100), 1, "the header's second byte");
+        let mut piece = [200u8];
+        assert_eq!(unchunker.unchunk(&mut piece), Ok((0, Step::More)));
+        assert_eq!(unchunker.exact(100), 100, "capped");
+        assert_eq!(unchunker.exact(1_000), 200, "the chunk, no further");
+        let mut piece = [1u8; 200];
+        assert_eq!(unchunker.unchunk(&mut piece), Ok((200, Step::More)));
+        assert_eq!(unchunker.exact(1_000), 2, "the next header");
+    }
+
+    #[test]
+    fn the_raw_marker_and_bytes_after_an_end_chunk() {
+        let mut piece = [0u8, 1, b'a', 0xff, 0xff, b'r', b'a', b'w'];
+        let (n, step) = Unchunker::default().unchunk(&mut piece).unwrap();
+        assert_eq!((&piece[..n], step), (&b"araw"[..], Step::Raw));
+        let mut piece = [0u8, 0, b'N'];
+        assert_eq!(Unchunker::default().unchunk(&mut piece), Err(AfterEnd));
+    }
 
     #[test]
     fn headers_round_trip_and_the_two_markers_stand_apart() {

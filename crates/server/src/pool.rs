@@ -8,10 +8,10 @@
 use burrow_net::Carrier;
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 /// Idle data connections of one session.
@@ -20,6 +20,8 @@ pub(crate) struct DataPool {
     idle: Mutex<VecDeque<Carrier>>,
     arrived: Notify,
     cap: usize,
+    /// Set when the session ends: the pool takes nothing more.
+    closed: AtomicBool,
 }
 
 impl DataPool {
@@ -28,6 +30,7 @@ impl DataPool {
             idle: Mutex::new(VecDeque::new()),
             arrived: Notify::new(),
             cap,
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -35,11 +38,13 @@ impl DataPool {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a connection; gives it back when the pool is full.
+    /// Adds a connection; gives it back when the pool is full or closed.
     pub(crate) fn put(&self, carrier: Carrier) -> Result<(), Carrier> {
         {
             let mut idle = self.lock();
-            if idle.len() >= self.cap {
+            // Checked under the lock that `close` drains under, after setting the flag: a
+            // connection is either drained by `close` or refused here.
+            if idle.len() >= self.cap || self.is_closed() {
                 return Err(carrier);
             }
             idle.push_back(carrier);
@@ -100,10 +105,16 @@ impl DataPool {
         self.lock().len()
     }
 
-    /// Drops every idle connection (the session ended).
-    pub(crate) fn clear(&self) {
+    /// Drops every idle connection and takes no more (the session ended).
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
         let drained: Vec<Carrier> = self.lock().drain(..).collect();
         drop(drained);
+    }
+
+    /// True once the session ended.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 }
 
@@ -117,7 +128,7 @@ const RELEASE_WAIT: Duration = Duration::from_secs(30);
 /// waits on the connection for the next stream header). Closed instead when the release does
 /// not come (something else, the connection's end, nothing within [`RELEASE_WAIT`]), when the
 /// session has ended, or when the pool is full.
-pub(crate) async fn reuse(pool: &DataPool, ended: &CancellationToken, mut carrier: Carrier) {
+pub(crate) async fn reuse(pool: &DataPool, mut carrier: Carrier) {
     let mut release = [0u8; burrow_proto::reuse::HEADER_LEN];
     match tokio::time::timeout(RELEASE_WAIT, carrier.read_exact(&mut release)).await {
         Ok(Ok(_)) if release == burrow_proto::reuse::RELEASE => {}
@@ -134,22 +145,15 @@ pub(crate) async fn reuse(pool: &DataPool, ended: &CancellationToken, mut carrie
             );
         }
     }
-    put_back(pool, ended, carrier, "reused");
+    put_back(pool, carrier, "reused");
 }
 
-/// Puts a ready connection in the pool, unless the session has ended (its pool is cleared
-/// when it ends, so a connection put in after that would only linger) or the pool is full.
-fn put_back(pool: &DataPool, ended: &CancellationToken, carrier: Carrier, hello: &'static str) {
-    if ended.is_cancelled() {
-        return debug!("data connection closed: its session ended");
-    }
+/// Puts a ready connection in the pool, unless the session has ended or the pool is full.
+fn put_back(pool: &DataPool, carrier: Carrier, hello: &'static str) {
     match pool.put(carrier) {
         Ok(()) => debug!(idle = pool.len(), hello = %hello, "data connection ready"),
+        Err(_) if pool.is_closed() => debug!("data connection closed: its session ended"),
         Err(_) => debug!("data connection closed: the pool is full"),
-    }
-    // The session may have ended (and cleared its pool) between the check and the put.
-    if ended.is_cancelled() {
-        pool.clear();
     }
 }
 
@@ -179,7 +183,7 @@ pub(crate) async fn add(shared: &crate::Shared, mut carrier: Carrier, session: u
         }
     }
     let hello = if early { "early" } else { "challenge" };
-    put_back(&handle.pool, &handle.closed, carrier, hello);
+    put_back(&handle.pool, carrier, hello);
 }
 
 #[cfg(test)]
@@ -201,9 +205,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn only_a_released_connection_goes_back_to_the_pool() {
         let pool = DataPool::new(4);
-        let live = CancellationToken::new();
         let (carrier, _client) = after_a_stream(&burrow_proto::reuse::RELEASE, false).await;
-        reuse(&pool, &live, carrier).await;
+        reuse(&pool, carrier).await;
         assert_eq!(pool.len(), 1, "released");
         for (sent, close) in [
             (&b"GET"[..], false),
@@ -213,7 +216,7 @@ mod tests {
             (&[][..], false),
         ] {
             let (carrier, _client) = after_a_stream(sent, close).await;
-            reuse(&pool, &live, carrier).await;
+            reuse(&pool, carrier).await;
             assert_eq!(pool.len(), 1, "not released: {sent:?}, closed: {close}");
         }
     }
@@ -221,15 +224,14 @@ mod tests {
     #[tokio::test]
     async fn a_released_connection_of_an_ended_session_is_closed() {
         let pool = DataPool::new(4);
-        let ended = CancellationToken::new();
-        ended.cancel();
+        pool.close();
         let (carrier, _client) = after_a_stream(&burrow_proto::reuse::RELEASE, false).await;
-        reuse(&pool, &ended, carrier).await;
+        reuse(&pool, carrier).await;
         assert_eq!(pool.len(), 0);
         // A full pool closes it too.
         let pool = DataPool::new(0);
         let (carrier, _client) = after_a_stream(&burrow_proto::reuse::RELEASE, false).await;
-        reuse(&pool, &CancellationToken::new(), carrier).await;
+        reuse(&pool, carrier).await;
         assert_eq!(pool.len(), 0);
     }
 }

@@ -336,7 +336,7 @@ impl Session {
             ..
         } = self;
         handle.closed.cancel();
-        handle.pool.clear();
+        handle.pool.close();
         let grace = shared.config().lease_grace;
         let kicked = handle.kicked.load(std::sync::atomic::Ordering::Relaxed);
         let end = match (end, kicked) {

@@ -147,8 +147,10 @@ async fn visit(
         Ok(r) => {
             visitor.stats.add_bytes(r.to_carrier, r.from_carrier);
             debug!(up = r.to_carrier, down = r.from_carrier, path = %r.path, %opened, "stream closed");
-            if reusable && r.path == burrow_net::relay::Path::Chunked {
-                crate::pool::reuse(&session.pool, &session.closed, carrier).await;
+            // Only a reusable stream that kept to its chunks both ways can leave its
+            // connection at a chunk boundary.
+            if r.path == burrow_net::relay::Path::Chunked {
+                crate::pool::reuse(&session.pool, carrier).await;
             }
         }
         Err(e) => debug!("stream ended: {e}"),

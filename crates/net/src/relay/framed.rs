@@ -12,7 +12,7 @@
 
 use super::copy::{Direction, Pending, SCRATCH, State, both_ways, write_now};
 use super::{cut_short, too_long};
-use burrow_proto::reuse::{HEADER_LEN, Header, MAX_LEN, header};
+use burrow_proto::reuse::{HEADER_LEN, MAX_LEN, Step, Unchunker, header};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -27,24 +27,24 @@ where
     S: AsyncRead + AsyncWrite + Unpin + ?Sized,
     C: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    let (mut up, mut down) = (Chunker::default(), Unchunker::default());
+    let (mut up, mut down) = (ToChunks::default(), FromChunks::default());
     both_ways(socket, carrier, &mut up, &mut down).await?;
     Ok((up.total, down.total, !down.raw))
 }
 
 /// Socket → carrier: each read becomes one chunk; the socket's end becomes the end chunk.
 #[derive(Default)]
-struct Chunker {
+struct ToChunks {
     pending: Pending,
     /// Stream bytes read from the socket (headers not counted).
     total: u64,
-    /// The end chunk is written (or kept in `pending`).
-    ended: bool,
     needs_flush: bool,
-    done: bool,
+    /// `ShuttingDown`: the end chunk is written (or kept in `pending`) and goes out with a
+    /// flush; the carrier itself stays open.
+    state: State,
 }
 
-impl Direction for Chunker {
+impl Direction for ToChunks {
     fn poll<R, W>(
         &mut self,
         cx: &mut Context<'_>,
@@ -56,16 +56,13 @@ impl Direction for Chunker {
         W: AsyncWrite + ?Sized,
     {
         loop {
-            if self.done {
+            if self.state == State::Done {
                 return Poll::Ready(Ok(()));
             }
-            if ready!(self.pending.poll_write(cx, dst.as_mut()))? {
-                self.needs_flush = true;
-            }
-            if self.ended {
-                // The end chunk is out of our hands: push it to the peer.
+            self.needs_flush |= ready!(self.pending.poll_write(cx, dst.as_mut()))?;
+            if self.state == State::ShuttingDown {
                 ready!(dst.as_mut().poll_flush(cx))?;
-                self.done = true;
+                self.state = State::Done;
                 continue;
             }
             let read = SCRATCH.with(|scratch| {
@@ -83,7 +80,7 @@ impl Direction for Chunker {
                 Poll::Ready(Ok::<_, io::Error>(n))
             });
             match read {
-                Poll::Ready(Ok(0)) => self.ended = true,
+                Poll::Ready(Ok(0)) => self.state = State::ShuttingDown,
                 Poll::Ready(Ok(n)) => self.total += n as u64,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
@@ -102,21 +99,17 @@ impl Direction for Chunker {
 /// Carrier → socket: reads each header, then exactly its chunk's bytes; the end chunk shuts
 /// the socket's write half.
 #[derive(Default)]
-struct Unchunker {
+struct FromChunks {
     pending: Pending,
     /// Stream bytes written to the socket.
     total: u64,
-    /// The header being read, and how much of it has arrived.
-    head: [u8; HEADER_LEN],
-    head_read: usize,
-    /// Bytes of the current chunk not read yet (0: a header comes next).
-    left: usize,
+    chunks: Unchunker,
     /// The peer sent the raw marker: the rest is unframed, up to the connection's end.
     raw: bool,
     state: State,
 }
 
-impl Direction for Unchunker {
+impl Direction for FromChunks {
     fn poll<R, W>(
         &mut self,
         cx: &mut Context<'_>,
@@ -138,47 +131,18 @@ impl Direction for Unchunker {
                 }
                 State::Running => {}
             }
-            let step = if self.left == 0 && !self.raw {
-                self.read_header(cx, src.as_mut())
-            } else {
-                self.read_bytes(cx, src.as_mut(), dst.as_mut())
-            };
-            if ready!(step)? {
+            if ready!(self.read_and_write(cx, src.as_mut(), dst.as_mut()))? {
                 self.state = State::ShuttingDown;
             }
         }
     }
 }
 
-impl Unchunker {
-    /// Reads (the rest of) a header; `Ok(true)` when it was the end chunk's.
-    fn read_header<R: AsyncRead + ?Sized>(
-        &mut self,
-        cx: &mut Context<'_>,
-        src: Pin<&mut R>,
-    ) -> Poll<io::Result<bool>> {
-        let mut buf = ReadBuf::new(&mut self.head[self.head_read..]);
-        ready!(src.poll_read(cx, &mut buf))?;
-        let n = buf.filled().len();
-        if n == 0 {
-            return Poll::Ready(Err(cut_short()));
-        }
-        self.head_read += n;
-        if self.head_read < HEADER_LEN {
-            return Poll::Ready(Ok(false));
-        }
-        self.head_read = 0;
-        match Header::parse(self.head) {
-            Header::Chunk(len) => self.left = len,
-            Header::End => return Poll::Ready(Ok(true)),
-            Header::Raw => self.raw = true,
-        }
-        Poll::Ready(Ok(false))
-    }
-
-    /// Reads bytes of the current chunk (never past it), or raw bytes, and writes what the
-    /// socket takes; `Ok(true)` at the end of raw bytes.
-    fn read_bytes<R, W>(
+impl FromChunks {
+    /// Reads no further than the current header or chunk (or raw bytes, as they come), and
+    /// writes the stream bytes it brought as far as the socket takes them; `Ok(true)` at the
+    /// direction's end (its end chunk, or the end of raw bytes).
+    fn read_and_write<R, W>(
         &mut self,
         cx: &mut Context<'_>,
         src: Pin<&mut R>,
@@ -193,21 +157,26 @@ impl Unchunker {
             let want = if self.raw {
                 scratch.len()
             } else {
-                self.left.min(scratch.len())
+                self.chunks.exact(scratch.len())
             };
             let mut buf = ReadBuf::new(&mut scratch[..want]);
             ready!(src.poll_read(cx, &mut buf))?;
-            let data = buf.filled();
-            if data.is_empty() {
+            let n = buf.filled().len();
+            if n == 0 {
                 return Poll::Ready(if self.raw { Ok(true) } else { Err(cut_short()) });
             }
-            if !self.raw {
-                self.left -= data.len();
-            }
-            self.total += data.len() as u64;
-            let written = write_now(cx, dst.as_mut(), data)?;
-            self.pending.keep(&data[written..]);
-            Poll::Ready(Ok(false))
+            let (out, ended) = if self.raw {
+                (n, false)
+            } else {
+                let (out, step) = (self.chunks.unchunk(&mut scratch[..n]))
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                self.raw = step == Step::Raw;
+                (out, step == Step::End)
+            };
+            self.total += out as u64;
+            let written = write_now(cx, dst.as_mut(), &scratch[..out])?;
+            self.pending.keep(&scratch[written..out]);
+            Poll::Ready(Ok(ended))
         })
     }
 }

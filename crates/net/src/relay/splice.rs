@@ -8,7 +8,7 @@
 //! Everything here goes through rustix's safe wrappers; burrow has no `unsafe` code.
 
 use super::{cut_short, too_long};
-use burrow_proto::reuse::{END, HEADER_LEN, Header, RAW, header};
+use burrow_proto::reuse::{END, HEADER_LEN, RAW, Step, Unchunker, header};
 use rustix::pipe::{PipeFlags, SpliceFlags, fcntl_setpipe_size, pipe_with, splice};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -24,7 +24,7 @@ const PIPE_SIZE: usize = 256 * 1024;
 const POOL_CAP: usize = 256;
 /// Size of a direction's first read of each burst (see [`one_way`]).
 const COPY_FIRST: usize = 16 * 1024;
-/// The bytes of a reusable stream's chunk that fill the same buffer, header included: a read
+/// The bytes of a reusable stream's chunk that fill the same buffer, after its header: a read
 /// that fills it marks bulk, which then goes raw.
 const CHUNK: usize = COPY_FIRST - HEADER_LEN;
 
@@ -81,7 +81,7 @@ async fn one_way(src: &TcpStream, dst: &TcpStream) -> io::Result<u64> {
     loop {
         src.readable().await?;
         let Some(p) = pipe.take() else {
-            match copy_burst(src, dst).await {
+            match copy_burst(src, dst, false).await {
                 Ok(0) => {
                     shutdown_write(dst);
                     return Ok(total);
@@ -122,15 +122,25 @@ async fn one_way(src: &TcpStream, dst: &TcpStream) -> io::Result<u64> {
     }
 }
 
-/// Reads one burst into the thread's scratch buffer and writes it to `dst`; returns its length
-/// (0 at end of stream). Only bytes `dst` cannot take at once are copied to the heap.
-async fn copy_burst(src: &TcpStream, dst: &TcpStream) -> io::Result<usize> {
+/// Reads one burst into the thread's scratch buffer and writes it to `dst`, as one chunk with
+/// its header when `chunked` (a reusable stream's); returns its length (0 at end of stream,
+/// when nothing is written). Only bytes `dst` cannot take at once are copied to the heap.
+async fn copy_burst(src: &TcpStream, dst: &TcpStream, chunked: bool) -> io::Result<usize> {
     let mut rest = Vec::new();
     let n = SCRATCH.with(|scratch| -> io::Result<usize> {
         let mut scratch = scratch.borrow_mut();
-        let n = read_once(src, &mut scratch[..])?;
-        let written = write_now(dst, &scratch[..n])?;
-        rest.extend_from_slice(&scratch[written..n]);
+        let start = if chunked { HEADER_LEN } else { 0 };
+        let n = read_once(src, &mut scratch[start..])?;
+        if chunked && n > 0 {
+            scratch[..HEADER_LEN].copy_from_slice(&header(n).ok_or_else(too_long)?);
+        }
+        let burst = if n > 0 {
+            &scratch[..start + n]
+        } else {
+            &[][..]
+        };
+        let written = write_now(dst, burst)?;
+        rest.extend_from_slice(&burst[written..]);
         Ok(n)
     })?;
     write_all(dst, &rest).await?;
@@ -209,7 +219,7 @@ async fn chunk_out(
     let mut total = 0u64;
     loop {
         src.readable().await?;
-        let read = chunk_burst(src, dst).await;
+        let read = copy_burst(src, dst, true).await;
         match read {
             Ok(0) => {
                 write_all(dst, &END).await?;
@@ -229,47 +239,27 @@ async fn chunk_out(
     }
 }
 
-/// Reads one burst (at most a chunk) into the thread's scratch buffer and writes it to `dst`
-/// as one chunk, header included, or the end chunk at the end of stream; returns the burst's
-/// length. Only bytes `dst` cannot take at once are copied to the heap.
-async fn chunk_burst(src: &TcpStream, dst: &TcpStream) -> io::Result<usize> {
-    let mut rest = Vec::new();
-    let n = SCRATCH.with(|scratch| -> io::Result<usize> {
-        let mut scratch = scratch.borrow_mut();
-        let (head, body) = scratch.split_at_mut(HEADER_LEN);
-        let n = read_once(src, &mut body[..CHUNK])?;
-        if n == 0 {
-            return Ok(0);
-        }
-        head.copy_from_slice(&header(n).ok_or_else(too_long)?);
-        let chunk = &scratch[..HEADER_LEN + n];
-        let written = write_now(dst, chunk)?;
-        rest.extend_from_slice(&chunk[written..]);
-        Ok(n)
-    })?;
-    write_all(dst, &rest).await?;
-    Ok(n)
-}
-
 /// Carrier → socket, from chunks; `true` with the bytes moved when it ended with the end chunk.
 ///
 /// Until this side has sent its own end chunk, a read takes whatever has arrived, several
 /// chunks at once if need be: the peer sends nothing past its end chunk before it has read
 /// ours. After it, reads take exactly a header, or exactly the rest of a chunk.
 async fn chunk_in(src: &TcpStream, dst: &TcpStream, ended: &AtomicBool) -> io::Result<(u64, bool)> {
-    let mut unchunk = Unchunk::default();
+    let (mut unchunker, mut total) = (Unchunker::default(), 0u64);
     loop {
         src.readable().await?;
         let exact = ended.load(Ordering::Relaxed);
-        match unchunk.burst(src, dst, exact).await {
-            Ok(Step::More) => {}
-            Ok(Step::End) => {
-                shutdown_write(dst);
-                return Ok((unchunk.total, true));
-            }
-            Ok(Step::Raw) => {
-                let raw = one_way(src, dst).await?;
-                return Ok((unchunk.total + raw, false));
+        match unchunk_burst(&mut unchunker, src, dst, exact).await {
+            Ok((n, step)) => {
+                total += n as u64;
+                match step {
+                    Step::More => {}
+                    Step::End => {
+                        shutdown_write(dst);
+                        return Ok((total, true));
+                    }
+                    Step::Raw => return Ok((total + one_way(src, dst).await?, false)),
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
@@ -277,87 +267,35 @@ async fn chunk_in(src: &TcpStream, dst: &TcpStream, ended: &AtomicBool) -> io::R
     }
 }
 
-/// Where a carrier → socket direction is among the chunks.
-#[derive(Default)]
-pub(super) struct Unchunk {
-    /// Stream bytes written to the socket.
-    total: u64,
-    /// The header being read, and how much of it has arrived.
-    head: [u8; HEADER_LEN],
-    head_read: usize,
-    /// Bytes of the current chunk not read yet (0: a header comes next).
-    left: usize,
-}
-
-/// What a burst of chunks ended on.
-pub(super) enum Step {
-    More,
-    End,
-    Raw,
-}
-
-impl Unchunk {
-    /// Reads once (with `exact`, no further than the current header or chunk), writes the
-    /// chunks' bytes to `dst`, and says whether the direction ended or went raw (the bytes
-    /// after the raw marker in this read are written too).
-    async fn burst(&mut self, src: &TcpStream, dst: &TcpStream, exact: bool) -> io::Result<Step> {
-        let mut rest = Vec::new();
-        let step = SCRATCH.with(|scratch| -> io::Result<Step> {
-            let mut scratch = scratch.borrow_mut();
-            let limit = match (exact, self.left) {
-                (false, _) => scratch.len(),
-                (true, 0) => HEADER_LEN - self.head_read,
-                (true, left) => left.min(scratch.len()),
-            };
-            let n = read_once(src, &mut scratch[..limit])?;
-            if n == 0 {
-                return Err(cut_short());
-            }
-            let (out, step) = self.unchunk(&mut scratch[..n])?;
-            let written = write_now(dst, &scratch[..out])?;
-            self.total += out as u64;
-            rest.extend_from_slice(&scratch[written..out]);
-            Ok(step)
-        })?;
-        write_all(dst, &rest).await?;
-        Ok(step)
-    }
-
-    /// Takes the headers out of `buf` in place: the stream bytes it holds end up at its front.
-    /// Returns their length and where the chunks stand after it.
-    pub(super) fn unchunk(&mut self, buf: &mut [u8]) -> io::Result<(usize, Step)> {
-        let (mut at, mut out) = (0, 0);
-        while at < buf.len() {
-            if self.left > 0 {
-                let take = self.left.min(buf.len() - at);
-                buf.copy_within(at..at + take, out);
-                (at, out, self.left) = (at + take, out + take, self.left - take);
-                continue;
-            }
-            self.head[self.head_read] = buf[at];
-            (at, self.head_read) = (at + 1, self.head_read + 1);
-            if self.head_read < HEADER_LEN {
-                continue;
-            }
-            self.head_read = 0;
-            match Header::parse(self.head) {
-                Header::Chunk(len) => self.left = len,
-                Header::End if at == buf.len() => return Ok((out, Step::End)),
-                Header::End => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "bytes after a reusable stream's end chunk",
-                    ));
-                }
-                Header::Raw => {
-                    let raw = buf.len() - at;
-                    buf.copy_within(at.., out);
-                    return Ok((out + raw, Step::Raw));
-                }
-            }
+/// Stream bytes read from the carrier's chunks and written to the socket, and which reads come
+/// next (`exact`: no further than the current header or chunk) and what they brought.
+async fn unchunk_burst(
+    unchunker: &mut Unchunker,
+    src: &TcpStream,
+    dst: &TcpStream,
+    exact: bool,
+) -> io::Result<(usize, Step)> {
+    let mut rest = Vec::new();
+    let burst = SCRATCH.with(|scratch| -> io::Result<(usize, Step)> {
+        let mut scratch = scratch.borrow_mut();
+        let limit = if exact {
+            unchunker.exact(scratch.len())
+        } else {
+            scratch.len()
+        };
+        let n = read_once(src, &mut scratch[..limit])?;
+        if n == 0 {
+            return Err(cut_short());
         }
-        Ok((out, Step::More))
-    }
+        let (out, step) = unchunker
+            .unchunk(&mut scratch[..n])
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let written = write_now(dst, &scratch[..out])?;
+        rest.extend_from_slice(&scratch[written..out]);
+        Ok((out, step))
+    })?;
+    write_all(dst, &rest).await?;
+    Ok(burst)
 }
 
 /// Writes as much of `data` as `dst` takes now, without waiting; returns how much.

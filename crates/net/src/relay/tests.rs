@@ -274,31 +274,6 @@ async fn bytes_after_an_end_chunk_before_ours_are_refused() {
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
 }
 
-#[cfg(target_os = "linux")]
-#[test]
-fn chunks_split_anywhere_across_reads_come_out_whole() {
-    use super::splice::{Step, Unchunk};
-    // Two chunks, then the end chunk.
-    let wire = [&[0u8, 3][..], b"abc", &[1, 0], &[7; 256], &[0, 0]].concat();
-    let stream = [&b"abc"[..], &[7; 256]].concat();
-    for first in 0..wire.len() {
-        for second in first..wire.len() {
-            let mut unchunk = Unchunk::default();
-            let mut out = Vec::new();
-            let mut ended = false;
-            for piece in [&wire[..first], &wire[first..second], &wire[second..]] {
-                let mut buf = piece.to_vec();
-                assert!(!ended, "bytes after the end");
-                let (n, step) = unchunk.unchunk(&mut buf).unwrap();
-                out.extend_from_slice(&buf[..n]);
-                ended = matches!(step, Step::End);
-            }
-            assert!(ended, "split at {first} and {second}");
-            assert!(out == stream, "split at {first} and {second}");
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_raw_marker_turns_the_rest_into_plain_bytes() {
     let (visitor, mut socket) = tcp_pair().await;

@@ -241,7 +241,7 @@ async fn only_a_challenged_data_connection_is_answered() {
     let (mut early, near) = duplex(1024);
     crate::pool::add(&shared, Carrier::Memory(near), session, true).await;
     assert_eq!(handle.pool.len(), 2, "both joined the pool");
-    handle.pool.clear();
+    handle.pool.close();
     let mut heard = Vec::new();
     early.read_to_end(&mut heard).await.unwrap();
     assert!(heard.is_empty(), "an early data connection heard {heard:?}");
