@@ -116,6 +116,8 @@ pub(crate) async fn run(
         closed: shutdown.child_token(),
         streams: ctx.streams.clone(),
         span,
+        reuse_wait: crate::streams::REUSE_WAIT,
+        hurry: tokio::sync::Notify::new(),
     });
     for _ in 0..ctx.config.pool_size {
         tokio::spawn(pool.clone().slot(None));
@@ -297,7 +299,8 @@ impl Session<'_> {
     fn dial_extra(&self, count: u16) {
         for _ in 0..count {
             let Ok(permit) = self.extra.clone().try_acquire_owned() else {
-                return debug!("the pool is already at its largest");
+                debug!("the pool is already at its largest: its waiting slots dial now");
+                return self.pool.hurry();
             };
             let pool = self.pool.clone();
             tokio::spawn(async move {

@@ -13,7 +13,9 @@
 //! [`REUSE_WAIT`] for it and, if it comes, waits on it for the next stream instead of dialing
 //! a replacement: short streams then cost a stream header, not a TCP and TLS handshake. A
 //! connection that comes back later lingers on its own, as an extra slot's would, for the
-//! server's next visitor or until [`EXTRA_IDLE`] passes.
+//! server's next visitor or until [`EXTRA_IDLE`] passes. The server running out of connections
+//! while the pool is at its largest (a burst of long-lived visitors) cuts that wait short:
+//! every waiting slot dials at once ([`Pool::hurry`]).
 //! Streams outlive the session that opened them: a reconnect does not cut a running transfer,
 //! nor does a reload that removes or retargets the tunnel; a datagram connection, which carries
 //! every flow of its tunnel, closes then instead (the server opens another for a retargeted
@@ -32,6 +34,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -81,6 +84,11 @@ pub(crate) struct Pool {
     pub streams: TaskTracker,
     /// The session's span, which stream spans link to.
     pub span: tracing::Span,
+    /// How long a slot waits for a reusable stream to give its connection back ([`REUSE_WAIT`]).
+    pub reuse_wait: Duration,
+    /// Wakes the slots waiting for a reusable stream's connection to come back: the server
+    /// wants connections now.
+    pub hurry: Notify,
 }
 
 /// The counter of a session's early hellos, numbered from 1, when the server announced that it
@@ -91,6 +99,13 @@ pub(crate) fn early_hellos(server_caps: u32) -> Option<AtomicU64> {
 }
 
 impl Pool {
+    /// The server is short of connections and the pool cannot grow: the slots waiting for a
+    /// stream to give its connection back stop waiting and dial a replacement now (a
+    /// connection that still comes back lingers on its own).
+    pub(crate) fn hurry(&self) {
+        self.hurry.notify_waiters();
+    }
+
     /// Keeps one idle data connection open until the session ends; with an `idle_limit`, also
     /// until a connection goes unused that long (an extra slot).
     pub(crate) async fn slot(self: Arc<Self>, idle_limit: Option<Duration>) {
@@ -133,7 +148,7 @@ impl Pool {
 
     /// Waits on an idle data connection for the server to use it, and starts the stream it
     /// sends. A reusable stream's connection comes back to the slot if the stream ends within
-    /// [`REUSE_WAIT`], and lingers on its own (see [`Pool::linger`]) if it ends later.
+    /// the pool's `reuse_wait` (unless [`Pool::hurry`] cuts the wait short), and lingers on its own (see [`Pool::linger`]) if it ends later.
     async fn serve(
         self: &Arc<Self>,
         mut carrier: Carrier,
@@ -179,13 +194,25 @@ impl Pool {
             }
         };
         self.streams.spawn(stream.instrument(span));
+        let mut back_here = back_here;
         tokio::select! {
-            _ = self.closed.cancelled() => Outcome::Served,
-            back = tokio::time::timeout(REUSE_WAIT, back_here) => match back {
-                Ok(Ok(carrier)) => Outcome::Reused(carrier),
-                // The stream goes on, or ended without giving its connection back.
-                _ => Outcome::Served,
+            _ = self.closed.cancelled() => {}
+            _ = self.hurry.notified() => {}
+            back = tokio::time::timeout(self.reuse_wait, &mut back_here) => match back {
+                Ok(Ok(carrier)) => return Outcome::Reused(carrier),
+                // The stream ended without giving its connection back.
+                Ok(Err(_)) => return Outcome::Served,
+                Err(_) => {}
             },
+        }
+        // Stopped waiting, the stream still running. Closing the channel settles the race
+        // with a stream that ends right now: a connection sent before the close is taken here
+        // (dropping it would close a connection the server has pooled again), and a send
+        // after it fails, so the stream lingers with its connection.
+        back_here.close();
+        match back_here.try_recv() {
+            Ok(carrier) => Outcome::Reused(carrier),
+            Err(_) => Outcome::Served,
         }
     }
 
@@ -385,9 +412,101 @@ async fn run_tcp(
 
 #[cfg(test)]
 mod tests {
-    use super::early_hellos;
+    use super::*;
+    use crate::config::{ClientConfig, Transport, TunnelConfig};
+    use burrow_net::write_frame;
+    use burrow_proto::auth::Secret;
     use burrow_proto::caps;
+    use burrow_proto::msg::Hello;
+    use burrow_proto::preface::PREFACE_LEN;
+    use burrow_proto::reuse;
     use std::sync::atomic::Ordering;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    /// A pool of one slot that dials `server` over plain TCP with early hellos, for one TCP
+    /// tunnel (id 0) to `target`, whose slots wait an hour for a reusable stream's connection.
+    fn pool_toward(server: u16, target: u16) -> Arc<Pool> {
+        let config = ClientConfig::new(
+            format!("127.0.0.1:{server}"),
+            "alice".into(),
+            Secret::new("t"),
+            Transport::Plain,
+        );
+        let tunnel = TunnelConfig {
+            name: "echo".into(),
+            local: format!("127.0.0.1:{target}"),
+            remote_port: None,
+            kind: TunnelKind::Tcp,
+            proxy_protocol: None,
+            health_check: None,
+        };
+        Arc::new(Pool {
+            config: Arc::new(config),
+            tunnels: Arc::new(Tunnels::new(vec![tunnel])),
+            session: 1,
+            key: DataKey::new(&Secret::new("s")),
+            early: early_hellos(caps::ALL),
+            link: connect::Link::Dial,
+            closed: CancellationToken::new(),
+            streams: TaskTracker::new(),
+            span: tracing::Span::none(),
+            reuse_wait: Duration::from_secs(3600),
+            hurry: Notify::new(),
+        })
+    }
+
+    /// Accepts the pool's next data connection and reads its early hello.
+    async fn accept_data(server: &TcpListener) -> TcpStream {
+        let (mut conn, _) = server.accept().await.unwrap();
+        let mut preface = [0u8; PREFACE_LEN];
+        conn.read_exact(&mut preface).await.unwrap();
+        let hello: Hello = read_frame(&mut conn).await.unwrap();
+        assert!(matches!(hello, Hello::EarlyData { .. }), "{hello:?}");
+        conn
+    }
+
+    /// A burst of long-lived visitors on a pool at its largest: the server asks for more and
+    /// the pool cannot grow, so the slot waiting for its stream's connection to come back
+    /// (here for an hour) dials a replacement at once, while that stream still runs.
+    #[tokio::test]
+    async fn hurry_makes_a_waiting_slot_dial_now() {
+        let target = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = pool_toward(
+            server.local_addr().unwrap().port(),
+            target.local_addr().unwrap().port(),
+        );
+        tokio::spawn(pool.clone().slot(None));
+
+        let mut data = accept_data(&server).await;
+        let open = StreamOpen {
+            stream: 1,
+            kind: StreamKind::TcpReusable,
+            target: Target::Tunnel(0),
+            visitor: None,
+        };
+        write_frame(&mut data, &open).await.unwrap();
+        data.write_all(&reuse::header(2).unwrap()).await.unwrap();
+        data.write_all(b"hi").await.unwrap();
+        // The stream reached its target: the slot handed its connection over and waits.
+        let (mut visitor_side, _) = target.accept().await.unwrap();
+        let mut got = [0u8; 2];
+        visitor_side.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hi");
+
+        pool.hurry();
+        let replacement = tokio::time::timeout(Duration::from_secs(30), accept_data(&server))
+            .await
+            .expect("the waiting slot dialed a replacement");
+        // The first stream still runs, on its own connection.
+        visitor_side.write_all(b"yo").await.unwrap();
+        let mut back = [0u8; 4];
+        data.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back[..2], &reuse::header(2).unwrap());
+        assert_eq!(&back[2..], b"yo");
+        drop(replacement);
+    }
 
     #[test]
     fn early_hellos_only_to_a_server_that_announced_them() {

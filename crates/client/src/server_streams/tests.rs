@@ -66,6 +66,8 @@ fn client_with_tunnel(port: u16) -> (mux::Opener, CancellationToken, mux::Opener
         closed: closed.clone(),
         streams: TaskTracker::new(),
         span: tracing::Span::none(),
+        reuse_wait: crate::streams::REUSE_WAIT,
+        hurry: tokio::sync::Notify::new(),
     });
     tokio::spawn(accept(pool, Inbound::Mux(inbound, "mux")));
     (server, closed, client_opener)
