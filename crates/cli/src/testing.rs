@@ -19,12 +19,31 @@ pub(crate) fn source(name: &str, text: &str) -> Source {
     source_in(name, text, PathBuf::new())
 }
 
-/// A fresh directory for one test's files.
-pub(crate) fn scratch(test: &str) -> PathBuf {
+/// A fresh directory for one test's files, removed when the test is over (kept if it failed).
+pub(crate) fn scratch(test: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("burrow-cli-{}-{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
+}
+
+/// A test's scratch directory; derefs to its path.
+pub(crate) struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = PathBuf;
+
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// The rendered lines of a conversion that must fail.

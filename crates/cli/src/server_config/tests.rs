@@ -82,7 +82,7 @@ ports = "8080,20000-20100"
 name = "bob"
 token_file = "bob.token"
 "#;
-    let plan = check(&source_in("s.toml", text, dir)).unwrap();
+    let plan = check(&source_in("s.toml", text, dir.to_path_buf())).unwrap();
     let Auth::Identities(ids) = &plan.config.auth else {
         panic!("not identities")
     };
