@@ -148,7 +148,8 @@ impl Pool {
 
     /// Waits on an idle data connection for the server to use it, and starts the stream it
     /// sends. A reusable stream's connection comes back to the slot if the stream ends within
-    /// the pool's `reuse_wait` (unless [`Pool::hurry`] cuts the wait short), and lingers on its own (see [`Pool::linger`]) if it ends later.
+    /// the pool's `reuse_wait` (unless [`Pool::hurry`] cuts the wait short), and lingers on its
+    /// own (see [`Pool::linger`]) if it ends later.
     async fn serve(
         self: &Arc<Self>,
         mut carrier: Carrier,
