@@ -103,6 +103,21 @@ pub struct TunnelConfig {
     pub health_check: Option<Duration>,
 }
 
+#[cfg(test)]
+impl TunnelConfig {
+    /// A TCP tunnel named `name` to `local`, on any public port, with no options.
+    pub(crate) fn tcp(name: &str, local: &str) -> Self {
+        TunnelConfig {
+            name: name.into(),
+            local: local.into(),
+            remote_port: None,
+            kind: TunnelKind::Tcp,
+            proxy_protocol: None,
+            health_check: None,
+        }
+    }
+}
+
 /// Everything the client needs to run.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {

@@ -434,14 +434,7 @@ mod tests {
             Secret::new("t"),
             Transport::Plain,
         );
-        let tunnel = TunnelConfig {
-            name: "echo".into(),
-            local: format!("127.0.0.1:{target}"),
-            remote_port: None,
-            kind: TunnelKind::Tcp,
-            proxy_protocol: None,
-            health_check: None,
-        };
+        let tunnel = TunnelConfig::tcp("echo", &format!("127.0.0.1:{target}"));
         Arc::new(Pool {
             config: Arc::new(config),
             tunnels: Arc::new(Tunnels::new(vec![tunnel])),

@@ -209,12 +209,8 @@ mod tests {
 
     fn tunnel(name: &str, local: &str, remote_port: Option<u16>) -> TunnelConfig {
         TunnelConfig {
-            name: name.into(),
-            local: local.into(),
             remote_port,
-            kind: TunnelKind::Tcp,
-            proxy_protocol: None,
-            health_check: None,
+            ..TunnelConfig::tcp(name, local)
         }
     }
 

@@ -5,14 +5,7 @@ use burrow_proto::msg::HttpOptions;
 use std::time::Duration;
 
 fn tunnel(name: &str, local: &str) -> TunnelConfig {
-    TunnelConfig {
-        name: name.into(),
-        local: local.into(),
-        remote_port: None,
-        kind: TunnelKind::Tcp,
-        proxy_protocol: None,
-        health_check: None,
-    }
+    TunnelConfig::tcp(name, local)
 }
 
 fn config(tunnels: Vec<TunnelConfig>) -> ClientConfig {

@@ -7,7 +7,7 @@ use crate::tunnels::Tunnels;
 use burrow_net::mux;
 use burrow_net::write_frame;
 use burrow_proto::auth::Secret;
-use burrow_proto::msg::{StreamKind, Target, TunnelKind};
+use burrow_proto::msg::{StreamKind, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -47,14 +47,7 @@ fn client_with_tunnel(port: u16) -> (mux::Opener, CancellationToken, mux::Opener
         Transport::Plain,
     );
     config.pool_size = 0;
-    let tunnel = TunnelConfig {
-        name: "echo".into(),
-        local: format!("127.0.0.1:{port}"),
-        remote_port: None,
-        kind: TunnelKind::Tcp,
-        proxy_protocol: None,
-        health_check: None,
-    };
+    let tunnel = TunnelConfig::tcp("echo", &format!("127.0.0.1:{port}"));
     let closed = CancellationToken::new();
     let pool = Arc::new(Pool {
         config: Arc::new(config),
