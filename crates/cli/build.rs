@@ -5,6 +5,11 @@
 //! with its own lld; `BURROW_CODE_ORDER=0` turns it off (for another linker that lacks
 //! `--symbol-ordering-file`). The names are those of a release build: a debug build links with
 //! the same flags (so every build checks that the linker takes them) and matches none of them.
+//!
+//! A statically linked build (`scripts/build-static.sh`) also packs its relocations (`DT_RELR`)
+//! when the glibc it links is 2.36 or later: the binary relocates itself at start with that
+//! glibc's code, so it reads a few KiB of relocations there instead of half a MiB, whatever the
+//! glibc of the machine it runs on.
 
 use std::env;
 use std::process::Command;
@@ -12,12 +17,15 @@ use std::process::Command;
 fn main() {
     println!("cargo:rerun-if-changed=link/code-order.txt");
     println!("cargo:rerun-if-env-changed=BURROW_CODE_ORDER");
-    let wanted = env::var("BURROW_CODE_ORDER").map_or(true, |v| v != "0");
     let target = env::var("TARGET").unwrap_or_default();
-    if !wanted || target != "x86_64-unknown-linux-gnu" || !rustc_links_with_lld() {
+    if target != "x86_64-unknown-linux-gnu" || !rustc_links_with_lld() {
         return;
     }
-    let Ok(dir) = env::var("CARGO_MANIFEST_DIR") else {
+    if static_crt() && glibc_at_least((2, 36)) {
+        println!("cargo:rustc-link-arg-bin=burrow=-Wl,-z,pack-relative-relocs");
+    }
+    let wanted = env::var("BURROW_CODE_ORDER").map_or(true, |v| v != "0");
+    let (true, Ok(dir)) = (wanted, env::var("CARGO_MANIFEST_DIR")) else {
         return;
     };
     println!(
@@ -30,17 +38,28 @@ fn main() {
 /// Whether rustc is 1.90 or later, the first to link x86_64 Linux binaries with lld.
 fn rustc_links_with_lld() -> bool {
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let Ok(out) = Command::new(rustc).arg("-V").output() else {
-        return false;
-    };
-    let version = String::from_utf8_lossy(&out.stdout);
     // "rustc 1.95.0 (59807616e 2026-04-14)"
-    let mut parts = version
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_default()
-        .split('.')
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= (1, 90)
+    version_of(Command::new(rustc).arg("-V"), 1).is_some_and(|v| v >= (1, 90))
+}
+
+/// Whether this build links the C runtime statically (`-C target-feature=+crt-static`).
+fn static_crt() -> bool {
+    env::var("CARGO_CFG_TARGET_FEATURE").is_ok_and(|f| f.split(',').any(|f| f == "crt-static"))
+}
+
+/// Whether the glibc this build links is at least `wanted` (the host's: the target is the
+/// host's triple here).
+fn glibc_at_least(wanted: (u32, u32)) -> bool {
+    // "glibc 2.36"
+    version_of(Command::new("getconf").arg("GNU_LIBC_VERSION"), 1).is_some_and(|v| v >= wanted)
+}
+
+/// The major and minor version in the `word`th word of what `command` prints.
+fn version_of(command: &mut Command, word: usize) -> Option<(u32, u32)> {
+    let out = command.output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut parts = text.split_whitespace().nth(word)?.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
 }
