@@ -4,19 +4,22 @@
 The kernel maps a program's code in 64 KiB windows around each page it touches, so an idle
 burrow process holds resident every window that any function it ran sits in. Left to itself,
 the linker scatters those functions over the whole 10 MiB of code. This script runs a release
-binary's server and client under valgrind's callgrind for each carrier and the HTTP edge, sends
-a few visitors through, lets both sides rest, and writes the functions that ran (linker symbol
+binary's server and client under valgrind's callgrind for each carrier and the HTTP edge (and
+the plain carrier again at the default log level), sends a few visitors through, lets both sides rest, and writes the functions that ran (linker symbol
 names, first run first) to crates/cli/link/code-order.txt. crates/cli/build.rs passes that file
 to the linker (`--symbol-ordering-file`), which puts those functions next to each other at the
 start of the code; see docs/benchmarks.md.
 
 Symbol names carry hashes that change with the toolchain and the dependencies' versions: run
-this again after either changes. `--check` only says how much of the file the binary still
-matches. Needs valgrind (apt-get install valgrind).
+this again after either changes. The static build (scripts/build-static.sh) is compiled with
+other flags, so its names carry other hashes, and it has libc's functions in it: the file
+holds the order of both builds, the static one's first (each build's linker skips the other's
+names). `--check` only says how much of the file each binary still matches. Needs valgrind
+(apt-get install valgrind).
 
-    cargo build --release --locked -p burrow
+    cargo build --release --locked -p burrow && scripts/build-static.sh
     python3 scripts/code-order.py            # writes crates/cli/link/code-order.txt
-    cargo build --release --locked -p burrow # links with the new order
+    cargo build --release --locked -p burrow && scripts/build-static.sh   # link with it
     python3 scripts/code-order.py --check
 """
 
@@ -36,25 +39,36 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ORDER_FILE = os.path.join(ROOT, "crates", "cli", "link", "code-order.txt")
+DEFAULT_BINARIES = [
+    os.path.join(ROOT, "target", "x86_64-unknown-linux-gnu", "release", "burrow"),  # static
+    os.path.join(ROOT, "target", "release", "burrow"),
+]
 TOKEN = "code-order-token-0123456789"
 VISITORS = 20
 HEADER = """\
 # Functions of the burrow binary that run at start, at rest and per visitor, in the order they
 # first ran: the linker puts them first in the code (crates/cli/build.rs), so that an idle
 # process maps in a few hundred KiB of code instead of most of it. Written by
-# scripts/code-order.py from a release build; regenerate after a toolchain or dependency
-# upgrade (names that no longer exist are skipped by the linker).
+# scripts/code-order.py from the static release build, then the dynamic one; regenerate after a
+# toolchain or dependency upgrade (names that no longer exist are skipped by the linker).
 """
 
-# (name, server flags, client subcommand and flags); {echo}, {ctrl}, {edge}, {pub} are ports.
+# (name, server flags, client subcommand and flags, log level); {echo}, {ctrl}, {edge}, {pub} are
+# ports. The carriers run at `warn`, as the benchmarks run them; the last scenario is the plain
+# carrier at the default level, `info`, so that the code that writes log lines comes last in
+# each process's part (a process that logs less never touches it).
 SCENARIOS = [
-    ("plain", ["--insecure-plain"], ["tcp", "{echo}", "--remote-port", "{pub}", "--insecure-plain"]),
-    ("tls", [], ["tcp", "{echo}", "--remote-port", "{pub}", "FINGERPRINT"]),
-    ("mux", [], ["tcp", "{echo}", "--remote-port", "{pub}", "--carrier", "mux", "FINGERPRINT"]),
+    ("plain", ["--insecure-plain"], ["tcp", "{echo}", "--remote-port", "{pub}", "--insecure-plain"],
+     "warn"),
+    ("tls", [], ["tcp", "{echo}", "--remote-port", "{pub}", "FINGERPRINT"], "warn"),
+    ("mux", [], ["tcp", "{echo}", "--remote-port", "{pub}", "--carrier", "mux", "FINGERPRINT"],
+     "warn"),
     ("quic", ["--quic-listen", "127.0.0.1:{ctrl}"],
-     ["tcp", "{echo}", "--remote-port", "{pub}", "--carrier", "quic", "FINGERPRINT"]),
+     ["tcp", "{echo}", "--remote-port", "{pub}", "--carrier", "quic", "FINGERPRINT"], "warn"),
     ("http", ["--http-listen", "127.0.0.1:{edge}"],
-     ["http", "{web}", "--subdomain", "app", "FINGERPRINT"]),
+     ["http", "{web}", "--subdomain", "app", "FINGERPRINT"], "warn"),
+    ("info", ["--insecure-plain"], ["tcp", "{echo}", "--remote-port", "{pub}", "--insecure-plain"],
+     "info"),
 ]
 
 
@@ -123,7 +137,7 @@ def probe_http(port):
         return False
 
 
-def run(binary, name, server_flags, client_args, work):
+def run(binary, name, server_flags, client_args, level, work):
     echo, web = Echo(), Web()
     for srv in (echo, web):
         threading.Thread(target=srv.serve_forever, daemon=True).start()
@@ -131,7 +145,7 @@ def run(binary, name, server_flags, client_args, work):
              "edge": free_port(), "pub": free_port()}
     state = os.path.join(work, name)
     os.makedirs(state)
-    env = dict(os.environ, BURROW_LOG="warn", RUST_LOG="warn")
+    env = dict(os.environ, BURROW_LOG=level, RUST_LOG=level)
 
     def under_callgrind(who, args):
         out = os.path.join(state, f"{who}.callgrind")
@@ -206,8 +220,8 @@ def layout_key(ran, first_run):
     roles = {role for _, role in ran}
     role_rank = 0 if len(roles) == 2 else (1 if "server" in roles else 2)
     names = {name for name, _ in ran}
-    return (role_rank, len(names) != len(SCENARIOS), tuple(n not in names for n, _, _ in SCENARIOS),
-            first_run)
+    return (role_rank, len(names) != len(SCENARIOS),
+            tuple(n not in names for n, _, _, _ in SCENARIOS), first_run)
 
 
 def binary_symbols(binary):
@@ -215,28 +229,13 @@ def binary_symbols(binary):
     return {parts[2] for parts in (l.split() for l in out.splitlines()) if len(parts) == 3}
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--burrow", default=os.path.join(ROOT, "target", "release", "burrow"))
-    ap.add_argument("--out", default=ORDER_FILE)
-    ap.add_argument("--check", action="store_true",
-                    help="only report how many of the file's names the binary has")
-    a = ap.parse_args()
-    binary = os.path.abspath(a.burrow)
-    if not os.access(binary, os.X_OK):
-        sys.exit(f"code-order: no binary at {binary} (cargo build --release --locked -p burrow)")
-    if a.check:
-        listed = [l.split("#")[0].strip() for l in open(a.out)]
-        listed = [l for l in listed if l]
-        have = binary_symbols(binary)
-        found = sum(1 for l in listed if l in have)
-        print(f"{found} of the {len(listed)} functions in {a.out} are in {binary}")
-        return
+def code_order(binary):
+    """The functions of `binary` that ran in every scenario, in link order."""
     # Which processes ran each function: (scenario, "server" | "client") pairs, in first-run order.
     ran, first = {}, {}
     with tempfile.TemporaryDirectory(prefix="burrow-code-order-") as work:
-        for name, server_flags, client_args in SCENARIOS:
-            outs = run(binary, name, server_flags, client_args, work)
+        for name, server_flags, client_args, level in SCENARIOS:
+            outs = run(binary, name, server_flags, client_args, level, work)
             for role, out in zip(("server", "client"), outs):
                 for f in functions(out, binary):
                     first.setdefault(f, len(first))
@@ -244,7 +243,37 @@ def main():
             print(f"{name}: {len(first)} functions so far", file=sys.stderr)
     if not first:
         sys.exit(f"code-order: callgrind saw no function of {binary}")
-    order = sorted(first, key=lambda f: layout_key(ran[f], first[f]))
+    return sorted(first, key=lambda f: layout_key(ran[f], first[f]))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--burrow", action="append",
+                    help="a release binary (repeatable; default: the static build, then "
+                         "target/release/burrow)")
+    ap.add_argument("--out", default=ORDER_FILE)
+    ap.add_argument("--check", action="store_true",
+                    help="only report how many of the file's names each binary has")
+    a = ap.parse_args()
+    binaries = [os.path.abspath(b) for b in a.burrow or DEFAULT_BINARIES]
+    for binary in binaries:
+        if not os.access(binary, os.X_OK):
+            sys.exit(f"code-order: no binary at {binary} (scripts/build-static.sh, "
+                     "cargo build --release --locked -p burrow)")
+    if a.check:
+        listed = [l.split("#")[0].strip() for l in open(a.out)]
+        listed = [l for l in listed if l]
+        for binary in binaries:
+            have = binary_symbols(binary)
+            found = sum(1 for l in listed if l in have)
+            print(f"{found} of the {len(listed)} functions in {a.out} are in {binary}")
+        return
+    # One binary's order after another's: each linker finds only its own build's names, and the
+    # few both builds share (C functions, `main`) keep the first build's place.
+    order = {}
+    for binary in binaries:
+        print(f"{binary}:", file=sys.stderr)
+        order.update((f, None) for f in code_order(binary) if f not in order)
     with open(a.out, "w") as f:
         f.write(HEADER + "".join(n + "\n" for n in order))
     print(f"wrote {len(order)} functions to {a.out}")
