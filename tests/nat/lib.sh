@@ -21,6 +21,7 @@ pids=()
 passed=0
 finished=""
 nat_up=""
+etc_dirs=()
 
 # Logs must be plain text whatever the environment says.
 export NO_COLOR=1 BURROW_LOG=info BURROW_LOG_FORMAT=human
@@ -59,6 +60,7 @@ cleanup() {
     kill -KILL "$pid" 2>/dev/null || true
   done
   if [[ -n $nat_up ]]; then nat down >/dev/null 2>&1 || true; fi
+  for i in "${etc_dirs[@]}"; do rm -rf "$i"; done
   if [[ -z $finished && $rc -ne 0 ]]; then
     # An unexpected command failed under set -e: still say so plainly.
     dump_logs
@@ -77,6 +79,14 @@ forget() {
   local keep=() pid
   for pid in "${pids[@]}"; do [[ $pid == "$1" ]] || keep+=("$pid"); done
   pids=("${keep[@]}")
+}
+
+# netns_etc NS: create /etc/netns/NS (files there replace /etc's in `ip netns exec NS`), removed
+# on exit.
+netns_etc() {
+  [[ ! -e /etc/netns/$1 ]] || fail "/etc/netns/$1 already exists"
+  mkdir -p "/etc/netns/$1"
+  etc_dirs+=("/etc/netns/$1")
 }
 
 now_ms() { echo $(($(date +%s%N) / 1000000)); }

@@ -5,7 +5,10 @@
 #
 # The NAT comes from ../shared/testbed/nat.sh (override with BURROW_TESTBED): the server and the
 # visitors live in the wan namespace, the client and its target in the lan namespace, and wan
-# cannot reach lan. The test publishes an echo service through a TLS tunnel, checks that visitors
+# cannot reach lan. The client finds the server by name (SERVER_NAME, from the lan namespace's own
+# /etc/hosts), so the binary's name resolution is part of the test (a statically linked build
+# resolves with its built-in copy of glibc's). The test publishes an echo service through a TLS
+# tunnel, checks that visitors
 # reach it, then forwards UDP events both ways (a broadcast heard on the lan reaches a listener in
 # wan through a server-side sink; a datagram sent to a public port in wan is broadcast on the lan),
 # cuts the link silently (no FIN, no RST), expects both sides to declare the carrier lost
@@ -27,6 +30,7 @@ EVENTS_PORT=47010            # where the to-sink client listens in lan (broadcas
 ONE_WAY_PORT=30010           # the public UDP port of the one-way tunnel toward the lan broadcast
 FIRST_TRIES=40               # events resent until the first one arrives (0.5 s per try)
 TOKEN="nat-test-token-$RANDOM$RANDOM"
+SERVER_NAME=burrow-server.test   # wan's address in the lan namespace's /etc/hosts
 DEAD_AFTER_S=6      # the server's --dead-after; the client uses its default (7 s)
 DETECT_LIMIT_S=10   # both sides must notice a dead carrier this soon after the cut
 CUT_S=20            # how long the link stays cut
@@ -173,6 +177,9 @@ nat_up=1
 nat up >"$tmp/nat.out" 2>&1 || fail "nat.sh up: $(tail -n 3 "$tmp/nat.out")"
 nat check >>"$tmp/nat.out" 2>&1 || fail "nat.sh check: $(tail -n 3 "$tmp/nat.out")"
 ok "NAT up: lan reaches wan, wan cannot reach lan"
+# `ip netns exec` mounts /etc/netns/NS/hosts over /etc/hosts; cleanup removes the directory.
+netns_etc "$p-lan"
+printf '127.0.0.1 localhost\n%s %s\n' "$WAN" "$SERVER_NAME" >"/etc/netns/$p-lan/hosts"
 
 # ---- the target, in lan -------------------------------------------------------------------------
 ip netns exec "$p-lan" python3 "$tmp/echo.py" "$LAN" "$tmp/echo.port" >"$tmp/echo.out" 2>"$tmp/echo.err" &
@@ -207,7 +214,7 @@ fp=$(sed -nE 's/^fingerprint (sha256:[0-9a-f]{64})$/\1/p' "$tmp/server.out" | he
 ok "server listening on $WAN:$ctrl_port, $fp"
 
 # ---- the client, in lan -------------------------------------------------------------------------
-ip netns exec "$p-lan" "$bin" tcp "$echo_port" --local-host "$LAN" --to "$WAN:$ctrl_port" \
+ip netns exec "$p-lan" "$bin" tcp "$echo_port" --local-host "$LAN" --to "$SERVER_NAME:$ctrl_port" \
   --token "$TOKEN" --server-fingerprint "$fp" --known-hosts "$tmp/kh" \
   >"$tmp/client.out" 2>"$tmp/client.err" &
 client_pid=$!
@@ -217,7 +224,7 @@ wait_lines "$tmp/client.out" "$ready_re" 1 20 "'tunnel ... ready at' line from t
 ready=$(grep -E "$ready_re" "$tmp/client.out" | head -n 1)
 public=$(sed -nE 's/^tunnel [^ ]+ ready at [^ ]+:([0-9]+) -> .*/\1/p' <<<"$ready")
 ((public >= 30000 && public <= 30010)) || fail "public port $public is outside --ports $PORTS"
-[[ $ready == "tunnel tcp-$echo_port ready at $WAN:$public -> $LAN:$echo_port" ]] ||
+[[ $ready == "tunnel tcp-$echo_port ready at $SERVER_NAME:$public -> $LAN:$echo_port" ]] ||
   fail "unexpected ready line: $ready"
 ok "client: $ready"
 
