@@ -230,7 +230,7 @@ def binary_symbols(binary):
 
 
 def code_order(binary):
-    """The functions of `binary` that ran in every scenario, in link order."""
+    """The functions of `binary` that ran in any scenario, in link order."""
     # Which processes ran each function: (scenario, "server" | "client") pairs, in first-run order.
     ran, first = {}, {}
     with tempfile.TemporaryDirectory(prefix="burrow-code-order-") as work:

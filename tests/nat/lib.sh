@@ -22,6 +22,7 @@ passed=0
 finished=""
 nat_up=""
 etc_dirs=()
+etc_netns_made=""
 
 # Logs must be plain text whatever the environment says.
 export NO_COLOR=1 BURROW_LOG=info BURROW_LOG_FORMAT=human
@@ -61,6 +62,7 @@ cleanup() {
   done
   if [[ -n $nat_up ]]; then nat down >/dev/null 2>&1 || true; fi
   for i in "${etc_dirs[@]}"; do rm -rf "$i"; done
+  if [[ -n $etc_netns_made ]]; then rmdir /etc/netns 2>/dev/null || true; fi
   if [[ -z $finished && $rc -ne 0 ]]; then
     # An unexpected command failed under set -e: still say so plainly.
     dump_logs
@@ -85,6 +87,7 @@ forget() {
 # on exit.
 netns_etc() {
   [[ ! -e /etc/netns/$1 ]] || fail "/etc/netns/$1 already exists"
+  [[ -d /etc/netns ]] || etc_netns_made=1
   mkdir -p "/etc/netns/$1"
   etc_dirs+=("/etc/netns/$1")
 }
