@@ -8,9 +8,9 @@
 # cannot reach lan. The client finds the server by name (SERVER_NAME, from the lan namespace's own
 # /etc/hosts), so the binary's name resolution is part of the test (a statically linked build
 # resolves with its built-in copy of glibc's). The test publishes an echo service through a TLS
-# tunnel, checks that visitors
-# reach it, then forwards UDP events both ways (a broadcast heard on the lan reaches a listener in
-# wan through a server-side sink; a datagram sent to a public port in wan is broadcast on the lan),
+# tunnel, checks that visitors reach it, then forwards UDP events both ways (a broadcast heard on
+# the lan reaches a listener in wan through a server-side sink; a datagram sent to a public port in
+# wan is broadcast on the lan),
 # cuts the link silently (no FIN, no RST), expects both sides to declare the carrier lost
 # within 10 s, checks that another identity cannot take the leased port meanwhile, mends the link
 # after 20 s, and expects the client to come back on the same public port. Finally the token must
