@@ -181,7 +181,7 @@ impl Pool {
                 .spawn(run_stream(config, tunnels, carrier, open).instrument(span));
             return Outcome::Served;
         }
-        let (back, back_here) = tokio::sync::oneshot::channel();
+        let (back, mut back_here) = tokio::sync::oneshot::channel();
         let pool = self.clone();
         let stream = async move {
             let Some(carrier) = run_stream(config, tunnels, carrier, open).await else {
@@ -195,7 +195,6 @@ impl Pool {
             }
         };
         self.streams.spawn(stream.instrument(span));
-        let mut back_here = back_here;
         tokio::select! {
             _ = self.closed.cancelled() => {}
             _ = self.hurry.notified() => {}
