@@ -4,10 +4,6 @@ use burrow_proto::auth::Secret;
 use burrow_proto::msg::HttpOptions;
 use std::time::Duration;
 
-fn tunnel(name: &str, local: &str) -> TunnelConfig {
-    TunnelConfig::tcp(name, local)
-}
-
 fn config(tunnels: Vec<TunnelConfig>) -> ClientConfig {
     let mut config = ClientConfig::new(
         "example.net:7777".into(),
@@ -27,15 +23,15 @@ fn with(base: &TunnelConfig, edit: impl FnOnce(&mut TunnelConfig)) -> TunnelConf
 
 #[test]
 fn tunnels_and_settings_diff_by_name() {
-    let web = tunnel("web", "127.0.0.1:8080");
-    let ssh = tunnel("ssh", "127.0.0.1:22");
+    let web = TunnelConfig::tcp("web", "127.0.0.1:8080");
+    let ssh = TunnelConfig::tcp("ssh", "127.0.0.1:22");
     let dns = TunnelConfig {
         kind: TunnelKind::Udp(UdpOptions::default()),
-        ..tunnel("dns", "127.0.0.1:53")
+        ..TunnelConfig::tcp("dns", "127.0.0.1:53")
     };
     let app = TunnelConfig {
         kind: TunnelKind::Http(HttpOptions::default()),
-        ..tunnel("app", "127.0.0.1:3000")
+        ..TunnelConfig::tcp("app", "127.0.0.1:3000")
     };
     let base = config(vec![web.clone(), ssh.clone(), dns.clone(), app.clone()]);
     let named = |c: fn(String) -> Change, n: &str| c(n.to_owned());
@@ -53,7 +49,7 @@ fn tunnels_and_settings_diff_by_name() {
                 ssh.clone(),
                 dns.clone(),
                 app.clone(),
-                tunnel("db", "127.0.0.1:5432"),
+                TunnelConfig::tcp("db", "127.0.0.1:5432"),
             ]),
             vec![named(Change::TunnelAdded, "db")],
         ),
@@ -65,7 +61,7 @@ fn tunnels_and_settings_diff_by_name() {
         (
             "renamed: removed and added",
             config(vec![
-                tunnel("www", "127.0.0.1:8080"),
+                TunnelConfig::tcp("www", "127.0.0.1:8080"),
                 ssh.clone(),
                 dns.clone(),
                 app.clone(),
@@ -128,7 +124,7 @@ fn tunnels_and_settings_diff_by_name() {
 
 #[test]
 fn session_settings_need_a_restart() {
-    let base = config(vec![tunnel("web", "127.0.0.1:8080")]);
+    let base = config(vec![TunnelConfig::tcp("web", "127.0.0.1:8080")]);
     type Edit = fn(&mut ClientConfig);
     let edits: Vec<(&str, Edit)> = vec![
         ("server", |c| c.server = "other.net:7777".into()),
