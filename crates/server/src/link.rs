@@ -50,19 +50,31 @@ impl Opener {
     }
 }
 
-/// How a visitor's stream to the client was opened, for logs.
+/// How a visitor's stream to the client was opened, for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Opened {
-    /// A data connection from the session's pool, opened and authenticated by the client.
+    /// An idle data connection from the session's pool, opened and authenticated by the client.
     Pool,
+    /// A data connection from the session's pool that the visitor waited for: the pool was
+    /// empty when it arrived, and the client was asked for more. Many of these say the pool is
+    /// smaller than the visitors' bursts.
+    Waited,
     /// A stream the server opened on the session's link.
     Server,
+}
+
+impl Opened {
+    /// True for a pooled data connection, whether it was idle or waited for.
+    pub(crate) fn pooled(self) -> bool {
+        matches!(self, Opened::Pool | Opened::Waited)
+    }
 }
 
 impl std::fmt::Display for Opened {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Opened::Pool => "pool",
+            Opened::Waited => "waited",
             Opened::Server => "server",
         })
     }

@@ -101,11 +101,11 @@ pub(crate) struct Metrics {
     handshakes: Latencies,
     stream_opens: Latencies2,
     /// The members of `handshakes` (control, data) and `stream_opens` (tcp, http,
-    /// tls_passthrough, each opened from the pool or by the server), each looked up once: a
+    /// tls_passthrough, each from the pool at once, from the pool after a wait, or opened by the server), each looked up once: a
     /// family lookup hashes its label under a lock, which every new connection would pay again.
     /// Filled on first use, so a series appears when it is first observed, as before.
     handshake_series: [OnceLock<Histogram>; 2],
-    open_series: [[OnceLock<Histogram>; 2]; 3],
+    open_series: [[OnceLock<Histogram>; 3]; 3],
     carrier_rtt: Histogram,
     auth_failures: Family<Label, Counter>,
     bans: Counter,
@@ -126,7 +126,7 @@ impl Metrics {
         );
         registry.register(
             "burrow_stream_open_seconds",
-            "Time from a visitor's arrival to its stream being sent to the client, by how the stream was opened (a pooled data connection, or a stream the server opened on the client's link)",
+            "Time from a visitor's arrival to its stream being sent to the client, by how the stream was opened (an idle pooled data connection, one the visitor waited for, or a stream the server opened on the client's link)",
             stream_opens.clone(),
         );
         registry.register(
@@ -180,7 +180,8 @@ impl Metrics {
         };
         let (how, opened) = match opened {
             Opened::Pool => (0, "pool"),
-            Opened::Server => (1, "server"),
+            Opened::Waited => (1, "waited"),
+            Opened::Server => (2, "server"),
         };
         let cache = &self.open_series[slot][how];
         let series = cache.get_or_init(|| {

@@ -110,7 +110,7 @@ impl SessionHandle {
             debug!("the pool is empty: asking the client for a data connection");
             let _ = self.control.try_send(ServerMsg::WantData { count: 1 });
         };
-        (self.pool.take_or_wait(want_more).await, Opened::Pool)
+        (self.pool.take_or_wait(want_more).await, Opened::Waited)
     }
 }
 

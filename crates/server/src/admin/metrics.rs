@@ -61,6 +61,13 @@ fn live_metrics(shared: &Shared) -> Registry {
         "Client sessions connected",
         &[(vec![], count(sessions.len()))],
     );
+    let pooled = sessions.iter().map(|s| s.pool.len()).sum();
+    gauge(
+        &mut registry,
+        "burrow_pooled_connections",
+        "Idle data connections waiting for visitors in the sessions' pools",
+        &[(vec![], count(pooled))],
+    );
     gauge(
         &mut registry,
         "burrow_public_ports",

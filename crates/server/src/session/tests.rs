@@ -179,7 +179,8 @@ async fn a_session_past_its_lifetime_is_asked_to_reconnect_once_its_streams_fini
 
 /// A visitor takes an idle pooled connection when there is one; else a stream the server opens
 /// on the client's link; and when the link cannot open one (here: it is gone), the pool's next
-/// connection, after asking the client for more, as before server-opened streams.
+/// connection, after asking the client for more (`Opened::Waited`), as before server-opened
+/// streams.
 #[tokio::test]
 async fn a_visitor_takes_the_pool_then_a_server_stream_then_the_pool_again() {
     use crate::registry::Opened;
@@ -219,7 +220,7 @@ async fn a_visitor_takes_the_pool_then_a_server_stream_then_the_pool_again() {
     ) {}
     let (_far_end, pooled) = duplex(1024);
     handle.pool.put(Carrier::Memory(pooled)).unwrap();
-    assert_eq!(taken.await.unwrap(), Opened::Pool);
+    assert_eq!(taken.await.unwrap(), Opened::Waited);
 }
 
 /// A data connection that answered the challenge is welcomed before it joins the pool; one that
