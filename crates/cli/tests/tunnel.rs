@@ -176,16 +176,7 @@ async fn visitors_of_an_empty_pool(carrier: Carrier) {
             _ => &["opened=server"],
         };
         let server = &deployment.server;
-        let closed = server
-            .proc
-            .wait_for(&format!("{VISITORS} `stream closed` lines"), |o| {
-                let lines: Vec<String> = (o.stderr.iter())
-                    .filter(|l| l.contains("stream closed"))
-                    .cloned()
-                    .collect();
-                (lines.len() as u64 >= VISITORS).then_some(lines)
-            })
-            .await;
+        let closed = server.closed_streams(VISITORS as usize).await;
         for line in &closed {
             assert!(
                 opened.iter().any(|o| line.contains(o)),

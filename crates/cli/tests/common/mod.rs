@@ -199,6 +199,21 @@ impl Server {
         }
     }
 
+    /// The server's first `count` `stream closed` lines (logged at debug, on in these tests),
+    /// once it has logged that many.
+    pub(crate) async fn closed_streams(&self, count: usize) -> Vec<String> {
+        self.proc
+            .wait_for(&format!("{count} `stream closed` lines"), |o| {
+                let lines: Vec<String> = (o.stderr.iter())
+                    .filter(|l| l.contains("stream closed"))
+                    .take(count)
+                    .cloned()
+                    .collect();
+                (lines.len() == count).then_some(lines)
+            })
+            .await
+    }
+
     /// The control address as `--to` wants it.
     pub(crate) fn to(&self) -> String {
         self.addr.to_string()
