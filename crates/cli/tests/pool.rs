@@ -147,7 +147,6 @@ async fn five_thousand_held_visitors(carrier: Carrier) {
         while let Some(done) = connecting.join_next().await {
             held.push(done.unwrap());
         }
-        assert_eq!(held.len(), HELD);
 
         // Every one of them is still open and still carries its own bytes.
         let mut closing = JoinSet::new();
