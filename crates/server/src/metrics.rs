@@ -101,9 +101,10 @@ pub(crate) struct Metrics {
     handshakes: Latencies,
     stream_opens: Latencies2,
     /// The members of `handshakes` (control, data) and `stream_opens` (tcp, http,
-    /// tls_passthrough, each from the pool at once, from the pool after a wait, or opened by the server), each looked up once: a
-    /// family lookup hashes its label under a lock, which every new connection would pay again.
-    /// Filled on first use, so a series appears when it is first observed, as before.
+    /// tls_passthrough, each from the pool at once, from the pool after a wait, or opened by the
+    /// server), each looked up once: a family lookup hashes its label under a lock, which every
+    /// new connection would pay again. Filled on first use, so a series appears when it is
+    /// first observed, as before.
     handshake_series: [OnceLock<Histogram>; 2],
     open_series: [[OnceLock<Histogram>; 3]; 3],
     carrier_rtt: Histogram,
