@@ -638,6 +638,22 @@ async fn sni_passthrough_to_a_tls_target() {
         assert_eq!((got.status, got.id()), (200, "T".to_owned()));
         // The edge did not terminate TLS: the target saw no X-Forwarded-* headers.
         assert!(got.json()["headers"].get("x-forwarded-for").is_none());
+        // The passthrough ran as a reusable stream on a pooled connection, and the connection
+        // went back to the pool after it.
+        let server = &pass.edge.server.proc;
+        let line = server
+            .wait_stderr("the passthrough's access line", |l| {
+                l.contains("burrow::access") && l.contains("tls passthrough")
+            })
+            .await;
+        assert!(line.contains("path=chunked"), "{line}");
+        server
+            .wait_stderr("the data connection back in the pool", |l| {
+                l.contains("data connection ready") && l.contains("hello=reused")
+            })
+            .await;
+        let again = (pass.curl("secure", "/again").await).expect("a second passthrough failed");
+        assert_eq!((again.status, again.id()), (200, "T".to_owned()));
         // A server name nobody claims, on an edge without its own certificate: closed.
         assert!(pass.curl("nobody", "/").await.is_none());
     })

@@ -74,6 +74,18 @@ pub fn header(len: usize) -> Option<[u8; HEADER_LEN]> {
     u16::try_from(len).ok().map(u16::to_be_bytes)
 }
 
+/// Appends `bytes` to `out` as chunks of at most [`MAX_LEN`] bytes each, without an end chunk
+/// (nothing for no bytes: an empty chunk would be one). For bytes a sender already holds when
+/// the stream starts, sent with its header.
+pub fn chunk_into(out: &mut Vec<u8>, bytes: &[u8]) {
+    for piece in bytes.chunks(MAX_LEN) {
+        // At most MAX_LEN by construction: the header always fits.
+        let len = u16::try_from(piece.len()).unwrap_or(0).to_be_bytes();
+        out.extend_from_slice(&len);
+        out.extend_from_slice(piece);
+    }
+}
+
 /// Takes a direction's chunks apart as its bytes arrive, in whatever pieces they come: a
 /// header may be split across reads, a chunk may span many.
 #[derive(Debug, Default)]
@@ -196,6 +208,24 @@ mod tests {
         assert_eq!((&piece[..n], step), (&b"araw"[..], Step::Raw));
         let mut piece = [0u8, 0, b'N'];
         assert_eq!(Unchunker::default().unchunk(&mut piece), Err(AfterEnd));
+    }
+
+    #[test]
+    fn bytes_chunked_ahead_come_out_whole() {
+        for len in [0, 1, 300, MAX_LEN, MAX_LEN + 1, 2 * MAX_LEN + 7] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut wire = Vec::new();
+            chunk_into(&mut wire, &bytes);
+            assert_eq!(
+                wire.len(),
+                len + HEADER_LEN * len.div_ceil(MAX_LEN),
+                "{len}"
+            );
+            wire.extend_from_slice(&END);
+            let (n, step) = Unchunker::default().unchunk(&mut wire).unwrap();
+            assert_eq!(step, Step::End, "{len}");
+            assert!(wire[..n] == bytes[..], "{len}");
+        }
     }
 
     #[test]

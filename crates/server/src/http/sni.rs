@@ -11,8 +11,8 @@ use super::rewind::Rewind;
 use super::routes::Miss;
 use crate::Shared;
 use crate::metrics::{OpenStream, VisitorKind};
-use burrow_net::relay;
 use burrow_net::tls::rustls::server::Acceptor;
+use burrow_net::{relay, relay_reusable};
 use burrow_proto::encode_frame;
 use burrow_proto::msg::{StreamKind, StreamOpen, Target};
 use std::net::SocketAddr;
@@ -136,18 +136,30 @@ async fn passthrough(
     };
     let stream = shared.next_stream.fetch_add(1, Ordering::Relaxed);
     let span = crate::spans::session_stream(stream, peer, &session, member.tunnel);
+    // A pooled connection of a client that takes them carries a reusable stream, as a TCP
+    // tunnel's visitor does, and goes back to the pool after it.
+    let reusable = opened.pooled() && session.reuse && carrier.takes_reusable_streams();
     // The stream's span covers it from its header to the end of the relay.
     async {
         let open = StreamOpen {
             stream,
-            kind: StreamKind::Tcp,
+            kind: if reusable {
+                StreamKind::TcpReusable
+            } else {
+                StreamKind::Tcp
+            },
             target: Target::Tunnel(member.tunnel),
             visitor: Some(peer),
         };
-        // The header and the ClientHello leave in one write (one segment, one TLS record).
+        // The header and the ClientHello leave in one write (one segment, one TLS record); on a
+        // reusable stream the ClientHello is its first chunk.
         let sent = match encode_frame(&open) {
             Ok(mut first) => {
-                first.extend_from_slice(&hello);
+                if reusable {
+                    burrow_proto::reuse::chunk_into(&mut first, &hello);
+                } else {
+                    first.extend_from_slice(&hello);
+                }
                 let written = carrier.write_all(&first).await;
                 written.and(carrier.flush().await)
             }
@@ -161,13 +173,22 @@ async fn passthrough(
             .metrics
             .stream_opened(VisitorKind::Passthrough, opened, arrived.elapsed());
         let open = OpenStream::new(&shared.active_streams, &session.streams, &stats);
-        let result = relay(&mut tcp, &mut carrier).await;
+        let result = if reusable {
+            relay_reusable(&mut tcp, &mut carrier).await
+        } else {
+            relay(&mut tcp, &mut carrier).await
+        };
         drop(open);
         match result {
             Ok(r) => {
                 let up = r.to_carrier + hello.len() as u64;
                 stats.add_bytes(up, r.from_carrier);
-                info!(target: "burrow::access", visitor = %peer, tunnel = %name, client = %format_args!("{:016x}", session.id), up, down = r.from_carrier, %opened, "tls passthrough")
+                info!(target: "burrow::access", visitor = %peer, tunnel = %name, client = %format_args!("{:016x}", session.id), up, down = r.from_carrier, %opened, path = %r.path, "tls passthrough");
+                // Only a reusable stream that kept to its chunks both ways can leave its
+                // connection at a chunk boundary.
+                if r.path == burrow_net::relay::Path::Chunked {
+                    crate::pool::reuse(&session.pool, carrier).await;
+                }
             }
             Err(e) => debug!(tunnel = %name, "passthrough ended: {e}"),
         }
