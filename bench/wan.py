@@ -2,9 +2,10 @@
 """First byte for 64 visitors arriving at once, and bulk throughput, over a 50 ms round trip
 between client and server.
 
-For each tunnel (burrow on each carrier, rathole) this starts the server, puts
-../shared/testbed/wanem.py between the client and the server (25 ms each way; for burrow's QUIC
-carrier, a UDP relay with the same delay), starts the client, and then, ROUNDS times, opens 64
+For each tunnel (burrow on each carrier, rathole; with --rathole-noise rathole's encrypted
+transport too) this starts the server, puts ../shared/testbed/wanem.py between the client and
+the server (25 ms each way; for burrow's QUIC carrier, a UDP relay with the same delay), starts
+the client, and then, ROUNDS times, opens 64
 visitor connections to the public port at the same instant. Each visitor sends one byte to an
 echo service behind the client and times how long the echo takes to come back. The visitor and
 the server sit on the same side of the WAN, so a visitor that finds a warm data connection waits
@@ -16,8 +17,9 @@ through a path capped at --rate-mbit (100) each way: wanem paces each TCP connec
 and the UDP relay paces all of a QUIC connection's datagrams to it (wanem itself has no rate cap
 for UDP). The figure is the delivered rate and its share of the cap.
 
-  bench/wan.py [--burrow target/release/burrow] [--rathole PATH] [--rounds 3] [--visitors 64]
-               [--pool-sizes 8,64] [--carriers plain,tls,mux,quic] [--bulk-mb 50] [--rate-mbit 100]
+  bench/wan.py [--burrow target/release/burrow] [--rathole PATH] [--rathole-noise] [--rounds 3]
+               [--visitors 64] [--pool-sizes 8,64] [--carriers plain,tls,mux,quic] [--bulk-mb 50]
+               [--rate-mbit 100]
 
 Prints markdown tables: p50, p99 and max first-byte time in ms and in round trips, per round
 (round 1 meets the pool as it is after start; later rounds, 5 s apart, see what the pool learnt),
@@ -153,16 +155,31 @@ async def start_baseline(procs, service, public):
     await wait_for(lambda: "wanem: ready" in procs.log("wanem"), "wanem")
 
 
-async def start_rathole(procs, binary, service, public, rate_mbit=0.0):
+def rathole_noise_keys(binary):
+    """A Noise key pair from `rathole --genkey`: (private, public)."""
+    out = subprocess.run([binary, "--genkey"], capture_output=True, text=True, timeout=10).stdout
+    lines = [l.strip() for l in out.splitlines()]
+    key = lambda label: next(lines[i + 1] for i, l in enumerate(lines) if label in l)
+    return key("Private Key"), key("Public Key")
+
+
+async def start_rathole(procs, binary, service, public, rate_mbit=0.0, noise=False):
+    """rathole with its defaults, over plain TCP or (noise=True) its Noise transport, the
+    encrypted one to compare burrow's TLS carrier with."""
     ctrl = free_port()
+    server_transport = client_transport = ""
+    if noise:
+        private, public_key = rathole_noise_keys(binary)
+        server_transport = f'[server.transport]\ntype = "noise"\n[server.transport.noise]\nlocal_private_key = "{private}"\n'
+        client_transport = f'[client.transport]\ntype = "noise"\n[client.transport.noise]\nremote_public_key = "{public_key}"\n'
     with open(os.path.join(procs.workdir, "server.toml"), "w") as f:
-        f.write(f'[server]\nbind_addr = "127.0.0.1:{ctrl}"\n[server.services.wan]\n'
+        f.write(f'[server]\nbind_addr = "127.0.0.1:{ctrl}"\n{server_transport}[server.services.wan]\n'
                 f'token = "{TOKEN}"\nbind_addr = "127.0.0.1:{public}"\n')
     procs.spawn("server", [binary, "--server", os.path.join(procs.workdir, "server.toml")])
     wan = start_wanem(procs, ctrl, rate_mbit)
     await wait_for(lambda: "wanem: ready" in procs.log("wanem"), "wanem")
     with open(os.path.join(procs.workdir, "client.toml"), "w") as f:
-        f.write(f'[client]\nremote_addr = "127.0.0.1:{wan}"\n[client.services.wan]\n'
+        f.write(f'[client]\nremote_addr = "127.0.0.1:{wan}"\n{client_transport}[client.services.wan]\n'
                 f'token = "{TOKEN}"\nlocal_addr = "127.0.0.1:{service}"\n')
     procs.spawn("client", [binary, "--client", os.path.join(procs.workdir, "client.toml")])
 
@@ -332,6 +349,8 @@ async def main():
     ap.add_argument("--bulk-mb", type=int, default=0, help="also download this many MB through each tunnel")
     ap.add_argument("--rate-mbit", type=float, default=100.0, help="the path's cap for the bulk case")
     ap.add_argument("--skip-first-byte", action="store_true", help="only the bulk case")
+    ap.add_argument("--rathole-noise", action="store_true",
+                    help="also measure rathole's encrypted Noise transport (first byte)")
     args = ap.parse_args()
     carriers = [c for c in args.carriers.split(",") if c]
     have_rathole = os.path.exists(args.rathole)
@@ -349,6 +368,9 @@ async def main():
                     rows += await measure(name, start, args)
             if have_rathole:
                 rows += await measure("rathole (tcp)", lambda p, s: start_rathole(p, args.rathole, service, s), args)
+                if args.rathole_noise:
+                    start = lambda p, s: start_rathole(p, args.rathole, service, s, noise=True)
+                    rows += await measure("rathole (noise)", start, args)
     if args.bulk_mb:
         server, service = await bulk_server(args.bulk_mb)
         async with server:
