@@ -148,8 +148,10 @@ async fn visit(
             visitor.stats.add_bytes(r.to_carrier, r.from_carrier);
             debug!(up = r.to_carrier, down = r.from_carrier, path = %r.path, %opened, "stream closed");
             // Only a reusable stream that kept to its chunks both ways can leave its
-            // connection at a chunk boundary.
+            // connection at a chunk boundary. The visitor is done with: close its socket
+            // before waiting for the client's release.
             if r.path == burrow_net::relay::Path::Chunked {
+                drop(socket);
                 crate::pool::reuse(&session.pool, carrier).await;
             }
         }

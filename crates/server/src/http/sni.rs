@@ -185,8 +185,10 @@ async fn passthrough(
                 stats.add_bytes(up, r.from_carrier);
                 info!(target: "burrow::access", visitor = %peer, tunnel = %name, client = %format_args!("{:016x}", session.id), up, down = r.from_carrier, %opened, path = %r.path, "tls passthrough");
                 // Only a reusable stream that kept to its chunks both ways can leave its
-                // connection at a chunk boundary.
+                // connection at a chunk boundary. The visitor is done with: close its socket
+                // before waiting for the client's release.
                 if r.path == burrow_net::relay::Path::Chunked {
+                    drop(tcp);
                     crate::pool::reuse(&session.pool, carrier).await;
                 }
             }
