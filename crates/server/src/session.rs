@@ -197,13 +197,41 @@ impl Session {
             let step = tokio::select! {
                 _ = self.handle.closed.cancelled() => Err(End::Shutdown),
                 msg = incoming.recv() => self.on_incoming(msg).await,
-                Some(msg) = outgoing.recv() => self.send(msg).await,
+                Some(msg) = outgoing.recv() => self.send_queued(msg, &mut outgoing).await,
                 _ = sleep_until(next_beat) => Ok(()),
                 _ = sleep_until(lifetime.unwrap_or(next_beat)), if lifetime.is_some() => self.on_lifetime(),
             };
             if let Err(end) = step {
                 return end;
             }
+        }
+    }
+
+    /// Sends `msg`, and with a `WantData` the ones queued right behind it as one: each visitor
+    /// of a burst that finds the pool empty asks for one connection, and one frame can ask for
+    /// them all. Messages keep their order.
+    async fn send_queued(
+        &mut self,
+        msg: ServerMsg,
+        outgoing: &mut mpsc::Receiver<ServerMsg>,
+    ) -> Result<(), End> {
+        let ServerMsg::WantData { mut count } = msg else {
+            return self.send(msg).await;
+        };
+        let mut after = None;
+        while let Ok(queued) = outgoing.try_recv() {
+            match queued {
+                ServerMsg::WantData { count: more } => count = count.saturating_add(more),
+                other => {
+                    after = Some(other);
+                    break;
+                }
+            }
+        }
+        self.send(ServerMsg::WantData { count }).await?;
+        match after {
+            Some(msg) => self.send(msg).await,
+            None => Ok(()),
         }
     }
 

@@ -223,6 +223,30 @@ async fn a_visitor_takes_the_pool_then_a_server_stream_then_the_pool_again() {
     assert_eq!(taken.await.unwrap(), Opened::Waited);
 }
 
+/// Requests for data connections queued at once (a burst of visitors finding the pool empty)
+/// leave as one `WantData` for all of them, and what was queued after them still follows.
+#[tokio::test]
+async fn requests_for_data_connections_queued_together_leave_as_one() {
+    let (shared, mut client, session, _task) = session_with_tunnel().await;
+    let handle = shared.registry.session(session).unwrap();
+    // The session's task runs only when this one yields: all four are queued by then.
+    for _ in 0..3 {
+        handle
+            .control
+            .try_send(ServerMsg::WantData { count: 1 })
+            .unwrap();
+    }
+    handle.control.try_send(ServerMsg::Shutdown).unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        match read_frame::<_, ServerMsg>(&mut client).await.unwrap() {
+            ServerMsg::Ping { .. } => {}
+            msg => got.push(msg),
+        }
+    }
+    assert_eq!(got, [ServerMsg::WantData { count: 3 }, ServerMsg::Shutdown]);
+}
+
 /// A data connection that answered the challenge is welcomed before it joins the pool; one that
 /// said hello early hears nothing. For a session that is gone, the first is told so and the
 /// second is closed without a word (its client waits for no answer).
