@@ -20,19 +20,20 @@ async fn a_client_falls_back_to_the_next_carrier_and_says_so() {
         let client =
             Client::start_tcp(&dir, &server, echo, "t", &["--carrier", "quic,mux,tcp"]).await;
         assert_echo(client.port, b"over the second carrier").await;
-        let log = client.proc.output().stderr;
-        assert!(
-            log.iter()
-                .any(|l| l.contains("carrier quic failed") && l.contains("trying the next one")),
-            "the client says QUIC failed\n{}",
-            client.proc.dump()
-        );
-        assert!(
-            log.iter()
-                .any(|l| l.contains("session established") && l.contains("carrier=\"mux\"")),
-            "the session runs over the next carrier in the list, mux\n{}",
-            client.proc.dump()
-        );
+        // Waited for rather than read: stderr is read apart from stdout, whose ready line came
+        // after these.
+        client
+            .proc
+            .wait_stderr("the client saying QUIC failed", |l| {
+                l.contains("carrier quic failed") && l.contains("trying the next one")
+            })
+            .await;
+        client
+            .proc
+            .wait_stderr("the session over the next carrier in the list, mux", |l| {
+                l.contains("session established") && l.contains("carrier=\"mux\"")
+            })
+            .await;
     })
     .await
 }

@@ -334,13 +334,13 @@ async fn the_multiplexed_carriers_go_through_both_proxies() {
                 "{carrier} via {proxy}: the server saw {addresses:?}"
             );
             let established = format!("carrier=\"{kind}\"");
-            let log = client.proc.output().stderr;
-            assert!(
-                log.iter()
-                    .any(|l| l.contains("session established") && l.contains(&established)),
-                "{carrier} via {proxy}\n{}",
-                client.proc.dump()
-            );
+            client
+                .proc
+                .wait_stderr(
+                    &format!("{carrier} via {proxy}: the session's carrier"),
+                    |l| l.contains("session established") && l.contains(&established),
+                )
+                .await;
         }
     })
     .await;

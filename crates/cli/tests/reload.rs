@@ -121,11 +121,13 @@ async fn sighup_reloads_an_identitys_token_file() {
                 l == "config reloaded: 1 change applied"
             })
             .await;
-        assert!(
-            common::any_line_has(&server.proc.output().stderr, &["reloading", "SIGHUP"]),
-            "the reload does not name SIGHUP:\n{}",
-            server.proc.dump()
-        );
+        // Logged on stderr before the line above went to stdout; the two pipes are read apart.
+        server
+            .proc
+            .wait_stderr("the reload naming SIGHUP", |l| {
+                l.contains("reloading") && l.contains("SIGHUP")
+            })
+            .await;
         let second = client(&dir, &server, echo, "alice", "new-token", None).await;
         assert_echo(second.port, b"with the new token").await;
         // A session that logged in with the old token keeps running.
