@@ -75,6 +75,10 @@ async fn failed_logins_ban_the_address_until_the_operator_lifts_it() {
         let failures = "burrow_auth_failures_total{reason=\"bad_credentials\"}";
         assert_eq!(sample(&text, failures), Some(3.0), "{text}");
         // The ban is logged once, not once per refused connection.
+        server
+            .proc
+            .wait_stderr("the ban's line", |l| l.contains("banned"))
+            .await;
         let logged = server.proc.output().stderr;
         let ban_lines = logged.iter().filter(|l| l.contains("banned")).count();
         assert_eq!(ban_lines, 1, "{}", server.proc.dump());
