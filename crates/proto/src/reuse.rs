@@ -79,10 +79,11 @@ pub fn header(len: usize) -> Option<[u8; HEADER_LEN]> {
 /// the stream starts, sent with its header.
 pub fn chunk_into(out: &mut Vec<u8>, bytes: &[u8]) {
     for piece in bytes.chunks(MAX_LEN) {
-        // At most MAX_LEN by construction: the header always fits.
-        let len = u16::try_from(piece.len()).unwrap_or(0).to_be_bytes();
-        out.extend_from_slice(&len);
-        out.extend_from_slice(piece);
+        // `chunks` yields at most MAX_LEN bytes: every piece has a header.
+        if let Some(head) = header(piece.len()) {
+            out.extend_from_slice(&head);
+            out.extend_from_slice(piece);
+        }
     }
 }
 

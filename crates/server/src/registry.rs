@@ -83,6 +83,13 @@ impl SessionHandle {
             .map_or(self.peer, |connection| connection.remote_address())
     }
 
+    /// Whether a visitor's stream on `carrier`, opened as `opened`, is a reusable one: on a
+    /// pooled data connection that can carry one stream after another, of a client that takes
+    /// them. A stream the server opened on a link ends with its visitor.
+    pub(crate) fn reusable_stream(&self, opened: Opened, carrier: &burrow_net::Carrier) -> bool {
+        opened.pooled() && self.reuse && carrier.takes_reusable_streams()
+    }
+
     /// A stream toward the client for one visitor, and how it was opened: an idle pooled data
     /// connection when there is one (free); else, for a client that asked for them, a stream
     /// the server opens on its link (waiting at most [`SERVER_OPEN_WAIT`]); else, or when that

@@ -115,9 +115,8 @@ async fn visit(
         );
     };
     spans::adopt(&tracing::Span::current(), &session, tunnel);
-    // A pooled connection of a client that takes them carries a reusable stream, and goes
-    // back to the pool after it; a stream the server opened on a link ends with its visitor.
-    let reusable = opened.pooled() && session.reuse && carrier.takes_reusable_streams();
+    // A reusable stream's connection goes back to the pool after it.
+    let reusable = session.reusable_stream(opened, &carrier);
     let open = StreamOpen {
         stream: visitor.stream,
         kind: if reusable {

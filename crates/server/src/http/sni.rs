@@ -136,9 +136,8 @@ async fn passthrough(
     };
     let stream = shared.next_stream.fetch_add(1, Ordering::Relaxed);
     let span = crate::spans::session_stream(stream, peer, &session, member.tunnel);
-    // A pooled connection of a client that takes them carries a reusable stream, as a TCP
-    // tunnel's visitor does, and goes back to the pool after it.
-    let reusable = opened.pooled() && session.reuse && carrier.takes_reusable_streams();
+    // As for a TCP tunnel's visitor, a reusable stream's connection goes back to the pool after it.
+    let reusable = session.reusable_stream(opened, &carrier);
     // The stream's span covers it from its header to the end of the relay.
     async {
         let open = StreamOpen {
